@@ -1,0 +1,11 @@
+//! devmmu-mm: everything between a driver's buffer and the IOPTEs its device walks.
+//!
+//! The system side: physical memory ([`phys`]), CPU cache maintenance ([`cache`]),
+//! the system DMA ops ([`dma`]). The device side: device VMs ([`vm`]) and the
+//! simulated device ([`model`]) that the tests and the demo drive.
+
+pub mod cache;
+pub mod dma;
+pub mod model;
+pub mod phys;
+pub mod vm;

@@ -1,0 +1,3 @@
+#![no_std]
+//! (in progress)
+extern crate alloc;

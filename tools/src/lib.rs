@@ -1,0 +1,1 @@
+//! Library half of the `devmmu` command: the scenarios and their pieces.
