@@ -1,0 +1,100 @@
+//! Where table pages come from: the [`TableAlloc`] trait (the role of aarch64-paging's
+//! `Translation`, plus the cache-maintenance hook it lacks) and a plain heap implementation.
+
+use crate::DmaAddr;
+use core::ptr::NonNull;
+
+/// Size of one table page in bytes. Every table of every supported format is one 4 KiB page.
+pub const TABLE_SIZE: usize = 4096;
+
+/// One table page: its CPU address (for the CPU's stores) and its bus address (what the walker
+/// and the parent entry use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TablePage {
+    /// CPU pointer to [`TABLE_SIZE`] bytes, aligned to [`TABLE_SIZE`].
+    pub cpu: NonNull<u8>,
+    /// Bus address of the page as the device's walker reaches it, aligned to [`TABLE_SIZE`].
+    pub dma: DmaAddr,
+}
+
+// SAFETY: a TablePage is a plain description of memory owned by the TableAlloc that produced it;
+// the page table that holds it is the only writer.
+unsafe impl Send for TablePage {}
+// SAFETY: as above; sharing the description does not grant access by itself.
+unsafe impl Sync for TablePage {}
+
+/// Supplies and releases table pages, and makes CPU stores to them visible to a non-coherent
+/// walker.
+///
+/// # Safety
+/// Implementations promise that `alloc_table` returns a page that is [`TABLE_SIZE`] bytes,
+/// aligned to [`TABLE_SIZE`] both in CPU and bus address, zero-filled, writable through `cpu`,
+/// not aliased by any other live page, and that stays valid until passed to `free_table`.
+pub unsafe trait TableAlloc {
+    /// Allocates one zeroed table page, or `None` when out of memory.
+    fn alloc_table(&mut self) -> Option<TablePage>;
+
+    /// Returns a page. The page table calls it only once the page is unreachable by the walker
+    /// (its parent entry cleared and the TLB invalidated, see [`Gather`](crate::Gather)). A freed
+    /// table holds only empty entries (zero, for formats whose empty entry is zero).
+    ///
+    /// # Safety
+    /// `page` came from `alloc_table` of this allocator and is not used afterwards.
+    unsafe fn free_table(&mut self, page: TablePage);
+
+    /// Makes the CPU's stores to `len` bytes at `offset` bytes into the table at `table` visible
+    /// to a non-coherent walker (clean the CPU cache lines to the point of coherency, then a
+    /// barrier): the kernel's `dma_sync_single_for_device(.., DMA_TO_DEVICE)` on the table.
+    /// Called only for page tables configured as non-coherent, once per contiguous run of
+    /// written entries. The default does nothing (coherent walker).
+    fn sync_for_device(&mut self, table: DmaAddr, offset: usize, len: usize) {
+        let _ = (table, offset, len);
+    }
+}
+
+/// Table pages from the global heap, bus address = CPU address (a device that sees CPU memory
+/// one-to-one, as in tests and benchmarks). No cache maintenance: use it with a coherent walk,
+/// or wrap it to add one.
+#[derive(Debug, Default)]
+pub struct HeapTableAlloc {
+    live: usize,
+}
+
+impl HeapTableAlloc {
+    /// A new allocator with no live pages.
+    pub const fn new() -> Self {
+        Self { live: 0 }
+    }
+
+    /// Pages allocated and not yet freed.
+    pub fn live_pages(&self) -> usize {
+        self.live
+    }
+
+    fn layout() -> core::alloc::Layout {
+        // TABLE_SIZE is a non-zero power of two.
+        core::alloc::Layout::from_size_align(TABLE_SIZE, TABLE_SIZE).unwrap()
+    }
+}
+
+// SAFETY: pages come from alloc_zeroed with a TABLE_SIZE/TABLE_SIZE layout, so they are zeroed,
+// aligned and unaliased; bus address = CPU address preserves the alignment.
+unsafe impl TableAlloc for HeapTableAlloc {
+    fn alloc_table(&mut self) -> Option<TablePage> {
+        // SAFETY: the layout has non-zero size.
+        let p = unsafe { alloc::alloc::alloc_zeroed(Self::layout()) };
+        let cpu = NonNull::new(p)?;
+        self.live += 1;
+        Some(TablePage {
+            cpu,
+            dma: DmaAddr(p as usize as u64),
+        })
+    }
+
+    unsafe fn free_table(&mut self, page: TablePage) {
+        self.live -= 1;
+        // SAFETY: the caller guarantees `page` came from alloc_table, i.e. from alloc_zeroed
+        // with this layout, and is not used again.
+        unsafe { alloc::alloc::dealloc(page.cpu.as_ptr(), Self::layout()) }
+    }
+}

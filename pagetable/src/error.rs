@@ -1,0 +1,65 @@
+//! The error type of every page-table operation.
+
+use crate::{Iova, Prot};
+
+/// Why a page-table operation was refused. A refused operation changed nothing that a device can
+/// observe (see each operation for the exact guarantee).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The size is 0 bytes.
+    #[error("size is zero")]
+    ZeroSize,
+    /// `what` ("iova", "dma address", "size", "segment length") is not a multiple of the format's
+    /// granule (`align`, bytes).
+    #[error("{what} {value:#x} is not aligned to the {align:#x}-byte granule")]
+    Misaligned {
+        /// Which argument.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+        /// The required alignment in bytes.
+        align: u64,
+    },
+    /// The end of the range (`value`, exclusive) lies beyond what the format can address
+    /// (`limit` = 2^IOVA_BITS for an IOVA, 2^OA_BITS for an output address).
+    #[error("{what} range ends at {value:#x}, beyond the format's limit {limit:#x}")]
+    OutOfRange {
+        /// "iova" or "dma address".
+        what: &'static str,
+        /// Exclusive end of the offending range.
+        value: u64,
+        /// Exclusive limit.
+        limit: u64,
+    },
+    /// `iova + size` (or `dma + size`) overflows 64 bits.
+    #[error("range at {start:#x} of {size:#x} bytes overflows 64 bits")]
+    Overflow {
+        /// Start of the range.
+        start: u64,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// Part of the range is already mapped; `iova` is the lowest mapped address found in it.
+    /// Nothing was written.
+    #[error("IOVA {iova} is already mapped")]
+    AlreadyMapped {
+        /// Lowest already-mapped IOVA inside the requested range.
+        iova: Iova,
+    },
+    /// The table allocator had no page. Everything the call wrote was undone.
+    #[error("no memory for a page-table page")]
+    NoMemory,
+    /// The table allocator returned a page whose bus address the format cannot hold (beyond
+    /// `OA_BITS`, or not aligned to the table size). The page was given back.
+    #[error("table page at bus address {dma:#x} is not reachable by this format's walker")]
+    BadTableAddr {
+        /// The offending bus address.
+        dma: u64,
+    },
+    /// The protection grants neither read nor write.
+    #[error("protection {prot} grants no access")]
+    NoAccess {
+        /// The refused protection.
+        prot: Prot,
+    },
+}

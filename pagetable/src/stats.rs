@@ -1,0 +1,21 @@
+//! Counters of one page table, read by tests and the command line.
+
+/// What a page table has done since it was created. All counts are cumulative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// IOPTEs written by map, unmap and block splits: leaves, table pointers and cleared entries
+    /// (not the initial fill of a new table).
+    pub pte_stores: u64,
+    /// Table pages allocated (including the dummy page and dummy tables of formats that use them).
+    pub tables_allocated: u64,
+    /// Table pages given back to the allocator.
+    pub tables_freed: u64,
+    /// CPU cache lines (64 bytes) cleaned for a non-coherent walker.
+    pub lines_cleaned: u64,
+    /// `sync_for_device` calls made to the allocator (one per contiguous run of written entries).
+    pub sync_calls: u64,
+    /// IOVA ranges handed to the TLB invalidation callback by `iotlb_sync`.
+    pub inval_ranges: u64,
+    /// Blocks split into a next-level table by a partial unmap.
+    pub blocks_split: u64,
+}

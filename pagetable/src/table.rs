@@ -1,0 +1,922 @@
+//! [`PageTable`]: map, unmap and translate, written once for every [`Format`].
+//!
+//! Shape of the algorithm (after Linux's drivers/iommu/generic_pt/iommu_pt.h): one walk down per
+//! table, then a tight store loop over the run of leaves that table receives; for a non-coherent
+//! walker, one `sync_for_device` per contiguous run of written cache lines of a table, so each
+//! written line is cleaned exactly once per operation. A newly allocated table is filled
+//! completely, cleaned once as a whole, and only then linked into its parent, so the walker never
+//! reaches a table whose contents it cannot see yet.
+//!
+//! Each table is one page; the CPU pointer of a child table is kept beside its parent (the
+//! `l2_pts` array of drivers/media/pci/intel/ipu6/ipu6-mmu.c), so the update path never turns a
+//! bus address back into a CPU pointer.
+
+use crate::alloc_table::{TableAlloc, TablePage, TABLE_SIZE};
+use crate::format::{Entry, MAX_LEVELS};
+use crate::{DmaAddr, Error, Format, Gather, Iova, Prot, PteWord, Stats};
+use alloc::boxed::Box;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::marker::PhantomData;
+
+const NONE: u32 = u32::MAX;
+const LINE: usize = 64;
+
+/// How a page table is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageTableConfig {
+    /// Whether the device's table walker snoops the CPU caches. If not, every written PTE line is
+    /// cleaned through [`TableAlloc::sync_for_device`] before the operation returns.
+    pub coherent_walk: bool,
+}
+
+impl Default for PageTableConfig {
+    fn default() -> Self {
+        Self {
+            coherent_walk: true,
+        }
+    }
+}
+
+/// One mapped leaf, as yielded by [`PageTable::mappings`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// First IOVA of the leaf.
+    pub iova: Iova,
+    /// Bus address it maps to.
+    pub dma: DmaAddr,
+    /// Leaf size in bytes.
+    pub size: u64,
+    /// Level of the leaf (0 = root).
+    pub level: usize,
+    /// Permissions as the format encodes them.
+    pub prot: Prot,
+}
+
+struct Node {
+    page: TablePage,
+    /// Non-empty entries in this table.
+    used: u32,
+    /// Node index of each entry's child table, `NONE` if none (empty for last-level tables).
+    children: Box<[u32]>,
+}
+
+/// The bytes of one table written so far by an operation and not yet cleaned, kept as one run of
+/// whole lines: a write that is not line-contiguous with it flushes it first.
+#[derive(Default)]
+struct Dirty {
+    start: usize,
+    end: usize,
+}
+
+impl Dirty {
+    #[inline(always)]
+    fn note(&mut self, off: usize, len: usize) -> Option<(usize, usize)> {
+        if self.start == self.end {
+            self.start = off;
+            self.end = off + len;
+            None
+        } else if off <= self.end.next_multiple_of(LINE) {
+            self.end = self.end.max(off + len);
+            None
+        } else {
+            let run = (self.start, self.end);
+            self.start = off;
+            self.end = off + len;
+            Some(run)
+        }
+    }
+}
+
+/// Where the bus addresses of a map come from: a scatter-gather list walked in order.
+struct Src<'s> {
+    segs: &'s [(DmaAddr, u64)],
+    i: usize,
+    off: u64,
+}
+
+impl Src<'_> {
+    #[inline(always)]
+    fn dma(&self) -> u64 {
+        self.segs[self.i].0 .0 + self.off
+    }
+    #[inline(always)]
+    fn remaining(&self) -> u64 {
+        self.segs[self.i].1 - self.off
+    }
+    #[inline(always)]
+    fn advance(&mut self, n: u64) {
+        self.off += n;
+        if self.off == self.segs[self.i].1 && self.i + 1 < self.segs.len() {
+            self.i += 1;
+            self.off = 0;
+        }
+    }
+}
+
+/// A device page table of format `F` whose table pages come from `A`.
+///
+/// All sizes and addresses are in bytes and must be multiples of the format's granule (4 KiB for
+/// both built-in formats). Every operation validates its arguments first and either completes or
+/// leaves the translations exactly as they were.
+///
+/// Teardown: dropping the table frees every table page at once; the owner must have stopped the
+/// device from walking it (or invalidated its TLB) before, as with `free_io_pgtable_ops`.
+pub struct PageTable<F: Format, A: TableAlloc> {
+    alloc: A,
+    coherent: bool,
+    nodes: Vec<Node>,
+    free_slots: Vec<u32>,
+    root: u32,
+    empty: [F::Pte; MAX_LEVELS],
+    dummies: Vec<TablePage>,
+    stats: Stats,
+    _format: PhantomData<F>,
+}
+
+// SAFETY: the table pages are owned exclusively by this PageTable (TableAlloc's contract) and
+// only touched through &mut self or read through &self, like plain owned memory.
+unsafe impl<F: Format, A: TableAlloc + Send> Send for PageTable<F, A> {}
+// SAFETY: &self methods only read table memory.
+unsafe impl<F: Format, A: TableAlloc + Sync> Sync for PageTable<F, A> {}
+
+impl<F: Format, A: TableAlloc> PageTable<F, A> {
+    /// Creates an empty page table: allocates the root (and, for formats whose empty entries are
+    /// not zero, the dummy page and dummy tables they point at), cleaned if the walk is not
+    /// coherent.
+    ///
+    /// Errors: [`Error::NoMemory`] if the allocator runs out (everything allocated is freed).
+    pub fn new(alloc: A, config: PageTableConfig) -> Result<Self, Error> {
+        let mut pt = Self {
+            alloc,
+            coherent: config.coherent_walk,
+            nodes: Vec::new(),
+            free_slots: Vec::new(),
+            root: NONE,
+            empty: [F::Pte::default(); MAX_LEVELS],
+            dummies: Vec::new(),
+            stats: Stats::default(),
+            _format: PhantomData,
+        };
+        if !F::EMPTY_IS_ZERO {
+            // The dummy page, then one dummy table per level below the root, each entry of which
+            // points at the dummy one level down (ipu6-mmu.c: dummy_page, dummy_l2_pt).
+            let last = F::LEVELS - 1;
+            let page = pt.alloc_page()?;
+            pt.dummies.push(page);
+            pt.clean_whole(page);
+            pt.empty[last] = F::leaf_with_addr(F::leaf_attrs(last, Prot::RW), page.dma);
+            for level in (1..=last).rev() {
+                let table = pt.alloc_page()?;
+                pt.dummies.push(table);
+                fill(table, F::entries(level), pt.empty[level]);
+                pt.clean_whole(table);
+                pt.empty[level - 1] = F::table_entry(level - 1, table.dma);
+            }
+        }
+        pt.root = pt.new_node(0)?;
+        let root_page = pt.nodes[pt.root as usize].page;
+        pt.clean_whole(root_page);
+        Ok(pt)
+    }
+
+    /// Bus address of the root table: what the device's MMU is programmed with (TTBR, or the
+    /// IPU's L1 base register, which takes it `>> 12`).
+    pub fn root(&self) -> DmaAddr {
+        self.nodes[self.root as usize].page.dma
+    }
+
+    /// Bus address of the dummy page that empty entries point at, for formats that have one.
+    pub fn dummy_page(&self) -> Option<DmaAddr> {
+        self.dummies.first().map(|p| p.dma)
+    }
+
+    /// Whether the walker is coherent (no cache maintenance on updates).
+    pub fn coherent_walk(&self) -> bool {
+        self.coherent
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of live tables, the root included, dummy tables excluded.
+    pub fn table_count(&self) -> usize {
+        self.nodes.len() - self.free_slots.len()
+    }
+
+    /// The table allocator.
+    pub fn table_alloc(&self) -> &A {
+        &self.alloc
+    }
+
+    /// The table allocator, mutably (e.g. to read its counters).
+    pub fn table_alloc_mut(&mut self) -> &mut A {
+        &mut self.alloc
+    }
+
+    /// Maps `size` bytes at `iova` to the bus addresses `dma..dma + size` with `prot`.
+    ///
+    /// Uses the largest leaf the format allows where IOVA, address and remaining size are all
+    /// aligned to it (2 MiB and 1 GiB blocks on ARM LPAE). Adds the range to `gather` if the
+    /// format's TLB may cache empty entries (Intel IPU).
+    ///
+    /// Errors, each leaving the table unchanged: [`Error::ZeroSize`], [`Error::Misaligned`],
+    /// [`Error::Overflow`], [`Error::OutOfRange`] (IOVA beyond `IOVA_BITS`, address beyond
+    /// `OA_BITS`), [`Error::NoAccess`], [`Error::AlreadyMapped`] (nothing written),
+    /// [`Error::NoMemory`] (what was written is undone; the undo may add ranges and tables to
+    /// `gather`, so sync it as after any operation).
+    pub fn map(
+        &mut self,
+        iova: Iova,
+        dma: DmaAddr,
+        size: u64,
+        prot: Prot,
+        gather: &mut Gather,
+    ) -> Result<(), Error> {
+        self.map_segments(iova, &[(dma, size)], prot, gather)
+    }
+
+    /// Maps a scatter-gather list contiguously in IOVA space from `iova`: segment `i` (bus
+    /// address, length in bytes) follows segment `i - 1`. One walk for the whole list, so each
+    /// touched table line is written and cleaned once. Errors as [`PageTable::map`]; each segment
+    /// must be non-empty and granule-aligned in address and length.
+    pub fn map_segments(
+        &mut self,
+        iova: Iova,
+        segments: &[(DmaAddr, u64)],
+        prot: Prot,
+        gather: &mut Gather,
+    ) -> Result<(), Error> {
+        if !prot.grants_access() {
+            return Err(Error::NoAccess { prot });
+        }
+        if segments.is_empty() {
+            return Err(Error::ZeroSize);
+        }
+        let mut total: u64 = 0;
+        for &(dma, len) in segments {
+            self.check_dma(dma, len)?;
+            total = total.checked_add(len).ok_or(Error::Overflow {
+                start: iova.0,
+                size: u64::MAX,
+            })?;
+        }
+        let end = self.check_iova(iova, total)?;
+        if let Some(at) = self.first_mapped(self.root, 0, iova.0, end) {
+            return Err(Error::AlreadyMapped { iova: Iova(at) });
+        }
+        let mut attrs = [F::Pte::default(); MAX_LEVELS];
+        for (level, a) in attrs.iter_mut().enumerate().take(F::LEVELS) {
+            *a = F::leaf_attrs(level, prot);
+        }
+        let mut src = Src {
+            segs: segments,
+            i: 0,
+            off: 0,
+        };
+        let mut cursor = iova.0;
+        let mut done = iova.0;
+        let r = self.map_level(
+            self.root,
+            0,
+            false,
+            &mut cursor,
+            end,
+            &mut src,
+            &attrs,
+            &mut done,
+        );
+        if let Err(e) = r {
+            if done > iova.0 {
+                let mut reserve = Vec::new();
+                self.unmap_level(self.root, 0, false, iova.0, done, &mut reserve, gather);
+                gather.add_range(iova, done - iova.0);
+            }
+            return Err(e);
+        }
+        if F::TLB_CACHES_EMPTY {
+            gather.add_range(iova, total);
+        }
+        Ok(())
+    }
+
+    /// Unmaps `[iova, iova + size)` and returns the number of bytes that were mapped in it (holes
+    /// are skipped; 0 if nothing was mapped).
+    ///
+    /// Partial unmap of a block: the block is split into a next-level table of smaller leaves
+    /// with the same attributes and only the requested part is removed, so exactly the requested
+    /// range becomes unmapped (unlike generic_pt, which removes the whole block). The tables a
+    /// split needs are allocated before anything is written, so [`Error::NoMemory`] leaves the
+    /// table unchanged.
+    ///
+    /// The leaves are cleared one by one, including those of tables that become empty; emptied
+    /// tables are unlinked and queued on `gather`, together with the range to invalidate. Free
+    /// them with [`PageTable::iotlb_sync`] once the device TLB is invalidated.
+    ///
+    /// Errors (table unchanged): [`Error::ZeroSize`], [`Error::Misaligned`], [`Error::Overflow`],
+    /// [`Error::OutOfRange`], [`Error::NoMemory`].
+    pub fn unmap(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
+        let end = self.check_iova(iova, size)?;
+        let mut reserve = Vec::new();
+        let need = self.count_splits(iova.0) + self.count_splits(end);
+        for _ in 0..need {
+            match self.alloc_page() {
+                Ok(p) => reserve.push(p),
+                Err(e) => {
+                    self.free_reserve(reserve);
+                    return Err(e);
+                }
+            }
+        }
+        let bytes = self.unmap_level(self.root, 0, false, iova.0, end, &mut reserve, gather);
+        self.free_reserve(reserve);
+        if bytes > 0 {
+            gather.add_range(iova, size);
+        }
+        Ok(bytes)
+    }
+
+    /// Completes the operations gathered in `gather`: calls `invalidate(start, size)` for each
+    /// IOVA range (the device TLB invalidation), then frees the unlinked tables. Leaves `gather`
+    /// empty.
+    pub fn iotlb_sync(&mut self, gather: &mut Gather, mut invalidate: impl FnMut(Iova, u64)) {
+        for (s, e) in gather.take_ranges() {
+            invalidate(Iova(s), e - s);
+            self.stats.inval_ranges += 1;
+        }
+        for page in gather.freed.drain(..) {
+            // SAFETY: the page came from this allocator, was unlinked, and the TLB that could
+            // still reference it has just been invalidated.
+            unsafe { self.alloc.free_table(page) };
+            self.stats.tables_freed += 1;
+        }
+    }
+
+    /// Translates `iova` from the table as the CPU sees it: `(bus address of that byte,
+    /// permissions)`, or `None` if unmapped or beyond the IOVA width. Unlike the hardware walker,
+    /// an empty entry of the Intel IPU format is reported as unmapped, not as the dummy page.
+    pub fn translate(&self, iova: Iova) -> Option<(DmaAddr, Prot)> {
+        if F::IOVA_BITS < 64 && iova.0 >> F::IOVA_BITS != 0 {
+            return None;
+        }
+        let mut node = self.root;
+        for level in 0..F::LEVELS {
+            let idx = F::index(level, iova.0);
+            let pte = self.read(node, idx);
+            if pte == self.empty[level] {
+                return None;
+            }
+            if F::is_table(level, pte) {
+                node = self.nodes[node as usize].children[idx];
+                continue;
+            }
+            return match F::decode(level, pte) {
+                Entry::Leaf(addr, prot) => {
+                    let off = iova.0 & ((1u64 << F::level_shift(level)) - 1);
+                    Some((addr + off, prot))
+                }
+                _ => None,
+            };
+        }
+        None
+    }
+
+    /// Every mapped leaf in IOVA order.
+    pub fn mappings(&self) -> Mappings<'_, F, A> {
+        Mappings {
+            pt: self,
+            stack: vec![(self.root, 0, 0, 0)],
+        }
+    }
+
+    // ---- validation ----
+
+    fn check_iova(&self, iova: Iova, size: u64) -> Result<u64, Error> {
+        let g = F::granule();
+        if size == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if !iova.is_aligned(g) {
+            return Err(Error::Misaligned {
+                what: "iova",
+                value: iova.0,
+                align: g,
+            });
+        }
+        if size & (g - 1) != 0 {
+            return Err(Error::Misaligned {
+                what: "size",
+                value: size,
+                align: g,
+            });
+        }
+        let end = iova.0.checked_add(size).ok_or(Error::Overflow {
+            start: iova.0,
+            size,
+        })?;
+        let limit = limit(F::IOVA_BITS);
+        if end > limit {
+            return Err(Error::OutOfRange {
+                what: "iova",
+                value: end,
+                limit,
+            });
+        }
+        Ok(end)
+    }
+
+    fn check_dma(&self, dma: DmaAddr, len: u64) -> Result<(), Error> {
+        let g = F::granule();
+        if len == 0 {
+            return Err(Error::ZeroSize);
+        }
+        if !dma.is_aligned(g) {
+            return Err(Error::Misaligned {
+                what: "dma address",
+                value: dma.0,
+                align: g,
+            });
+        }
+        if len & (g - 1) != 0 {
+            return Err(Error::Misaligned {
+                what: "segment length",
+                value: len,
+                align: g,
+            });
+        }
+        let end = dma.0.checked_add(len).ok_or(Error::Overflow {
+            start: dma.0,
+            size: len,
+        })?;
+        let limit = limit(F::OA_BITS);
+        if end > limit {
+            return Err(Error::OutOfRange {
+                what: "dma address",
+                value: end,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    // ---- table memory ----
+
+    fn alloc_page(&mut self) -> Result<TablePage, Error> {
+        let p = self.alloc.alloc_table().ok_or(Error::NoMemory)?;
+        if p.dma.0 >= limit(F::OA_BITS) || !p.dma.is_aligned(TABLE_SIZE as u64) {
+            // SAFETY: just allocated by this allocator, never linked.
+            unsafe { self.alloc.free_table(p) };
+            return Err(Error::BadTableAddr { dma: p.dma.0 });
+        }
+        self.stats.tables_allocated += 1;
+        Ok(p)
+    }
+
+    fn node_from_page(&mut self, level: usize, page: TablePage) -> u32 {
+        if !F::EMPTY_IS_ZERO {
+            fill(page, F::entries(level), self.empty[level]);
+        }
+        let children = if level + 1 < F::LEVELS {
+            vec![NONE; F::entries(level)].into_boxed_slice()
+        } else {
+            Box::default()
+        };
+        let node = Node {
+            page,
+            used: 0,
+            children,
+        };
+        match self.free_slots.pop() {
+            Some(slot) => {
+                self.nodes[slot as usize] = node;
+                slot
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    fn new_node(&mut self, level: usize) -> Result<u32, Error> {
+        let page = self.alloc_page()?;
+        Ok(self.node_from_page(level, page))
+    }
+
+    fn release_slot(&mut self, node: u32) -> TablePage {
+        let n = &mut self.nodes[node as usize];
+        n.children = Box::default();
+        n.used = 0;
+        self.free_slots.push(node);
+        n.page
+    }
+
+    /// Frees a subtree that was never linked (an error path): no walker can have seen it.
+    fn free_unlinked(&mut self, node: u32) {
+        let children = core::mem::take(&mut self.nodes[node as usize].children);
+        for &c in children.iter() {
+            if c != NONE {
+                self.free_unlinked(c);
+            }
+        }
+        let page = self.release_slot(node);
+        // SAFETY: the page came from this allocator and was never reachable by the walker.
+        unsafe { self.alloc.free_table(page) };
+        self.stats.tables_freed += 1;
+    }
+
+    fn free_reserve(&mut self, reserve: Vec<TablePage>) {
+        for page in reserve {
+            // SAFETY: reserved pages came from this allocator and were never linked.
+            unsafe { self.alloc.free_table(page) };
+            self.stats.tables_freed += 1;
+        }
+    }
+
+    #[inline(always)]
+    fn read(&self, node: u32, idx: usize) -> F::Pte {
+        let p = self.nodes[node as usize].page.cpu.as_ptr() as *const F::Pte;
+        debug_assert!(idx < F::entries(0).max(F::entries(F::LEVELS - 1)));
+        // SAFETY: idx < entries of the node's level, so the read is inside its table page.
+        unsafe { p.add(idx).read() }
+    }
+
+    #[inline(always)]
+    fn write(&mut self, node: u32, idx: usize, v: F::Pte) {
+        let p = self.nodes[node as usize].page.cpu.as_ptr() as *mut F::Pte;
+        // SAFETY: as in `read`; the page is exclusively ours to write.
+        unsafe { p.add(idx).write(v) }
+        self.stats.pte_stores += 1;
+    }
+
+    /// Cleans `len` bytes at `off` of table `page` for a non-coherent walker.
+    #[inline]
+    fn sync_bytes(&mut self, page: DmaAddr, off: usize, len: usize) {
+        if self.coherent || len == 0 {
+            return;
+        }
+        let first = off / LINE;
+        let last = (off + len).div_ceil(LINE);
+        self.stats.lines_cleaned += (last - first) as u64;
+        self.stats.sync_calls += 1;
+        self.alloc.sync_for_device(page, off, len);
+    }
+
+    fn clean_whole(&mut self, page: TablePage) {
+        self.sync_bytes(page.dma, 0, TABLE_SIZE);
+    }
+
+    fn note(&mut self, dirty: &mut Dirty, page: DmaAddr, first: usize, count: usize) {
+        let b = <F::Pte as PteWord>::BYTES;
+        if let Some((s, e)) = dirty.note(first * b, count * b) {
+            self.sync_bytes(page, s, e - s);
+        }
+    }
+
+    // ---- the algorithm ----
+
+    /// Lowest mapped IOVA in `[start, end)` under `node` (of `level`), if any.
+    fn first_mapped(&self, node: u32, level: usize, start: u64, end: u64) -> Option<u64> {
+        let shift = F::level_shift(level);
+        let mut a = start;
+        while a < end {
+            let idx = F::index(level, a);
+            let chunk_end = end.min(((a >> shift) + 1) << shift);
+            let pte = self.read(node, idx);
+            if pte != self.empty[level] {
+                if F::is_table(level, pte) {
+                    let child = self.nodes[node as usize].children[idx];
+                    if let Some(x) = self.first_mapped(child, level + 1, a, chunk_end) {
+                        return Some(x);
+                    }
+                } else {
+                    return Some(a);
+                }
+            }
+            a = chunk_end;
+        }
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn map_level(
+        &mut self,
+        node: u32,
+        level: usize,
+        fresh: bool,
+        iova: &mut u64,
+        end: u64,
+        src: &mut Src<'_>,
+        attrs: &[F::Pte; MAX_LEVELS],
+        done: &mut u64,
+    ) -> Result<(), Error> {
+        let mut dirty = Dirty::default();
+        let r = self.map_level_inner(node, level, fresh, iova, end, src, attrs, done, &mut dirty);
+        if !fresh && dirty.start != dirty.end {
+            let page = self.nodes[node as usize].page.dma;
+            self.sync_bytes(page, dirty.start, dirty.end - dirty.start);
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn map_level_inner(
+        &mut self,
+        node: u32,
+        level: usize,
+        fresh: bool,
+        iova: &mut u64,
+        end: u64,
+        src: &mut Src<'_>,
+        attrs: &[F::Pte; MAX_LEVELS],
+        done: &mut u64,
+        dirty: &mut Dirty,
+    ) -> Result<(), Error> {
+        let shift = F::level_shift(level);
+        let esize = 1u64 << shift;
+        let entries = F::entries(level);
+        let page = self.nodes[node as usize].page;
+        while *iova < end {
+            let idx = F::index(level, *iova);
+            let dma = src.dma();
+            let seg_left = src.remaining().min(end - *iova);
+            if F::LEAF_LEVELS[level] && (*iova | dma) & (esize - 1) == 0 && seg_left >= esize {
+                let n = ((seg_left >> shift) as usize).min(entries - idx);
+                let p = page.cpu.as_ptr() as *mut F::Pte;
+                // SAFETY: idx + n <= entries, so every store is inside this table page, which
+                // the first_mapped check proved holds only empty entries in this range.
+                unsafe { store_leaves::<F>(p.add(idx), n, attrs[level], dma, shift) };
+                self.nodes[node as usize].used += n as u32;
+                self.stats.pte_stores += n as u64;
+                if !fresh {
+                    self.note(dirty, page.dma, idx, n);
+                }
+                let bytes = (n as u64) << shift;
+                *iova += bytes;
+                src.advance(bytes);
+                *done = *iova;
+                continue;
+            }
+            let chunk_end = end.min((*iova | (esize - 1)) + 1);
+            let child = self.nodes[node as usize].children[idx];
+            if child != NONE {
+                self.map_level(child, level + 1, false, iova, chunk_end, src, attrs, done)?;
+                continue;
+            }
+            let c = self.new_node(level + 1)?;
+            if let Err(e) = self.map_level(c, level + 1, true, iova, chunk_end, src, attrs, done) {
+                self.free_unlinked(c);
+                return Err(e);
+            }
+            let cpage = self.nodes[c as usize].page;
+            self.clean_whole(cpage);
+            self.write(node, idx, F::table_entry(level, cpage.dma));
+            let n = &mut self.nodes[node as usize];
+            n.children[idx] = c;
+            n.used += 1;
+            if !fresh {
+                self.note(dirty, page.dma, idx, 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many tables splitting the leaf that covers `addr` at `addr` needs (0 if `addr` is on a
+    /// leaf boundary, unmapped, or beyond the IOVA space).
+    fn count_splits(&self, addr: u64) -> usize {
+        if addr >= limit(F::IOVA_BITS) {
+            return 0;
+        }
+        let mut node = self.root;
+        for level in 0..F::LEVELS {
+            let idx = F::index(level, addr);
+            let pte = self.read(node, idx);
+            if pte == self.empty[level] {
+                return 0;
+            }
+            if F::is_table(level, pte) {
+                node = self.nodes[node as usize].children[idx];
+                continue;
+            }
+            return (level..F::LEVELS - 1)
+                .filter(|&l| addr & ((1u64 << F::level_shift(l)) - 1) != 0)
+                .count();
+        }
+        0
+    }
+
+    /// Clears `[start, end)` under `node`; returns the bytes that were mapped there.
+    #[allow(clippy::too_many_arguments)]
+    fn unmap_level(
+        &mut self,
+        node: u32,
+        level: usize,
+        fresh: bool,
+        start: u64,
+        end: u64,
+        reserve: &mut Vec<TablePage>,
+        gather: &mut Gather,
+    ) -> u64 {
+        let shift = F::level_shift(level);
+        let esize = 1u64 << shift;
+        let page = self.nodes[node as usize].page;
+        let mut dirty = Dirty::default();
+        let mut bytes = 0;
+        if level == F::LEVELS - 1 {
+            // Only pages live here: one tight loop over the whole run.
+            let idx = F::index(level, start);
+            let n = ((end - start) >> shift) as usize;
+            let p = page.cpu.as_ptr() as *mut F::Pte;
+            // SAFETY: [start, end) lies inside this table's span, so idx + n <= entries.
+            let cleared = unsafe { clear_leaves::<F>(p.add(idx), n, self.empty[level]) };
+            self.nodes[node as usize].used -= cleared as u32;
+            self.stats.pte_stores += n as u64;
+            dirty.note(
+                idx * <F::Pte as PteWord>::BYTES,
+                n * <F::Pte as PteWord>::BYTES,
+            );
+            bytes = (cleared as u64) << shift;
+        } else {
+            let mut a = start;
+            while a < end {
+                let idx = F::index(level, a);
+                let entry_start = a & !(esize - 1);
+                let chunk_end = end.min(entry_start + esize);
+                let pte = self.read(node, idx);
+                if pte == self.empty[level] {
+                    a = chunk_end;
+                    continue;
+                }
+                if F::is_table(level, pte) {
+                    let child = self.nodes[node as usize].children[idx];
+                    bytes +=
+                        self.unmap_level(child, level + 1, false, a, chunk_end, reserve, gather);
+                    if self.nodes[child as usize].used == 0 {
+                        self.write(node, idx, self.empty[level]);
+                        let n = &mut self.nodes[node as usize];
+                        n.children[idx] = NONE;
+                        n.used -= 1;
+                        let cpage = self.release_slot(child);
+                        gather.freed.push(cpage);
+                        if !fresh {
+                            self.note(&mut dirty, page.dma, idx, 1);
+                        }
+                    }
+                } else if a == entry_start && chunk_end == entry_start + esize {
+                    self.write(node, idx, self.empty[level]);
+                    self.nodes[node as usize].used -= 1;
+                    bytes += esize;
+                    if !fresh {
+                        self.note(&mut dirty, page.dma, idx, 1);
+                    }
+                } else {
+                    // Split the block: a fresh next-level table of leaves with the same
+                    // attributes, trimmed, cleaned whole, then linked in place of the block.
+                    let Entry::Leaf(addr, prot) = F::decode(level, pte) else {
+                        unreachable!("a non-empty, non-table entry on the update path is a leaf")
+                    };
+                    let cpage = reserve
+                        .pop()
+                        .expect("count_splits reserved a table for every split");
+                    let c = self.node_from_page(level + 1, cpage);
+                    let cshift = F::level_shift(level + 1);
+                    let cn = F::entries(level + 1);
+                    // SAFETY: a fresh table page of cn entries.
+                    unsafe {
+                        store_leaves::<F>(
+                            cpage.cpu.as_ptr() as *mut F::Pte,
+                            cn,
+                            F::leaf_attrs(level + 1, prot),
+                            addr.0,
+                            cshift,
+                        )
+                    };
+                    self.nodes[c as usize].used = cn as u32;
+                    self.stats.pte_stores += cn as u64;
+                    self.stats.blocks_split += 1;
+                    bytes += self.unmap_level(c, level + 1, true, a, chunk_end, reserve, gather);
+                    self.clean_whole(cpage);
+                    self.write(node, idx, F::table_entry(level, cpage.dma));
+                    self.nodes[node as usize].children[idx] = c;
+                    if !fresh {
+                        self.note(&mut dirty, page.dma, idx, 1);
+                    }
+                }
+                a = chunk_end;
+            }
+        }
+        // A table about to be unlinked and freed need not be cleaned: the walker cannot reach it
+        // once its parent entry is cleared and the TLB invalidated.
+        let keep = node == self.root || self.nodes[node as usize].used > 0;
+        if !fresh && keep && dirty.start != dirty.end {
+            self.sync_bytes(page.dma, dirty.start, dirty.end - dirty.start);
+        }
+        bytes
+    }
+}
+
+impl<F: Format, A: TableAlloc> Drop for PageTable<F, A> {
+    fn drop(&mut self) {
+        if self.root != NONE {
+            self.free_unlinked(self.root);
+        }
+        for page in core::mem::take(&mut self.dummies) {
+            // SAFETY: dummy pages came from this allocator; the table is being torn down.
+            unsafe { self.alloc.free_table(page) };
+            self.stats.tables_freed += 1;
+        }
+    }
+}
+
+/// Iterator over the leaves of a [`PageTable`], from [`PageTable::mappings`].
+pub struct Mappings<'a, F: Format, A: TableAlloc> {
+    pt: &'a PageTable<F, A>,
+    /// (node, level, next index, IOVA of the node's first entry)
+    stack: Vec<(u32, usize, usize, u64)>,
+}
+
+impl<F: Format, A: TableAlloc> Iterator for Mappings<'_, F, A> {
+    type Item = Mapping;
+
+    fn next(&mut self) -> Option<Mapping> {
+        loop {
+            let top = self.stack.last_mut()?;
+            let (node, level, idx, base) = *top;
+            if idx == F::entries(level) {
+                self.stack.pop();
+                continue;
+            }
+            top.2 += 1;
+            let pte = self.pt.read(node, idx);
+            if pte == self.pt.empty[level] {
+                continue;
+            }
+            let shift = F::level_shift(level);
+            let iova = base + ((idx as u64) << shift);
+            if F::is_table(level, pte) {
+                let child = self.pt.nodes[node as usize].children[idx];
+                self.stack.push((child, level + 1, 0, iova));
+                continue;
+            }
+            if let Entry::Leaf(dma, prot) = F::decode(level, pte) {
+                return Some(Mapping {
+                    iova: Iova(iova),
+                    dma,
+                    size: 1 << shift,
+                    level,
+                    prot,
+                });
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn limit(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        1u64 << bits
+    }
+}
+
+fn fill<P: PteWord>(page: TablePage, n: usize, v: P) {
+    let p = page.cpu.as_ptr() as *mut P;
+    for i in 0..n {
+        // SAFETY: n entries of P fill exactly one table page.
+        unsafe { p.add(i).write(v) };
+    }
+}
+
+/// The store loop: `n` consecutive leaves from `dma`, each `1 << shift` bytes further.
+///
+/// # Safety
+/// `p .. p + n` must be entries of one table page owned by the caller.
+#[inline(always)]
+unsafe fn store_leaves<F: Format>(p: *mut F::Pte, n: usize, attrs: F::Pte, dma: u64, shift: u32) {
+    for i in 0..n {
+        let v = F::leaf_with_addr(attrs, DmaAddr(dma + ((i as u64) << shift)));
+        // SAFETY: i < n, inside the caller's table page.
+        unsafe { p.add(i).write(v) };
+    }
+}
+
+/// Clears `n` entries to `empty`, returning how many were not empty.
+///
+/// # Safety
+/// As [`store_leaves`].
+#[inline(always)]
+unsafe fn clear_leaves<F: Format>(p: *mut F::Pte, n: usize, empty: F::Pte) -> usize {
+    let mut cleared = 0;
+    for i in 0..n {
+        // SAFETY: i < n, inside the caller's table page.
+        unsafe {
+            cleared += (p.add(i).read() != empty) as usize;
+            p.add(i).write(empty);
+        }
+    }
+    cleared
+}
