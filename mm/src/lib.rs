@@ -5,6 +5,8 @@
 //! simulated device ([`model`]) that the tests and the demo drive.
 
 pub mod cache;
+mod error;
+pub use error::MmError;
 pub mod dma;
 pub mod model;
 pub mod phys;
