@@ -1,1 +1,2 @@
 //! Library half of the `devmmu` command: the scenarios and their pieces.
+pub mod sensor;
