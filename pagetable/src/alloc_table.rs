@@ -35,8 +35,10 @@ pub unsafe trait TableAlloc {
     fn alloc_table(&mut self) -> Option<TablePage>;
 
     /// Returns a page. The page table calls it only once the page is unreachable by the walker
-    /// (its parent entry cleared and the TLB invalidated, see [`Gather`](crate::Gather)). A freed
-    /// table holds only empty entries (zero, for formats whose empty entry is zero).
+    /// (its parent entry cleared and the TLB invalidated, see [`Gather`](crate::Gather)), or
+    /// when the table is dropped. The page's contents are unspecified (a table emptied by
+    /// `unmap` holds only empty entries; one freed on an error path or at drop may not), so an
+    /// allocator that recycles pages must zero them in `alloc_table`.
     ///
     /// # Safety
     /// `page` came from `alloc_table` of this allocator and is not used afterwards.

@@ -56,6 +56,13 @@ pub enum Error {
         /// The offending bus address.
         dma: u64,
     },
+    /// A segment covers the format's dummy page (Intel IPU), whose entries mean "empty": such a
+    /// mapping could not be told apart from no mapping.
+    #[error("bus address {dma:#x} is the page table's dummy page")]
+    DummyPage {
+        /// The dummy page's bus address.
+        dma: u64,
+    },
     /// The protection grants neither read nor write.
     #[error("protection {prot} grants no access")]
     NoAccess {

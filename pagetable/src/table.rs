@@ -256,8 +256,12 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             return Err(Error::ZeroSize);
         }
         let mut total: u64 = 0;
+        let dummy = self.dummy_page();
         for &(dma, len) in segments {
             self.check_dma(dma, len)?;
+            if let Some(d) = dummy.filter(|d| d.0.wrapping_sub(dma.0) < len) {
+                return Err(Error::DummyPage { dma: d.0 });
+            }
             total = total.checked_add(len).ok_or(Error::Overflow {
                 start: iova.0,
                 size: u64::MAX,

@@ -140,6 +140,11 @@ impl Format for ArmLpae4k {
                     prot = prot | Prot::NOEXEC;
                 }
                 match (pte & PTE_ATTRINDX_MASK) >> PTE_ATTRINDX_SHIFT {
+                    // arm_lpae_prot_to_pte sets SH from IOMMU_CACHE even for device memory:
+                    // report it, so re-encoding a decoded leaf (a block split) keeps SH=IS.
+                    MAIR_IDX_DEV if pte & PTE_SH_MASK == PTE_SH_IS => {
+                        prot = prot | Prot::MMIO | Prot::CACHE
+                    }
                     MAIR_IDX_DEV => prot = prot | Prot::MMIO,
                     MAIR_IDX_CACHE => prot = prot | Prot::CACHE,
                     _ => {}
