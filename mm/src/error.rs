@@ -113,6 +113,314 @@ pub enum MmError {
         second: RamRegion,
     },
 
+    // ---- BO / fd ----
+    /// A BO handle that names nothing in its table: 0, never handed out, or already closed.
+    #[error("no BO behind handle {handle}")]
+    BadHandle {
+        /// The offending handle.
+        handle: u32,
+    },
+
+    /// A BO handle table has no handle number left (`u32::MAX - 1` live handles).
+    #[error("BO handle table full: {live} live handles")]
+    HandlesExhausted {
+        /// Number of live handles.
+        live: usize,
+    },
+
+    /// `Bo::unpin` on a BO whose pin count is zero.
+    #[error("unpin of a BO that is not pinned")]
+    NotPinned,
+
+    /// An fd given for import is not a memfd (nor another sealable shmem file):
+    /// `fcntl(F_GET_SEALS)` failed with `EINVAL`.
+    #[error("fd is not a memfd (it is a {file_type:?})")]
+    NotMemfd {
+        /// What the fd is, from `fstat`.
+        file_type: rustix::fs::FileType,
+    },
+
+    /// A memfd given for import lacks `F_SEAL_SHRINK`: its owner could truncate it under our
+    /// mapping and make our accesses fault with SIGBUS.
+    #[error("memfd is not sealed against shrinking (seals: {seals:?})")]
+    MissingSeal {
+        /// The seals it has.
+        seals: rustix::fs::SealFlags,
+    },
+
+    /// A memfd given for import is sealed against writing (`F_SEAL_WRITE` or
+    /// `F_SEAL_FUTURE_WRITE`), so it cannot be mapped writable as a BO.
+    #[error("memfd is sealed against writing (seals: {seals:?})")]
+    WriteSealed {
+        /// The seals it has.
+        seals: rustix::fs::SealFlags,
+    },
+
+    /// An fd given for import was not opened read-write.
+    #[error("fd is not open read-write (access mode {access:?})")]
+    FdNotWritable {
+        /// Its access mode (`O_RDONLY` or `O_WRONLY`).
+        access: rustix::fs::OFlags,
+    },
+
+    /// An fd given for import has a size that cannot be a BO: zero, not a multiple of the page
+    /// size, or different from the size the peer announced.
+    #[error("fd size {size:#x} bytes is not a non-zero page multiple or differs from the expected {expected:?}")]
+    WrongSize {
+        /// Size of the file (`st_size`), in bytes.
+        size: u64,
+        /// The size the caller expected, in bytes, if it gave one.
+        expected: Option<u64>,
+    },
+
+    /// An fd of a kind this build cannot import (e.g. a dma-buf).
+    #[error("import of {what} is not supported")]
+    ImportUnsupported {
+        /// What was refused, and why.
+        what: &'static str,
+    },
+
+    /// The udmabuf device could not be opened (absent on this kernel, or no permission), and
+    /// the export was not allowed to fall back to the memfd.
+    #[error("udmabuf device {path} unavailable: {errno}")]
+    UdmabufUnavailable {
+        /// The device node tried.
+        path: String,
+        /// Why `open` failed (`ENOENT`: no such device).
+        errno: Errno,
+    },
+
+    /// More fds than one `SCM_RIGHTS` message may carry.
+    #[error("{count} fds exceed the {max} one message may carry")]
+    TooManyFds {
+        /// Number of fds asked for.
+        count: usize,
+        /// The limit (`SCM_MAX_FD`).
+        max: usize,
+    },
+
+    /// A received message carried more fds than the receiver made room for (`MSG_CTRUNC`); the
+    /// kernel dropped the rest.
+    #[error("received fds truncated: more than {max_fds} were sent")]
+    FdsTruncated {
+        /// Room the receiver had, in fds.
+        max_fds: usize,
+    },
+
+    /// A received datagram was longer than the receive buffer (`MSG_TRUNC`); the rest is lost.
+    #[error("received message truncated to the {buf_len}-byte buffer")]
+    PayloadTruncated {
+        /// Size of the receive buffer, in bytes.
+        buf_len: usize,
+    },
+
+    /// `Bo::attach` with the DMA ops of a device that serves another `PhysMem` than the BO's
+    /// frames belong to: its bus addresses would name other memory.
+    #[error("device {device} does not serve the BO's physical memory")]
+    WrongPhysMem {
+        /// The device's name.
+        device: String,
+    },
+    // ---- end BO / fd ----
+
+    // ---- DMA ----
+    /// A bus range the device cannot emit: `addr..addr + len` (CPU physical) plus the platform's
+    /// bus offset ends above the device's DMA mask (`mask`, the largest address it can drive), or
+    /// overflows 64 bits, and nothing can bounce it: direct DMA with no swiotlb pool, a
+    /// `map_resource`, or a buffer allocator that found no reachable frame (kernel:
+    /// `dma_capable()` failing in kernel/dma/direct.h).
+    #[error("bus range of {addr} + {len:#x} bytes is beyond the DMA mask {mask:#x}")]
+    BeyondDmaMask {
+        /// CPU physical address of the first byte.
+        addr: PhysAddr,
+        /// Length of the range, in bytes.
+        len: u64,
+        /// The device's DMA mask (largest bus address it can emit).
+        mask: u64,
+    },
+
+    /// A DMA mask too small to address even one page (`mask < 0xfff`). Nothing was attached.
+    #[error("DMA mask {mask:#x} cannot address one page")]
+    DmaMaskTooSmall {
+        /// The refused mask.
+        mask: u64,
+    },
+
+    /// The swiotlb pool has no run of `slots_needed` free 2 KiB slots (inside one 128-slot
+    /// segment) for a bounce buffer of `len` bytes (kernel: "swiotlb buffer is full").
+    #[error("swiotlb full: {len:#x} bytes need {slots_needed} slots, {slots_free} free")]
+    SwiotlbFull {
+        /// Bytes to bounce.
+        len: u64,
+        /// 2 KiB slots the bounce buffer needs.
+        slots_needed: u64,
+        /// Free slots in the whole pool (maybe not contiguous).
+        slots_free: u64,
+    },
+
+    /// A bounce buffer larger than one swiotlb segment (`IO_TLB_SEGSIZE` = 128 slots of 2 KiB =
+    /// 256 KiB, what `swiotlb_max_mapping_size()` reports).
+    #[error("{len:#x} bytes exceed the {max:#x}-byte swiotlb mapping limit")]
+    SwiotlbTooLarge {
+        /// Bytes to bounce.
+        len: u64,
+        /// The largest bounce buffer, in bytes.
+        max: u64,
+    },
+
+    /// No live mapping of this device matches the DMA address (an unmap, a sync or an unmap of
+    /// a buffer that was never mapped, already unmapped, or mapped by another device).
+    #[error("DMA address {dma} (+{len:#x} bytes) is not mapped")]
+    DmaNotMapped {
+        /// The DMA address given.
+        dma: devmmu_pagetable::DmaAddr,
+        /// The length given, in bytes.
+        len: u64,
+    },
+
+    /// A mapping released with the function of another kind (e.g. `unmap_page` of an sg mapping,
+    /// `unmap_resource` of a page mapping). The mapping is left in place.
+    #[error("DMA address {dma} was mapped as {mapped_as:?}, released as {released_as:?}")]
+    DmaWrongKind {
+        /// The DMA address given.
+        dma: devmmu_pagetable::DmaAddr,
+        /// How it was mapped.
+        mapped_as: crate::dma::MappingKind,
+        /// The kind of release attempted.
+        released_as: crate::dma::MappingKind,
+    },
+
+    /// `map_resource` of a range that overlaps RAM: resources are MMIO or peer-device addresses,
+    /// never memory the CPU caches (kernel: the `pfn_valid` warning in `dma_map_resource`).
+    #[error("resource {addr} + {len:#x} bytes overlaps RAM")]
+    ResourceIsRam {
+        /// First address of the range.
+        addr: PhysAddr,
+        /// Length in bytes.
+        len: u64,
+    },
+
+    /// The system IOMMU domain has no free, suitably aligned IOVA range of `size` bytes below
+    /// the device's DMA mask `limit` (reserved regions excluded).
+    #[error("IOVA space exhausted: no {size:#x}-byte range below {limit:#x}")]
+    IovaExhausted {
+        /// Bytes requested (after rounding to the granule).
+        size: u64,
+        /// Highest IOVA the device may use.
+        limit: u64,
+    },
+
+    /// Writing the system IOMMU's page table failed (an output address beyond its 48 bits, no
+    /// memory for a table page). What was written was undone and the IOVA freed.
+    #[error("system IOMMU map of {size:#x} bytes at IOVA {iova:#x} failed: {error}")]
+    IommuMap {
+        /// IOVA of the refused range.
+        iova: u64,
+        /// Size of the range, in bytes.
+        size: u64,
+        /// The page table's reason.
+        error: devmmu_pagetable::Error,
+    },
+
+    /// A two-step IOVA call (`iova_alloc`, ...) on a device without a system IOMMU: as
+    /// `dma_iova_try_alloc` returns false there, the caller must use `map_page`/`map_sg`.
+    #[error("the IOVA API needs a system IOMMU; this device uses direct DMA: use map_page/map_sg")]
+    IovaApiUnsupported,
+
+    /// An `IovaRange` that is not a live range of this device (freed, or another device's).
+    #[error("IOVA range at {iova} is not a live range of this device")]
+    IovaRangeUnknown {
+        /// Start of the range.
+        iova: devmmu_pagetable::DmaAddr,
+    },
+
+    /// `offset..offset + len` (bytes) is not inside an IOVA range of `size` bytes.
+    #[error("{offset:#x} + {len:#x} bytes is outside an IOVA range of {size:#x} bytes")]
+    IovaOutOfRange {
+        /// Offset into the range, in bytes.
+        offset: u64,
+        /// Length, in bytes.
+        len: u64,
+        /// Size of the range, in bytes.
+        size: u64,
+    },
+
+    /// A new mapping or allocation was asked of a device after `DmaOps::detach`.
+    #[error("device {device} is detached from its DMA ops")]
+    DmaDetached {
+        /// The device's name.
+        device: String,
+    },
+
+    /// A buffer handed to the `DmaOps` of another device than the one that allocated it.
+    #[error("buffer at DMA address {dma} belongs to another device")]
+    DmaWrongDevice {
+        /// The buffer's DMA address.
+        dma: devmmu_pagetable::DmaAddr,
+    },
+
+    /// A reserved IOVA region of the platform that is empty or reversed (`start >= end`).
+    #[error("reserved IOVA region [{start:#x}, {end:#x}) is empty")]
+    BadReservedRegion {
+        /// First address.
+        start: u64,
+        /// End (exclusive).
+        end: u64,
+    },
+    // ---- end DMA ----
+
+    // ---- device VMs ----
+    /// A device page-table operation failed (see [`devmmu_pagetable::Error`]); nothing changed.
+    #[error("device page table: {0}")]
+    PageTable(#[from] devmmu_pagetable::Error),
+
+    /// The device VA range allocator refused a request (see [`crate::vm::range::RangeError`]).
+    #[error("device VA space: {0}")]
+    Range(#[from] crate::vm::range::RangeError),
+
+    /// A bind at a fixed IOVA overlaps an existing binding of the VM.
+    #[error("IOVA range {iova} + {size:#x} bytes is already bound")]
+    VaInUse {
+        /// The requested IOVA.
+        iova: devmmu_pagetable::Iova,
+        /// The requested size in bytes.
+        size: u64,
+    },
+
+    /// The range lies outside the VM's VA space `[VA_START, limit)`.
+    #[error("IOVA range {iova} + {size:#x} bytes is outside the VA space (limit {limit:#x})")]
+    VaOutOfRange {
+        /// Start of the range.
+        iova: devmmu_pagetable::Iova,
+        /// Size in bytes.
+        size: u64,
+        /// Exclusive end of the VA space.
+        limit: u64,
+    },
+
+    /// No free VA range of `size` bytes (at the alignment needed) is left in the VM.
+    #[error("no free device VA range of {size:#x} bytes")]
+    VaSpaceFull {
+        /// The requested size in bytes.
+        size: u64,
+    },
+
+    /// An unbind range that covers no binding at all.
+    #[error("nothing is bound in IOVA range {iova} + {size:#x} bytes")]
+    NotBound {
+        /// Start of the range.
+        iova: devmmu_pagetable::Iova,
+        /// Size in bytes.
+        size: u64,
+    },
+
+    /// A protection that grants neither read nor write.
+    #[error("protection {prot} grants no access")]
+    NoAccess {
+        /// The refused protection.
+        prot: devmmu_pagetable::Prot,
+    },
+    // ---- end device VMs ----
     /// A system call failed. `op` names the call (`"memfd_create"`, `"ftruncate"`,
     /// `"fcntl(F_ADD_SEALS)"`, `"mmap"`, `"fstat"`, ...), `errno` is what the kernel returned.
     #[error("{op} failed: {errno}")]

@@ -1,2 +1,3 @@
 //! Library half of the `devmmu` command: the scenarios and their pieces.
+pub mod camera;
 pub mod sensor;

@@ -1,4 +1,72 @@
-fn main() {
-    eprintln!("devmmu: not yet implemented");
-    std::process::exit(2);
+//! The `devmmu` command. See `devmmu --help`.
+//!
+//! Exit status: 0 on success; 1 when the scenario ran but failed its own check (a frame did not
+//! match, or the device faulted); 2 for bad usage or bad input (one line on stderr).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use devmmu_tools::camera::{self, CameraArgs, CameraError};
+
+/// Drivers for devices with their own MMU: scenarios on a simulated device.
+#[derive(Parser, Debug)]
+#[command(name = "devmmu", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Capture frames through a camera ISP with its own MMU (Intel IPU-style) and check them.
+    Camera(CameraArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        ExitCode::from(2)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                _ => {
+                    // One clear line: clap's first line names the argument and the problem.
+                    let text = e.render().to_string();
+                    let line = text
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("bad usage");
+                    eprintln!("devmmu: {}", line.trim_start_matches("error: "));
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    match cli.command {
+        Command::Camera(args) => match camera::run(&args) {
+            Ok(outcome) => {
+                if outcome.success() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("devmmu camera: {e}");
+                match e {
+                    CameraError::Input(_) | CameraError::Output(_) => ExitCode::from(2),
+                    _ => ExitCode::from(1),
+                }
+            }
+        },
+    }
 }

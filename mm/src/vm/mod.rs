@@ -1,4 +1,533 @@
-//! Device VMs: the device virtual address (IOVA) space of one device context;
-//! [`range`] hands out its ranges.
+//! Device VMs: one device address space each, with its own page-table root, bound to buffer
+//! objects the way a GPU driver's VM_BIND does.
+//!
+//! A [`Vm`] owns a range allocator over its IOVA space ([`range`], in the manner of `drm_mm`), a
+//! page table of the device's MMU format whose table pages are DMA-mapped for the device
+//! ([`crate::dma::TablePool`] with [`crate::dma::TableBus::Dma`], below the DMA mask so they are
+//! never bounced), and its bindings. It writes IOPTEs from the `DmaAddr`s the device's system DMA
+//! ops return for a BO: it never asks for a physical address.
+//!
+//! Ordering, as the Asahi driver writes it down: on bind, the IOPTEs are written (and cleaned
+//! for a non-coherent walker), then the TLB is invalidated for what the gather collected, then
+//! the call returns. On unbind: unmap, invalidate, free the emptied tables, and only then
+//! release the DMA mappings of the BO.
 
 pub mod range;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use devmmu_pagetable::{
+    ArmLpae4k, DmaAddr, Gather, Iova, Ipu, PageTable, PageTableConfig, Prot, Stats,
+};
+use parking_lot::Mutex;
+
+use crate::bo::{Bo, BoAttachment};
+use crate::device::{Device, MmuFormat, VmLeak};
+use crate::dma::{DmaDirection, TableBus, TablePool};
+use crate::phys::PAGE_SIZE;
+use crate::MmError;
+use range::{AllocMode, RangeAllocator, RangeError};
+
+/// Where [`Vm::bind`] places a binding.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Placement {
+    /// Anywhere free, best fit, aligned to the largest leaf size the format can use for it (so
+    /// ARM LPAE gets 2 MiB blocks where the BO's bus addresses allow).
+    Anywhere,
+    /// Anywhere free, lowest address first.
+    Lowest,
+    /// Anywhere free, highest address first.
+    Highest,
+    /// Exactly at this IOVA (page-aligned); refused if any of it is taken.
+    Fixed(Iova),
+}
+
+/// One mapped leaf run of a VM, merged for dumps: consecutive leaves of one level whose IOVAs and
+/// bus addresses are both contiguous and whose permissions agree.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MappedRun {
+    /// First IOVA.
+    pub iova: Iova,
+    /// First bus address.
+    pub dma: DmaAddr,
+    /// Length in bytes.
+    pub size: u64,
+    /// Leaf size in bytes (4 KiB page, 2 MiB or 1 GiB block).
+    pub page_size: u64,
+    /// Level of the leaves (0 = root).
+    pub level: usize,
+    /// Permissions as encoded.
+    pub prot: Prot,
+}
+
+/// A binding as [`Vm::bindings`] reports it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BindingInfo {
+    /// First IOVA.
+    pub iova: Iova,
+    /// Size in bytes.
+    pub size: u64,
+    /// Offset into the BO in bytes.
+    pub bo_offset: u64,
+    /// Permissions.
+    pub prot: Prot,
+}
+
+/// What the device's MMU needs to walk this VM: the model reads it, a real driver would write
+/// the root into the context's registers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MmuContext {
+    /// Address-space id, the tag of this VM's TLB entries.
+    pub asid: u32,
+    /// Bus address of the root table.
+    pub root: DmaAddr,
+    /// MMU format.
+    pub format: MmuFormat,
+    /// The dummy page empty entries point at (Intel IPU format).
+    pub dummy_page: Option<DmaAddr>,
+}
+
+struct Binding {
+    size: u64,
+    bo_offset: u64,
+    prot: Prot,
+    /// Shared by the pieces a partial unbind leaves; the BO's DMA mapping is released when the
+    /// last piece goes.
+    dma: Arc<BoAttachment>,
+    bo: Arc<Bo>,
+}
+
+enum Table {
+    Ipu(PageTable<Ipu, TablePool>),
+    Arm(PageTable<ArmLpae4k, TablePool>),
+}
+
+/// Static dispatch over the two formats: the page-table code is monomorphised per format.
+macro_rules! with_table {
+    ($table:expr, $pt:ident => $body:expr) => {
+        match $table {
+            Table::Ipu($pt) => $body,
+            Table::Arm($pt) => $body,
+        }
+    };
+}
+
+struct Inner {
+    table: Table,
+    va: RangeAllocator,
+    bindings: BTreeMap<u64, Binding>,
+}
+
+/// A device address space with its own page-table root.
+pub struct Vm {
+    device: Arc<Device>,
+    asid: u32,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("asid", &self.asid)
+            .field("format", &self.device.config().mmu)
+            .finish()
+    }
+}
+
+/// First usable IOVA of every VM: page 0 stays unmapped so a NULL device pointer faults.
+pub const VA_START: u64 = PAGE_SIZE;
+
+impl Vm {
+    /// Creates a VM on `device`: an empty page table (root allocated and DMA-mapped) and a VA
+    /// space of `[VA_START, 2^iova_bits)`.
+    ///
+    /// Errors: [`MmError::PageTable`] (no memory for the root, or a table page the format cannot
+    /// address).
+    pub fn new(device: &Arc<Device>) -> Result<Vm, MmError> {
+        let cfg = device.config();
+        let ops = device.dma_ops();
+        let pool = TablePool::new(
+            ops.phys().clone(),
+            ops.dma_zone(),
+            TableBus::Dma(ops.clone()),
+        );
+        let ptcfg = PageTableConfig {
+            coherent_walk: cfg.coherent_walk,
+        };
+        let table = match cfg.mmu {
+            MmuFormat::Ipu => Table::Ipu(PageTable::new(pool, ptcfg)?),
+            MmuFormat::ArmLpae4k => Table::Arm(PageTable::new(pool, ptcfg)?),
+        };
+        let end = 1u64 << cfg.mmu.iova_bits();
+        let va = RangeAllocator::new(VA_START, end).map_err(MmError::from)?;
+        Ok(Vm {
+            device: device.clone(),
+            asid: device.alloc_asid(),
+            inner: Mutex::new(Inner {
+                table,
+                va,
+                bindings: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// The device this VM belongs to.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    /// What the MMU needs to walk this VM.
+    pub fn context(&self) -> MmuContext {
+        let inner = self.inner.lock();
+        let (root, dummy_page) = with_table!(&inner.table, pt => (pt.root(), pt.dummy_page()));
+        MmuContext {
+            asid: self.asid,
+            root,
+            format: self.device.config().mmu,
+            dummy_page,
+        }
+    }
+
+    /// Page-table counters: IOPTE stores, PTE lines cleaned, tables allocated and freed, ...
+    pub fn pt_stats(&self) -> Stats {
+        with_table!(&self.inner.lock().table, pt => pt.stats())
+    }
+
+    /// Live page-table pages (root included, dummy pages excluded).
+    pub fn table_count(&self) -> usize {
+        with_table!(&self.inner.lock().table, pt => pt.table_count())
+    }
+
+    /// Binds `size` bytes of `bo` from `bo_offset` into this VM with `prot` and returns the IOVA.
+    ///
+    /// Gets the BO's segments from the device's DMA ops (scatter-gather, direction from `prot`:
+    /// read-only -> `ToDevice`, write-only -> `FromDevice`, both -> `Bidirectional`), writes the
+    /// IOPTEs (cleaning them if the walker is not coherent), invalidates the device TLB for what
+    /// the gather says, and only then returns.
+    ///
+    /// Errors, each leaving the VM as it was: [`MmError::ZeroSize`], [`MmError::Misaligned`]
+    /// (offset, size or IOVA not a multiple of 4 KiB), [`MmError::OutOfBounds`] (beyond the BO),
+    /// [`MmError::VaInUse`] (a fixed IOVA overlaps a binding), [`MmError::VaOutOfRange`] (beyond
+    /// the VA space), [`MmError::VaSpaceFull`], [`MmError::NoAccess`], DMA mapping errors,
+    /// [`MmError::PageTable`].
+    pub fn bind(
+        &self,
+        bo: &Arc<Bo>,
+        bo_offset: u64,
+        size: u64,
+        placement: Placement,
+        prot: Prot,
+    ) -> Result<Iova, MmError> {
+        if size == 0 {
+            return Err(MmError::ZeroSize);
+        }
+        for v in [bo_offset, size] {
+            if v % PAGE_SIZE != 0 {
+                return Err(MmError::Misaligned {
+                    value: v,
+                    align: PAGE_SIZE,
+                });
+            }
+        }
+        if bo_offset.checked_add(size).is_none_or(|e| e > bo.size()) {
+            return Err(MmError::OutOfBounds {
+                offset: bo_offset,
+                len: size,
+                size: bo.size(),
+            });
+        }
+        if !prot.grants_access() {
+            return Err(MmError::NoAccess { prot });
+        }
+        let dir = match (prot.contains(Prot::READ), prot.contains(Prot::WRITE)) {
+            (true, false) => DmaDirection::ToDevice,
+            (false, true) => DmaDirection::FromDevice,
+            _ => DmaDirection::Bidirectional,
+        };
+        let mut inner = self.inner.lock();
+        let va = self.alloc_va(&mut inner, size, placement)?;
+        let attachment = match bo.attach(self.device.dma_ops(), dir) {
+            Ok(a) => Arc::new(a),
+            Err(e) => {
+                let _ = inner.va.free(va);
+                return Err(e);
+            }
+        };
+        let segs = slice_segments(attachment.sg().dma(), bo_offset, size);
+        let prot = if self.device.config().coherent {
+            prot | Prot::CACHE
+        } else {
+            prot
+        };
+        let mut gather = Gather::new();
+        let r = with_table!(&mut inner.table, pt => pt.map_segments(Iova(va), &segs, prot, &mut gather));
+        self.complete(&mut inner.table, &mut gather);
+        if let Err(e) = r {
+            let _ = inner.va.free(va);
+            return Err(e.into());
+        }
+        inner.bindings.insert(
+            va,
+            Binding {
+                size,
+                bo_offset,
+                prot,
+                dma: attachment,
+                bo: bo.clone(),
+            },
+        );
+        Ok(Iova(va))
+    }
+
+    /// Unbinds `[iova, iova + size)`, which may cover parts of one or more bindings and holes
+    /// between them (at least one page must be bound). A binding cut by the range is split in
+    /// the manner of GPUVM's remap step: the pieces before and after stay bound with the same
+    /// IOPTEs. Returns the bytes unbound.
+    ///
+    /// Order: IOPTEs cleared (cleaned if needed), TLB invalidated, emptied tables freed, then
+    /// the DMA mappings of fully unbound BOs released.
+    ///
+    /// Errors, each leaving the VM as it was: [`MmError::ZeroSize`], [`MmError::Misaligned`],
+    /// [`MmError::VaOutOfRange`], [`MmError::NotBound`], [`MmError::PageTable`] (no memory to
+    /// split a block mapping).
+    pub fn unbind(&self, iova: Iova, size: u64) -> Result<u64, MmError> {
+        if size == 0 {
+            return Err(MmError::ZeroSize);
+        }
+        for v in [iova.0, size] {
+            if v % PAGE_SIZE != 0 {
+                return Err(MmError::Misaligned {
+                    value: v,
+                    align: PAGE_SIZE,
+                });
+            }
+        }
+        let mut inner = self.inner.lock();
+        let end = match iova.0.checked_add(size) {
+            Some(e) if iova.0 >= inner.va.span_start() && e <= inner.va.span_end() => e,
+            _ => {
+                return Err(MmError::VaOutOfRange {
+                    iova,
+                    size,
+                    limit: inner.va.span_end(),
+                })
+            }
+        };
+        let hit: Vec<u64> = overlapping(&inner.bindings, iova.0, end);
+        if hit.is_empty() {
+            return Err(MmError::NotBound { iova, size });
+        }
+        let mut gather = Gather::new();
+        let r = with_table!(&mut inner.table, pt => pt.unmap(iova, size, &mut gather));
+        self.complete(&mut inner.table, &mut gather);
+        r?;
+        let mut unbound = 0;
+        for start in hit {
+            let b = inner
+                .bindings
+                .remove(&start)
+                .expect("listed by overlapping()");
+            let _ = inner.va.free(start);
+            let b_end = start + b.size;
+            let cut_start = start.max(iova.0);
+            let cut_end = b_end.min(end);
+            unbound += cut_end - cut_start;
+            if start < cut_start {
+                let _ = inner.va.reserve(start, cut_start - start);
+                inner.bindings.insert(
+                    start,
+                    Binding {
+                        size: cut_start - start,
+                        bo_offset: b.bo_offset,
+                        prot: b.prot,
+                        dma: b.dma.clone(),
+                        bo: b.bo.clone(),
+                    },
+                );
+            }
+            if cut_end < b_end {
+                let _ = inner.va.reserve(cut_end, b_end - cut_end);
+                inner.bindings.insert(
+                    cut_end,
+                    Binding {
+                        size: b_end - cut_end,
+                        bo_offset: b.bo_offset + (cut_end - start),
+                        prot: b.prot,
+                        dma: b.dma.clone(),
+                        bo: b.bo.clone(),
+                    },
+                );
+            }
+            // `b` drops here: if it held the last reference to the attachment, the BO's DMA
+            // mapping is released now, after the TLB invalidation above.
+        }
+        Ok(unbound)
+    }
+
+    /// The bindings, in IOVA order.
+    pub fn bindings(&self) -> Vec<BindingInfo> {
+        self.inner
+            .lock()
+            .bindings
+            .iter()
+            .map(|(&va, b)| BindingInfo {
+                iova: Iova(va),
+                size: b.size,
+                bo_offset: b.bo_offset,
+                prot: b.prot,
+            })
+            .collect()
+    }
+
+    /// Translates `iova` from the table as the CPU sees it (no TLB, no dummy page).
+    pub fn translate(&self, iova: Iova) -> Option<(DmaAddr, Prot)> {
+        with_table!(&self.inner.lock().table, pt => pt.translate(iova))
+    }
+
+    /// The mapped leaves, merged into runs (for `--dump-pt`).
+    pub fn mapped_runs(&self) -> Vec<MappedRun> {
+        let inner = self.inner.lock();
+        let mut runs: Vec<MappedRun> = Vec::new();
+        with_table!(&inner.table, pt => {
+            for m in pt.mappings() {
+                if let Some(last) = runs.last_mut() {
+                    if last.level == m.level
+                        && last.prot == m.prot
+                        && last.iova.0 + last.size == m.iova.0
+                        && last.dma.0 + last.size == m.dma.0
+                    {
+                        last.size += m.size;
+                        continue;
+                    }
+                }
+                runs.push(MappedRun {
+                    iova: m.iova,
+                    dma: m.dma,
+                    size: m.size,
+                    page_size: m.size,
+                    level: m.level,
+                    prot: m.prot,
+                });
+            }
+        });
+        runs
+    }
+
+    fn alloc_va(&self, inner: &mut Inner, size: u64, placement: Placement) -> Result<u64, MmError> {
+        let span_end = inner.va.span_end();
+        let r = match placement {
+            Placement::Fixed(iova) => {
+                if iova.0 % PAGE_SIZE != 0 {
+                    return Err(MmError::Misaligned {
+                        value: iova.0,
+                        align: PAGE_SIZE,
+                    });
+                }
+                if iova.0 < inner.va.span_start()
+                    || iova.0.checked_add(size).is_none_or(|e| e > span_end)
+                {
+                    return Err(MmError::VaOutOfRange {
+                        iova,
+                        size,
+                        limit: span_end,
+                    });
+                }
+                inner.va.reserve(iova.0, size)
+            }
+            Placement::Anywhere | Placement::Lowest | Placement::Highest => {
+                let mode = match placement {
+                    Placement::Lowest => AllocMode::Lowest,
+                    Placement::Highest => AllocMode::Highest,
+                    _ => AllocMode::BestFit,
+                };
+                // The largest leaf that fits the size, so blocks are possible.
+                let sizes = self.device.config().mmu.page_sizes();
+                let align = (0..64)
+                    .rev()
+                    .map(|b| 1u64 << b)
+                    .find(|&s| sizes & s != 0 && s <= size)
+                    .unwrap_or(PAGE_SIZE);
+                inner.va.alloc(size, align, mode)
+            }
+        };
+        match r {
+            Ok(node) => Ok(node.start()),
+            Err(RangeError::Overlap { .. }) | Err(RangeError::GuardViolation { .. }) => {
+                Err(MmError::VaInUse {
+                    iova: match placement {
+                        Placement::Fixed(i) => i,
+                        _ => Iova(0),
+                    },
+                    size,
+                })
+            }
+            Err(RangeError::NoSpace { .. }) => Err(MmError::VaSpaceFull { size }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Completes a page-table update: TLB invalidation for the gathered ranges, then the
+    /// emptied tables are freed.
+    fn complete(&self, table: &mut Table, gather: &mut Gather) {
+        let ranges: Vec<(Iova, u64)> = gather.ranges().collect();
+        self.device.invalidate_tlb(self.asid, &ranges);
+        with_table!(table, pt => pt.iotlb_sync(gather, |_, _| {}));
+    }
+}
+
+impl Drop for Vm {
+    /// A VM dropped with bindings left: unmap everything, invalidate, free the tables, then
+    /// release the DMA mappings; the leak is recorded on the device in DMA-debug mode.
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut();
+        if inner.bindings.is_empty() {
+            return;
+        }
+        let bytes = inner.bindings.values().map(|b| b.size).sum();
+        self.device.record_leak(VmLeak {
+            asid: self.asid,
+            bindings: inner.bindings.len(),
+            bytes,
+        });
+        let starts: Vec<(u64, u64)> = inner.bindings.iter().map(|(&s, b)| (s, b.size)).collect();
+        let mut gather = Gather::new();
+        for (start, size) in starts {
+            let _ = with_table!(&mut inner.table, pt => pt.unmap(Iova(start), size, &mut gather));
+        }
+        let ranges: Vec<(Iova, u64)> = gather.ranges().collect();
+        self.device.invalidate_tlb(self.asid, &ranges);
+        with_table!(&mut inner.table, pt => pt.iotlb_sync(&mut gather, |_, _| {}));
+        inner.bindings.clear();
+    }
+}
+
+/// Starts of the bindings overlapping `[start, end)`.
+fn overlapping(bindings: &BTreeMap<u64, Binding>, start: u64, end: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    if let Some((&s, b)) = bindings.range(..start).next_back() {
+        if s + b.size > start {
+            out.push(s);
+        }
+    }
+    out.extend(bindings.range(start..end).map(|(&s, _)| s));
+    out
+}
+
+/// The `(bus address, length)` runs of bytes `[offset, offset + size)` of a mapped BO.
+fn slice_segments(segs: &[crate::dma::DmaSegment], offset: u64, size: u64) -> Vec<(DmaAddr, u64)> {
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    let end = offset + size;
+    for s in segs {
+        let (s_start, s_end) = (pos, pos + s.len);
+        pos = s_end;
+        if s_end <= offset || s_start >= end {
+            continue;
+        }
+        let from = offset.max(s_start);
+        let to = end.min(s_end);
+        out.push((DmaAddr(s.dma.0 + (from - s_start)), to - from));
+    }
+    out
+}

@@ -1,0 +1,143 @@
+//! The CPU access bracket: hand a BO from its devices to the CPU and back.
+//!
+//! Userspace brackets CPU access to a dma-buf with `DMA_BUF_IOCTL_SYNC` (`SYNC_START`, then
+//! `SYNC_END`, each with `READ`, `WRITE` or both; include/uapi/linux/dma-buf.h), which runs the
+//! exporter's `begin_cpu_access` / `end_cpu_access`. For udmabuf those are
+//! `dma_sync_sg_for_cpu` and `dma_sync_sg_for_device` of its mapping, whatever the access
+//! (drivers/dma-buf/udmabuf.c `begin_cpu_udmabuf` / `end_cpu_udmabuf`). Here a BO may be
+//! attached to several devices, so every live attachment is synced, each in its own direction.
+//!
+//! Between the two, the CPU owns the BO (Documentation/core-api/dma-api-howto.rst: the device
+//! must not touch a streaming buffer the CPU owns, and the other way round); outside, every
+//! device it is attached to does.
+
+use super::Bo;
+use crate::MmError;
+
+/// Which CPU accesses a bracket covers (`DMA_BUF_SYNC_READ` = 1, `DMA_BUF_SYNC_WRITE` = 2,
+/// combined with `|`). Never empty: only [`CpuAccess::READ`], [`CpuAccess::WRITE`] and their
+/// union can be built.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct CpuAccess(u8);
+
+impl CpuAccess {
+    /// The CPU reads the BO.
+    pub const READ: CpuAccess = CpuAccess(1);
+    /// The CPU writes the BO.
+    pub const WRITE: CpuAccess = CpuAccess(2);
+    /// Both.
+    pub const READ_WRITE: CpuAccess = CpuAccess(3);
+
+    /// Whether the CPU reads.
+    pub const fn reads(self) -> bool {
+        self.0 & 1 != 0
+    }
+
+    /// Whether the CPU writes.
+    pub const fn writes(self) -> bool {
+        self.0 & 2 != 0
+    }
+
+    /// The `DMA_BUF_SYNC_*` bits (1 = READ, 2 = WRITE).
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+}
+
+impl core::ops::BitOr for CpuAccess {
+    type Output = CpuAccess;
+
+    fn bitor(self, rhs: CpuAccess) -> CpuAccess {
+        CpuAccess(self.0 | rhs.0)
+    }
+}
+
+/// An open CPU access bracket on a BO, from [`Bo::begin_cpu_access`]. Ends with
+/// [`CpuAccessGuard::end`], or when dropped (errors then go unreported).
+#[derive(Debug)]
+#[must_use = "dropping the guard ends the CPU access at once"]
+pub struct CpuAccessGuard<'a> {
+    bo: &'a Bo,
+    access: CpuAccess,
+    ended: bool,
+}
+
+impl CpuAccessGuard<'_> {
+    /// The accesses the bracket covers.
+    pub fn access(&self) -> CpuAccess {
+        self.access
+    }
+
+    /// Ends the bracket (`DMA_BUF_IOCTL_SYNC` with `SYNC_END`): hands the BO back to every
+    /// device it is attached to with `sync_sg_for_device`, so that what the CPU wrote reaches
+    /// them (a clean, for a non-coherent device) and, with DMA debugging on, the devices own
+    /// their mappings again. Every attachment is tried even if one fails.
+    ///
+    /// # Errors
+    /// The first error of `DmaOps::sync_sg_for_device` (e.g. [`MmError::BadPhysAddr`]).
+    pub fn end(mut self) -> Result<(), MmError> {
+        self.ended = true;
+        self.bo.end_cpu_access()
+    }
+}
+
+impl Drop for CpuAccessGuard<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            // A destructor cannot return the error; `end` does.
+            let _ = self.bo.end_cpu_access();
+        }
+    }
+}
+
+impl Bo {
+    /// Begins CPU access (`DMA_BUF_IOCTL_SYNC` with `SYNC_START`): hands the BO from every
+    /// device it is attached to over to the CPU with `sync_sg_for_cpu` (for a non-coherent
+    /// device and a `FromDevice`/`Bidirectional` mapping: an invalidate, so that the CPU sees
+    /// what the device wrote), then, with DMA debugging on, runs the devices'
+    /// `check_cpu_access` over the whole BO. Access with [`Bo::read`] / [`Bo::write`] until the
+    /// guard ends.
+    ///
+    /// WRITE-only access syncs for the CPU too, as udmabuf does: the CPU must own a buffer
+    /// before writing it, and a partial-line write must not later write back stale neighbours
+    /// over what the device wrote.
+    ///
+    /// For [`Caching::WriteCombined`](super::Caching) and [`Caching::Uncached`](super::Caching)
+    /// BOs the syncs find no cached data to move (the CPU view already equals RAM); they are
+    /// still made, since they are what hands ownership over under the DMA API.
+    ///
+    /// # Errors
+    /// The first error of `DmaOps::sync_sg_for_cpu`. The attachments synced before it are
+    /// handed back to their devices, so no bracket is left half open.
+    pub fn begin_cpu_access(&self, access: CpuAccess) -> Result<CpuAccessGuard<'_>, MmError> {
+        let live = self.live_attachments();
+        for (i, a) in live.iter().enumerate() {
+            if let Err(e) = a.sync_for_cpu() {
+                for done in &live[..i] {
+                    // Best effort: the error being returned is the one that matters.
+                    let _ = done.sync_for_device();
+                }
+                return Err(e);
+            }
+        }
+        drop(live);
+        self.check_cpu_access(0, self.size(), access.writes());
+        Ok(CpuAccessGuard {
+            bo: self,
+            access,
+            ended: false,
+        })
+    }
+
+    fn end_cpu_access(&self) -> Result<(), MmError> {
+        let mut first = Ok(());
+        for a in self.live_attachments() {
+            if let Err(e) = a.sync_for_device() {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+}

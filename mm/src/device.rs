@@ -1,0 +1,234 @@
+//! A device with its own MMU, attached to the system side: what its driver knows about it.
+//!
+//! The description ([`DeviceConfig`]) is the driver's view: the DMA mask, whether the device
+//! and its page-table walker snoop the CPU caches, its MMU format, and how its TLB is
+//! invalidated. [`Device::attach`] picks the device's system DMA ops once, from that description
+//! and the platform ([`DmaOps::attach`]). Device VMs ([`crate::vm::Vm`]) are created on it.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use devmmu_pagetable::{ArmLpae4k, Format, Iova, Ipu};
+use parking_lot::Mutex;
+
+use crate::dma::{DmaDevice, DmaMask, DmaOps, LeakReport, Platform};
+use crate::phys::PhysMem;
+use crate::MmError;
+
+/// The page-table format of a device's MMU.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum MmuFormat {
+    /// Intel IPU3/IPU6 MMU: 32-bit IOVA, 2 levels of 1024 32-bit entries, 4 KiB pages, empty
+    /// entries pointing at a dummy page ([`devmmu_pagetable::Ipu`]).
+    Ipu,
+    /// ARM LPAE stage 1 with the 4 KiB granule: 48-bit IOVA, 4 levels, 4 KiB pages and 2 MiB /
+    /// 1 GiB blocks ([`devmmu_pagetable::ArmLpae4k`]).
+    ArmLpae4k,
+}
+
+impl MmuFormat {
+    /// Short name: `"ipu"` or `"arm-lpae-4k"` (as on the command line).
+    pub fn name(self) -> &'static str {
+        match self {
+            MmuFormat::Ipu => Ipu::NAME,
+            MmuFormat::ArmLpae4k => ArmLpae4k::NAME,
+        }
+    }
+
+    /// Width of the device's IOVA space in bits.
+    pub fn iova_bits(self) -> u32 {
+        match self {
+            MmuFormat::Ipu => Ipu::IOVA_BITS,
+            MmuFormat::ArmLpae4k => ArmLpae4k::IOVA_BITS,
+        }
+    }
+
+    /// Leaf sizes the format supports, as a bit mask of byte sizes (`pgsize_bitmap`).
+    pub fn page_sizes(self) -> u64 {
+        match self {
+            MmuFormat::Ipu => Ipu::page_sizes(),
+            MmuFormat::ArmLpae4k => ArmLpae4k::page_sizes(),
+        }
+    }
+}
+
+/// How the driver invalidates the device TLB.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum TlbInvalidation {
+    /// By IOVA range and address space (ARM SMMU / GPU MMUs: TLBI by VA and ASID).
+    Range,
+    /// The whole TLB at once (the IPU MMU's invalidate register, ipu6-mmu.c `tlb_invalidate`).
+    All,
+}
+
+/// The device's TLB-invalidation hook: the register writes a driver makes. The simulated device
+/// ([`crate::model::SimMmu`]) implements it; a real driver would write MMIO registers.
+pub trait DeviceTlb: Send + Sync {
+    /// Invalidates the translations of address space `asid` that overlap `[iova, iova + size)`
+    /// (bytes).
+    fn invalidate_range(&self, asid: u32, iova: Iova, size: u64);
+    /// Invalidates every translation of every address space.
+    fn invalidate_all(&self);
+}
+
+/// What the driver knows about a device with its own MMU.
+#[derive(Clone, Debug)]
+pub struct DeviceConfig {
+    /// Name, for diagnostics.
+    pub name: String,
+    /// Bus addresses the device can emit: data and page-table pointers alike.
+    pub dma_mask: DmaMask,
+    /// Whether the device's data accesses snoop the CPU caches (no sync work needed).
+    pub coherent: bool,
+    /// Whether the device's page-table walker snoops the CPU caches. If not, every IOPTE line
+    /// the driver writes is cleaned before the device may walk it.
+    pub coherent_walk: bool,
+    /// The MMU's page-table format.
+    pub mmu: MmuFormat,
+    /// How its TLB is invalidated.
+    pub tlb_invalidation: TlbInvalidation,
+}
+
+impl DeviceConfig {
+    /// An Intel IPU-style camera ISP: IPU MMU, 32-bit DMA mask, non-coherent data and walker,
+    /// whole-TLB invalidation (as ipu6-mmu.c).
+    pub fn ipu(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            dma_mask: DmaMask::bits(32),
+            coherent: false,
+            coherent_walk: false,
+            mmu: MmuFormat::Ipu,
+            tlb_invalidation: TlbInvalidation::All,
+        }
+    }
+
+    /// A GPU-style device with an ARM LPAE MMU, range invalidation, coherent or not.
+    pub fn arm_lpae(name: impl Into<String>, mask: DmaMask, coherent: bool) -> Self {
+        Self {
+            name: name.into(),
+            dma_mask: mask,
+            coherent,
+            coherent_walk: coherent,
+            mmu: MmuFormat::ArmLpae4k,
+            tlb_invalidation: TlbInvalidation::Range,
+        }
+    }
+}
+
+/// Leaks found when a device VM was dropped with bindings left (reported in DMA-debug mode).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct VmLeak {
+    /// The VM's address-space id.
+    pub asid: u32,
+    /// Bindings still in place when it was dropped.
+    pub bindings: usize,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
+/// A device attached to the system: its DMA ops (fixed at attach), its TLB hook and its VMs.
+pub struct Device {
+    config: DeviceConfig,
+    dma: Arc<DmaOps>,
+    tlb: Arc<dyn DeviceTlb>,
+    debug: bool,
+    next_asid: AtomicU32,
+    tlb_invalidations: AtomicU64,
+    leaks: Mutex<Vec<VmLeak>>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("config", &self.config)
+            .field("dma", &self.dma.kind())
+            .finish()
+    }
+}
+
+impl Device {
+    /// Attaches a device: chooses its DMA ops once ([`DmaOps::attach`]: behind the system IOMMU
+    /// if the platform has one, else direct with swiotlb as configured).
+    ///
+    /// Errors: those of [`DmaOps::attach`] (e.g. no memory for the swiotlb pool).
+    pub fn attach(
+        phys: &Arc<PhysMem>,
+        config: DeviceConfig,
+        platform: &Platform,
+        tlb: Arc<dyn DeviceTlb>,
+    ) -> Result<Arc<Device>, MmError> {
+        let dma_dev = DmaDevice::new(config.name.clone(), config.dma_mask, config.coherent);
+        let dma = DmaOps::attach(phys.clone(), dma_dev, platform)?;
+        Ok(Arc::new(Device {
+            config,
+            dma,
+            tlb,
+            debug: platform.debug,
+            next_asid: AtomicU32::new(1),
+            tlb_invalidations: AtomicU64::new(0),
+            leaks: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The driver's description of the device.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    /// The system DMA ops chosen at attach.
+    pub fn dma_ops(&self) -> &Arc<DmaOps> {
+        &self.dma
+    }
+
+    /// The physical memory the device's DMA reaches.
+    pub fn phys(&self) -> &Arc<PhysMem> {
+        self.dma.phys()
+    }
+
+    /// TLB invalidations the driver has issued to the device (range or whole-TLB requests).
+    pub fn tlb_invalidations(&self) -> u64 {
+        self.tlb_invalidations.load(Ordering::Relaxed)
+    }
+
+    /// VM leaks recorded so far (only in DMA-debug mode).
+    pub fn vm_leaks(&self) -> Vec<VmLeak> {
+        self.leaks.lock().clone()
+    }
+
+    /// Detaches the device from its DMA ops and reports the DMA mappings still held
+    /// ([`DmaOps::detach`]). Call after every VM is dropped.
+    pub fn detach(&self) -> LeakReport {
+        self.dma.detach()
+    }
+
+    pub(crate) fn alloc_asid(&self) -> u32 {
+        self.next_asid.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_leak(&self, leak: VmLeak) {
+        if self.debug {
+            self.leaks.lock().push(leak);
+        }
+    }
+
+    /// Invalidates the TLB for `ranges` of address space `asid`, as the device's
+    /// [`TlbInvalidation`] mode allows: one request per range, or one whole-TLB request.
+    pub(crate) fn invalidate_tlb(&self, asid: u32, ranges: &[(Iova, u64)]) {
+        if ranges.is_empty() {
+            return;
+        }
+        match self.config.tlb_invalidation {
+            TlbInvalidation::Range => {
+                for &(iova, size) in ranges {
+                    self.tlb.invalidate_range(asid, iova, size);
+                    self.tlb_invalidations.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            TlbInvalidation::All => {
+                self.tlb.invalidate_all();
+                self.tlb_invalidations.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

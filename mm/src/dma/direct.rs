@@ -1,0 +1,220 @@
+//! Direct DMA (kernel/dma/direct.c): the device sees RAM at `phys + bus_offset`.
+//!
+//! Owns the address rule and, when the device's mask does not reach all RAM, the swiotlb pool
+//! that bounces what lies beyond it. It never does cache maintenance or bounce copies itself: the
+//! streaming code in the parent module does both, in the order the kernel does them.
+
+use std::sync::Arc;
+
+use devmmu_pagetable::DmaAddr;
+
+use super::registry::Seg;
+use super::swiotlb::Swiotlb;
+use super::types::{BusFault, BusFaultReason, MappingKind, Platform};
+use super::Common;
+use crate::phys::{PhysAddr, Zone, PAGE_SIZE};
+use crate::MmError;
+
+/// The direct DMA backend of one device: `DmaAddr = phys + bus_offset`, bounced through its own
+/// swiotlb pool where that address would be beyond the DMA mask.
+#[derive(Debug)]
+pub struct Direct {
+    pub(crate) common: Common,
+    bus_offset: u64,
+    /// Exclusive upper bound of the physical addresses the device reaches unbounced, `None` when
+    /// it reaches every address.
+    phys_limit: Option<u64>,
+    swiotlb: Option<Arc<Swiotlb>>,
+}
+
+/// The exclusive physical limit a device with `mask` reaches at `offset`: `None` if unlimited.
+fn phys_limit(mask: u64, offset: u64) -> Option<u64> {
+    match mask.checked_sub(offset) {
+        None => Some(0),
+        Some(top) => top.checked_add(1),
+    }
+}
+
+impl Direct {
+    /// The backend for `common`'s device on `platform`. The swiotlb pool is allocated here when
+    /// the platform has one and some RAM lies beyond the device's reach: contiguous frames below
+    /// that reach, so that every slot is reachable.
+    pub(crate) fn new(common: Common, platform: &Platform) -> Result<Direct, MmError> {
+        if !platform.bus_offset.is_multiple_of(PAGE_SIZE) {
+            return Err(MmError::Misaligned {
+                value: platform.bus_offset,
+                align: PAGE_SIZE,
+            });
+        }
+        let limit = phys_limit(common.dev.mask.0, platform.bus_offset);
+        let ram_end = common
+            .phys
+            .memory_map()
+            .regions()
+            .iter()
+            .filter_map(|r| r.end())
+            .map(|e| e.0)
+            .max()
+            .unwrap_or(0);
+        let swiotlb = match (limit, platform.swiotlb) {
+            (Some(l), Some(bytes)) if ram_end > l => {
+                Some(Swiotlb::shared(&common.phys, bytes, PhysAddr(l))?)
+            }
+            _ => None,
+        };
+        Ok(Direct {
+            common,
+            bus_offset: platform.bus_offset,
+            phys_limit: limit,
+            swiotlb,
+        })
+    }
+
+    /// The platform's bus offset: `DmaAddr = phys + bus_offset`, in bytes.
+    pub fn bus_offset(&self) -> u64 {
+        self.bus_offset
+    }
+
+    /// The swiotlb pool, as (first physical byte, size in bytes), if this device has one. Direct
+    /// devices of one `PhysMem` with the same pool size share it when it is below their reach.
+    pub fn swiotlb_pool(&self) -> Option<(PhysAddr, u64)> {
+        self.swiotlb.as_ref().map(|s| s.range())
+    }
+
+    /// 2 KiB swiotlb slots in use (by every device sharing the pool).
+    pub(crate) fn slots_in_use(&self) -> u64 {
+        self.swiotlb.as_ref().map_or(0, |s| s.slots_in_use())
+    }
+
+    /// The zone of frames the device reaches without bouncing.
+    pub(crate) fn zone(&self) -> Zone {
+        match self.phys_limit {
+            None => Zone::Any,
+            Some(l) => Zone::Below(PhysAddr(l)),
+        }
+    }
+
+    /// The bus address of `pa` if `pa..pa + len` is reachable unbounced.
+    fn reachable(&self, pa: PhysAddr, len: u64) -> Option<u64> {
+        let dma = pa.0.checked_add(self.bus_offset)?;
+        self.common.dev.mask.covers(dma, len).then_some(dma)
+    }
+
+    /// Assigns bus addresses to `pa..pa + len` (`len > 0`, RAM, checked by the caller): direct
+    /// if reachable, else a bounce buffer (slots taken here; the caller copies).
+    ///
+    /// # Errors
+    /// [`MmError::BeyondDmaMask`] (no pool), [`MmError::SwiotlbTooLarge`],
+    /// [`MmError::SwiotlbFull`].
+    pub(crate) fn map_one(&self, pa: PhysAddr, len: u64) -> Result<Seg, MmError> {
+        if let Some(dma) = self.reachable(pa, len) {
+            return Ok(Seg {
+                dma,
+                len,
+                pa,
+                bounce: None,
+            });
+        }
+        let pool = self.swiotlb.as_ref().ok_or(MmError::BeyondDmaMask {
+            addr: pa,
+            len,
+            mask: self.common.dev.mask.0,
+        })?;
+        let (bounce, _slots) = pool.alloc(len)?;
+        match self.reachable(bounce, len) {
+            Some(dma) => Ok(Seg {
+                dma,
+                len,
+                pa,
+                bounce: Some(bounce),
+            }),
+            None => {
+                pool.free(bounce, len);
+                Err(MmError::BeyondDmaMask {
+                    addr: bounce,
+                    len,
+                    mask: self.common.dev.mask.0,
+                })
+            }
+        }
+    }
+
+    /// Bus address of an MMIO / peer range (never bounced: a bounce buffer is RAM).
+    ///
+    /// # Errors
+    /// [`MmError::BeyondDmaMask`].
+    pub(crate) fn map_resource(&self, pa: PhysAddr, len: u64) -> Result<Seg, MmError> {
+        let dma = self.reachable(pa, len).ok_or(MmError::BeyondDmaMask {
+            addr: pa,
+            len,
+            mask: self.common.dev.mask.0,
+        })?;
+        Ok(Seg {
+            dma,
+            len,
+            pa,
+            bounce: None,
+        })
+    }
+
+    /// The bus address of a buffer allocated in [`Direct::zone`].
+    ///
+    /// # Errors
+    /// [`MmError::BeyondDmaMask`] if it is not reachable after all.
+    pub(crate) fn map_buffer(&self, pa: PhysAddr, len: u64) -> Result<Seg, MmError> {
+        self.map_resource(pa, len)
+    }
+
+    /// Gives back the bounce slots of `segs`.
+    pub(crate) fn release(&self, segs: &[Seg]) {
+        if let Some(pool) = &self.swiotlb {
+            for s in segs {
+                if let Some(b) = s.bounce {
+                    pool.free(b, s.len);
+                }
+            }
+        }
+    }
+
+    /// What the bus does with `dma..dma + len`: subtract the offset; the range must be within
+    /// the mask and have RAM (an allocated frame, a swiotlb slot being just RAM) or a mapped
+    /// resource behind every page.
+    pub(crate) fn bus_to_phys(&self, dma: DmaAddr, len: u64) -> Result<PhysAddr, BusFault> {
+        let fault = |reason| BusFault { dma, reason };
+        if len == 0 {
+            return Err(fault(BusFaultReason::ZeroLength));
+        }
+        let mask = self.common.dev.mask.0;
+        if !self.common.dev.mask.covers(dma.0, len) {
+            return Err(fault(BusFaultReason::BeyondMask { mask }));
+        }
+        let pa =
+            dma.0
+                .checked_sub(self.bus_offset)
+                .ok_or(fault(BusFaultReason::BelowBusOffset {
+                    offset: self.bus_offset,
+                }))?;
+        let end = pa + len;
+        let mut page = pa & !(PAGE_SIZE - 1);
+        while page < end {
+            let addr = PhysAddr(page.max(pa));
+            if !self.common.phys.is_allocated(addr) && !self.resource_at(addr) {
+                return Err(fault(BusFaultReason::NoMemory { addr }));
+            }
+            page += PAGE_SIZE;
+        }
+        Ok(PhysAddr(pa))
+    }
+
+    /// Whether a live `map_resource` mapping covers `pa`.
+    fn resource_at(&self, pa: PhysAddr) -> bool {
+        let dma = match pa.0.checked_add(self.bus_offset) {
+            Some(d) => d,
+            None => return false,
+        };
+        let reg = self.common.registry.lock();
+        reg.intersecting(dma, dma.saturating_add(1))
+            .into_iter()
+            .any(|id| reg.get(id).is_some_and(|m| m.kind == MappingKind::Resource))
+    }
+}

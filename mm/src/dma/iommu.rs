@@ -1,0 +1,339 @@
+//! A system IOMMU domain (drivers/iommu/dma-iommu.c on top of an SMMU-like IOMMU).
+//!
+//! Owns one device's IOVA space (a drm_mm-style [`RangeAllocator`] over `[granule, mask]`
+//! minus the platform's reserved regions, allocating top-down like drivers/iommu/iova.c) and its
+//! ARM LPAE page table, whose table pages are [`PhysMem`] frames addressed physically (the IOMMU
+//! walks physical memory, coherently). It maps and unmaps IOVA ranges and counts IOTLB
+//! invalidations; cache maintenance of the data and the DMA-API bookkeeping are the parent
+//! module's.
+
+use devmmu_pagetable::{
+    walk, ArmLpae4k, DmaAddr, Format, Gather, Iova, PageTable, PageTableConfig, Prot, TableReader,
+    WalkFault,
+};
+use parking_lot::Mutex;
+
+use super::registry::Seg;
+use super::stats::Counters;
+use super::table_pool::{TableBus, TablePool};
+use super::types::{BusFault, BusFaultReason, Platform};
+use super::Common;
+use crate::phys::{PhysAddr, PhysMem, PhysSegment, Zone, PAGE_SIZE};
+use crate::vm::range::{AllocMode, RangeAllocator, RangeError};
+use crate::MmError;
+
+/// The IOVA granule of the domain, in bytes (4 KiB pages of [`ArmLpae4k`]).
+pub const IOVA_GRANULE: u64 = PAGE_SIZE;
+
+/// Sizes below this many granules are rounded up to a power of two, as the kernel's IOVA
+/// allocator does so that its per-CPU caches (`IOVA_RANGE_CACHE_MAX_SIZE` = 6 orders) can
+/// recycle them.
+const IOVA_RCACHE_PAGES: u64 = 1 << (6 - 1);
+
+/// Reads the domain's tables from physical memory as the IOMMU's coherent walker does: the CPU
+/// view, since the walk snoops the caches.
+struct PhysReader<'a>(&'a PhysMem);
+
+impl TableReader for PhysReader<'_> {
+    fn read_pte(&self, addr: DmaAddr, bytes: usize) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.0
+            .cpu_read(PhysAddr(addr.0), b.get_mut(..bytes)?)
+            .ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+}
+
+struct State {
+    iova: RangeAllocator,
+    pt: PageTable<ArmLpae4k, TablePool>,
+    /// Bytes of the span taken by reserved regions.
+    reserved_bytes: u64,
+}
+
+/// The system IOMMU domain of one device: bus address = IOVA.
+pub struct IommuDomain {
+    pub(crate) common: Common,
+    root: DmaAddr,
+    /// `[start, end)` of the IOVA space.
+    span: (u64, u64),
+    state: Mutex<State>,
+}
+
+impl core::fmt::Debug for IommuDomain {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IommuDomain")
+            .field("device", &self.common.dev)
+            .field("root", &self.root)
+            .field("span", &self.span)
+            .finish()
+    }
+}
+
+fn map_err(iova: u64, size: u64) -> impl Fn(devmmu_pagetable::Error) -> MmError {
+    move |error| MmError::IommuMap { iova, size, error }
+}
+
+impl IommuDomain {
+    /// A domain for `common`'s device: IOVA space `[granule, min(mask, 2^48 - 1)]`, the platform's
+    /// reserved regions taken out of it, an empty page table (its root allocated now).
+    pub(crate) fn new(common: Common, platform: &Platform) -> Result<IommuDomain, MmError> {
+        let top = common.dev.mask.0.min((1u64 << 48) - 1);
+        // `top + 1` cannot overflow: `top < 2^48`.
+        let span = (IOVA_GRANULE, (top + 1) & !(IOVA_GRANULE - 1));
+        let mut iova = RangeAllocator::new(span.0, span.1)
+            .map_err(|_| MmError::DmaMaskTooSmall { mask: top })?;
+        let mut regions: Vec<(u64, u64)> = platform
+            .reserved
+            .iter()
+            .map(|&(s, e)| {
+                (
+                    (s & !(IOVA_GRANULE - 1)).max(span.0),
+                    e.checked_next_multiple_of(IOVA_GRANULE)
+                        .unwrap_or(u64::MAX)
+                        .min(span.1),
+                )
+            })
+            .filter(|(s, e)| s < e)
+            .collect();
+        regions.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in regions {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        let mut reserved_bytes = 0;
+        for &(s, e) in &merged {
+            // Merged, clipped and disjoint, into an empty allocator: cannot fail.
+            if iova.reserve(s, e - s).is_ok() {
+                reserved_bytes += e - s;
+            }
+        }
+        // The IOMMU reaches only what its 48-bit output address can name, tables included.
+        let pool = TablePool::new(
+            common.phys.clone(),
+            Zone::Below(PhysAddr(1 << ArmLpae4k::OA_BITS)),
+            TableBus::Identity,
+        );
+        let pt = PageTable::new(
+            pool,
+            PageTableConfig {
+                coherent_walk: true,
+            },
+        )
+        .map_err(map_err(0, 0))?;
+        Ok(IommuDomain {
+            common,
+            root: pt.root(),
+            span,
+            state: Mutex::new(State {
+                iova,
+                pt,
+                reserved_bytes,
+            }),
+        })
+    }
+
+    /// Physical address of the root table (what the IOMMU's context entry / STE holds).
+    pub fn root(&self) -> DmaAddr {
+        self.root
+    }
+
+    /// The IOVA space `[start, end)`, in bytes: from the granule up to the DMA mask (at most 48
+    /// bits).
+    pub fn aperture(&self) -> (DmaAddr, DmaAddr) {
+        (DmaAddr(self.span.0), DmaAddr(self.span.1))
+    }
+
+    /// Table pages the domain's page table holds, the root included.
+    pub fn table_pages(&self) -> usize {
+        self.state.lock().pt.table_count()
+    }
+
+    /// IOVA bytes allocated, reserved regions excluded.
+    pub(crate) fn iova_bytes_in_use(&self) -> u64 {
+        let s = self.state.lock();
+        s.iova.used_bytes() - s.reserved_bytes
+    }
+
+    /// Allocates an IOVA node for `size` bytes (a granule multiple, `> 0`): sizes under 32
+    /// granules rounded up to a power of two, aligned to the size rounded up to a power of two
+    /// (`alloc_iova(.., size_aligned = true)`), the highest free place below the mask. Returns
+    /// `(start, node size)`.
+    fn alloc_locked(&self, s: &mut State, size: u64) -> Result<(u64, u64), MmError> {
+        let pages = size / IOVA_GRANULE;
+        let node_pages = if pages < IOVA_RCACHE_PAGES {
+            pages.next_power_of_two()
+        } else {
+            pages
+        };
+        let align = pages
+            .checked_next_power_of_two()
+            .and_then(|p| p.checked_mul(IOVA_GRANULE));
+        let exhausted = MmError::IovaExhausted {
+            size,
+            limit: self.span.1 - 1,
+        };
+        let (Some(align), Some(node)) = (align, node_pages.checked_mul(IOVA_GRANULE)) else {
+            return Err(exhausted);
+        };
+        match s.iova.alloc(node, align, AllocMode::Highest) {
+            Ok(n) => Ok((n.start(), n.size())),
+            Err(RangeError::NoSpace { .. }) => Err(exhausted),
+            Err(_) => Err(exhausted),
+        }
+    }
+
+    /// [`IommuDomain::alloc_locked`] under the lock.
+    pub(crate) fn alloc_iova(&self, size: u64) -> Result<(u64, u64), MmError> {
+        self.alloc_locked(&mut self.state.lock(), size)
+    }
+
+    /// Frees the IOVA node starting at `start` (nothing mapped in it any more).
+    pub(crate) fn free_iova(&self, start: u64) {
+        let _ = self.state.lock().iova.free(start);
+    }
+
+    /// Maps `segs` contiguously in a fresh IOVA node, as `iommu_dma_map_sg`: each segment is
+    /// widened to whole granules (its in-page offset kept), so a segment that ends mid-page is
+    /// followed by padding. Returns one [`Seg`] per input (bus address = IOVA of its first
+    /// byte) and the node `(start, size)`.
+    ///
+    /// # Errors
+    /// [`MmError::IovaExhausted`], [`MmError::IommuMap`] (nothing stays mapped or allocated).
+    pub(crate) fn map_phys(
+        &self,
+        segs: &[PhysSegment],
+        prot: Prot,
+    ) -> Result<(Vec<Seg>, (u64, u64)), MmError> {
+        let mut total: u64 = 0;
+        let mut pieces = Vec::with_capacity(segs.len());
+        for s in segs {
+            let off = s.addr.page_offset();
+            let mlen = (off + s.len).next_multiple_of(IOVA_GRANULE);
+            pieces.push((DmaAddr(s.addr.0 - off), mlen));
+            total = total.checked_add(mlen).ok_or(MmError::IovaExhausted {
+                size: u64::MAX,
+                limit: self.span.1 - 1,
+            })?;
+        }
+        let mut st = self.state.lock();
+        let (start, node) = self.alloc_locked(&mut st, total)?;
+        let mut g = Gather::new();
+        let r = st.pt.map_segments(Iova(start), &pieces, prot, &mut g);
+        self.sync_gather(&mut st, &mut g);
+        if let Err(e) = r {
+            let _ = st.iova.free(start);
+            return Err(map_err(start, total)(e));
+        }
+        let mut out = Vec::with_capacity(segs.len());
+        let mut cur = start;
+        for (s, &(_, mlen)) in segs.iter().zip(&pieces) {
+            out.push(Seg {
+                dma: cur + s.addr.page_offset(),
+                len: s.len,
+                pa: s.addr,
+                bounce: None,
+            });
+            cur += mlen;
+        }
+        Ok((out, (start, node)))
+    }
+
+    /// Maps `size` bytes (granule multiple) at `iova` to `pa` (granule-aligned) inside an
+    /// existing node, for the two-step IOVA API. No IOTLB maintenance (the caller's `iova_sync`).
+    ///
+    /// # Errors
+    /// [`MmError::IommuMap`] (e.g. `AlreadyMapped`); nothing stays mapped.
+    pub(crate) fn map_at(
+        &self,
+        iova: u64,
+        pa: PhysAddr,
+        size: u64,
+        prot: Prot,
+    ) -> Result<(), MmError> {
+        let mut st = self.state.lock();
+        let mut g = Gather::new();
+        let r = st.pt.map(Iova(iova), DmaAddr(pa.0), size, prot, &mut g);
+        self.sync_gather(&mut st, &mut g);
+        r.map_err(map_err(iova, size))
+    }
+
+    /// Unmaps `[iova, iova + size)` (granule multiples inside the space) and invalidates the
+    /// IOTLB for it.
+    ///
+    /// # Errors
+    /// [`MmError::IommuMap`] with `NoMemory` if a block mapping had to be split and no table
+    /// page was left: nothing was unmapped.
+    pub(crate) fn unmap_range(&self, iova: u64, size: u64) -> Result<(), MmError> {
+        let mut st = self.state.lock();
+        let mut g = Gather::new();
+        let r = st.pt.unmap(Iova(iova), size, &mut g);
+        self.sync_gather(&mut st, &mut g);
+        r.map(|_| ()).map_err(map_err(iova, size))
+    }
+
+    /// Unmaps a whole node and frees its IOVA (`__iommu_dma_unmap`: unmap, IOTLB sync, free
+    /// the IOVA only after the sync).
+    pub(crate) fn unmap_node(&self, node: (u64, u64)) {
+        // Unmapping exactly a whole node never splits a block (blocks never cross the node,
+        // which is where they were mapped), so this cannot fail.
+        let _ = self.unmap_range(node.0, node.1);
+        self.free_iova(node.0);
+    }
+
+    fn sync_gather(&self, st: &mut State, g: &mut Gather) {
+        let counters: &Counters = &self.common.counters;
+        st.pt.iotlb_sync(g, |_, _| {
+            Counters::add(&counters.iotlb_invalidations, 1);
+        });
+    }
+
+    /// What the IOMMU does with a device access to `dma..dma + len`: walk the tables (not
+    /// cached: no IOTLB is modelled) for every page of the range; it must be mapped, writable if
+    /// `write`, and physically contiguous.
+    pub(crate) fn bus_to_phys(
+        &self,
+        dma: DmaAddr,
+        len: u64,
+        write: bool,
+    ) -> Result<PhysAddr, BusFault> {
+        let fault = |reason| BusFault { dma, reason };
+        if len == 0 {
+            return Err(fault(BusFaultReason::ZeroLength));
+        }
+        let mask = self.common.dev.mask;
+        if !mask.covers(dma.0, len) {
+            return Err(fault(BusFaultReason::BeyondMask { mask: mask.0 }));
+        }
+        let end = dma.0 + len;
+        let reader = PhysReader(&self.common.phys);
+        let mut cur = dma.0;
+        let mut first = 0;
+        while cur < end {
+            let t = walk::<ArmLpae4k, _>(&reader, self.root, Iova(cur)).map_err(|w| {
+                fault(match w {
+                    WalkFault::AddressSize { .. } => BusFaultReason::AddressSize,
+                    WalkFault::Translation { iova, level } => BusFaultReason::Translation {
+                        iova: DmaAddr(iova.0),
+                        level,
+                    },
+                    WalkFault::WalkAbort { pte_addr, .. } => BusFaultReason::WalkAbort { pte_addr },
+                })
+            })?;
+            if write && !t.prot.contains(Prot::WRITE) {
+                return Err(fault(BusFaultReason::Permission { iova: DmaAddr(cur) }));
+            }
+            if cur == dma.0 {
+                first = t.dma.0;
+            } else if t.dma.0 != first + (cur - dma.0) {
+                return Err(fault(BusFaultReason::Discontiguous { at: DmaAddr(cur) }));
+            }
+            let leaf_end = t.leaf_iova.0 + t.leaf_size;
+            cur = leaf_end.min(end);
+        }
+        Ok(PhysAddr(first))
+    }
+}

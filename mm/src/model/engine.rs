@@ -1,0 +1,296 @@
+//! The DMA engine of the simulated device: reads, writes and copies at device VAs.
+//!
+//! Every access goes, page by page: device TLB (or a walk of the VM's tables with the software
+//! walker of devmmu-pagetable, reading table memory through the walker's view of memory) ->
+//! bus address -> the bus ([`DmaOps::bus_to_phys`]: identity, or the system IOMMU's tables) ->
+//! physical memory, in the coherent view (CPU caches snooped) or the non-coherent one (RAM only)
+//! as the hardware is configured.
+
+use std::sync::Arc;
+
+use devmmu_pagetable::{walk, ArmLpae4k, DmaAddr, Iova, Ipu, Prot, TableReader, WalkFault};
+use parking_lot::Mutex;
+
+use super::fault::{Access, Fault, FaultReason};
+use super::tlb::TlbEntry;
+use super::SimMmu;
+use crate::device::{Device, MmuFormat};
+use crate::dma::DmaOps;
+use crate::phys::{PhysMem, PAGE_SIZE};
+use crate::vm::{MmuContext, Vm};
+
+/// Counters of the simulated device.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct SimStats {
+    /// Bytes the device read from memory.
+    pub bytes_read: u64,
+    /// Bytes the device wrote to memory.
+    pub bytes_written: u64,
+    /// Table walks (TLB misses).
+    pub walks: u64,
+    /// IOPTEs the walker read.
+    pub pte_reads: u64,
+    /// Faults recorded (including dummy-page accesses).
+    pub faults: u64,
+}
+
+/// The simulated device: its MMU ([`SimMmu`]) and its DMA engine, on an attached [`Device`].
+pub struct SimDevice {
+    device: Arc<Device>,
+    mmu: Arc<SimMmu>,
+    stats: Mutex<SimStats>,
+}
+
+impl std::fmt::Debug for SimDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimDevice")
+            .field("device", &self.device)
+            .field("mmu", &self.mmu.config())
+            .finish()
+    }
+}
+
+/// Reads table memory the way the walker does: by bus address, through the bus, in the walker's
+/// view of memory.
+struct WalkReader<'a> {
+    ops: &'a DmaOps,
+    phys: &'a PhysMem,
+    coherent: bool,
+    reads: std::cell::Cell<u64>,
+}
+
+impl TableReader for WalkReader<'_> {
+    fn read_pte(&self, addr: DmaAddr, bytes: usize) -> Option<u64> {
+        self.reads.set(self.reads.get() + 1);
+        let pa = self.ops.bus_to_phys(addr, bytes as u64, false).ok()?;
+        let mut b = [0u8; 8];
+        self.phys
+            .device_read(pa, &mut b[..bytes], self.coherent)
+            .ok()?;
+        Some(u64::from_le_bytes(b))
+    }
+}
+
+impl SimDevice {
+    /// The device model of `device`, whose TLB invalidation hook must be `mmu` (pass the same
+    /// `Arc<SimMmu>` to [`Device::attach`]).
+    pub fn new(device: Arc<Device>, mmu: Arc<SimMmu>) -> SimDevice {
+        SimDevice {
+            device,
+            mmu,
+            stats: Mutex::new(SimStats::default()),
+        }
+    }
+
+    /// The MMU (TLB and fault log).
+    pub fn mmu(&self) -> &Arc<SimMmu> {
+        &self.mmu
+    }
+
+    /// The attached device.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SimStats {
+        *self.stats.lock()
+    }
+
+    /// Translates `iova` in `vm` for `access` as the hardware would: TLB first, else a walk
+    /// (whose result is cached). Returns the bus address of the byte and the bytes left in its
+    /// leaf. A dummy-page hit (Intel IPU) is returned as a translation *and* reported through
+    /// `Err` by the accessors, not here.
+    pub fn translate(&self, vm: &Vm, iova: Iova, access: Access) -> Result<(DmaAddr, u64), Fault> {
+        let ctx = vm.context();
+        self.translate_ctx(&ctx, iova, access)
+            .map(|(d, left, _)| (d, left))
+    }
+
+    fn translate_ctx(
+        &self,
+        ctx: &MmuContext,
+        iova: Iova,
+        access: Access,
+    ) -> Result<(DmaAddr, u64, bool), Fault> {
+        let fault = |reason| Fault {
+            asid: ctx.asid,
+            iova,
+            access,
+            reason,
+        };
+        let cached = self.mmu.tlb().lock().lookup(ctx.asid, iova.0);
+        let entry = match cached {
+            Some(e) => e,
+            None => {
+                let ops = self.device.dma_ops();
+                let reader = WalkReader {
+                    ops,
+                    phys: ops.phys(),
+                    coherent: self.mmu.config().coherent_walk,
+                    reads: std::cell::Cell::new(0),
+                };
+                let r = match ctx.format {
+                    MmuFormat::Ipu => walk::<Ipu, _>(&reader, ctx.root, iova),
+                    MmuFormat::ArmLpae4k => walk::<ArmLpae4k, _>(&reader, ctx.root, iova),
+                };
+                {
+                    let mut s = self.stats.lock();
+                    s.walks += 1;
+                    s.pte_reads += reader.reads.get();
+                }
+                let t = r.map_err(|w| {
+                    fault(match w {
+                        WalkFault::AddressSize { .. } => FaultReason::AddressSize,
+                        WalkFault::Translation { level, .. } => FaultReason::Translation { level },
+                        WalkFault::WalkAbort { pte_addr, .. } => {
+                            FaultReason::WalkAbort { pte_addr }
+                        }
+                    })
+                })?;
+                let e = TlbEntry {
+                    asid: ctx.asid,
+                    iova: t.leaf_iova.0,
+                    size: t.leaf_size,
+                    dma: DmaAddr(t.dma.0 - (iova.0 - t.leaf_iova.0)),
+                    prot: t.prot,
+                };
+                self.mmu.tlb().lock().insert(e);
+                e
+            }
+        };
+        let need = match access {
+            Access::Read => Prot::READ,
+            Access::Write => Prot::WRITE,
+        };
+        if !entry.prot.contains(need) {
+            return Err(fault(FaultReason::Permission));
+        }
+        let off = iova.0 - entry.iova;
+        let dummy = ctx.dummy_page == Some(entry.dma);
+        Ok((entry.dma + off, entry.size - off, dummy))
+    }
+
+    /// Writes `data` at `iova` of `vm` through the MMU.
+    ///
+    /// Errors: the first [`Fault`], also recorded in the fault log; bytes before it were
+    /// written. With the Intel IPU format an unbound IOVA is not a fault on the hardware: the
+    /// bytes go to the dummy page, the access completes, and a [`FaultReason::DummyPage`] record
+    /// is returned as `Err` so the caller can tell.
+    pub fn dma_write(&self, vm: &Vm, iova: Iova, data: &[u8]) -> Result<(), Fault> {
+        self.access(
+            vm,
+            iova,
+            data.len() as u64,
+            Access::Write,
+            |pa, range, coherent| {
+                let phys = self.device.phys();
+                phys.device_write(pa, &data[range], coherent)
+            },
+        )
+    }
+
+    /// Reads `buf.len()` bytes at `iova` of `vm` through the MMU. Errors as
+    /// [`SimDevice::dma_write`].
+    pub fn dma_read(&self, vm: &Vm, iova: Iova, buf: &mut [u8]) -> Result<(), Fault> {
+        let len = buf.len() as u64;
+        let cell = std::cell::RefCell::new(buf);
+        self.access(vm, iova, len, Access::Read, |pa, range, coherent| {
+            let phys = self.device.phys();
+            phys.device_read(pa, &mut cell.borrow_mut()[range], coherent)
+        })
+    }
+
+    /// Copies `len` bytes from `src` to `dst` in `vm` (read, then write, as a copy engine does
+    /// through a bounce of its own). Errors as [`SimDevice::dma_write`].
+    pub fn dma_copy(&self, vm: &Vm, src: Iova, dst: Iova, len: u64) -> Result<(), Fault> {
+        let mut buf = vec![0u8; len as usize];
+        let r = self.dma_read(vm, src, &mut buf);
+        if let Err(f) = r {
+            if f.reason != FaultReason::DummyPage {
+                return Err(f);
+            }
+        }
+        let w = self.dma_write(vm, dst, &buf);
+        r.and(w)
+    }
+
+    fn access(
+        &self,
+        vm: &Vm,
+        iova: Iova,
+        len: u64,
+        access: Access,
+        mut op: impl FnMut(
+            crate::phys::PhysAddr,
+            std::ops::Range<usize>,
+            bool,
+        ) -> Result<(), crate::MmError>,
+    ) -> Result<(), Fault> {
+        let ctx = vm.context();
+        let coherent = self.mmu.config().coherent;
+        let write = access == Access::Write;
+        let mut done = 0u64;
+        let mut dummy_fault = None;
+        while done < len {
+            let at = Iova(iova.0 + done);
+            let (dma, leaf_left, dummy) = match self.translate_ctx(&ctx, at, access) {
+                Ok(t) => t,
+                Err(f) => return Err(self.record(f)),
+            };
+            if dummy && dummy_fault.is_none() {
+                dummy_fault = Some(self.record(Fault {
+                    asid: ctx.asid,
+                    iova: at,
+                    access,
+                    reason: FaultReason::DummyPage,
+                }));
+            }
+            // Never cross a 4 KiB page of bus space in one bus transaction.
+            let page_left = PAGE_SIZE - (dma.0 % PAGE_SIZE);
+            let n = (len - done).min(leaf_left).min(page_left);
+            let ops = self.device.dma_ops();
+            let pa = match ops.bus_to_phys(dma, n, write) {
+                Ok(pa) => pa,
+                Err(b) => {
+                    return Err(self.record(Fault {
+                        asid: ctx.asid,
+                        iova: at,
+                        access,
+                        reason: FaultReason::Bus(b),
+                    }))
+                }
+            };
+            let range = done as usize..(done + n) as usize;
+            if op(pa, range, coherent).is_err() {
+                let bus = crate::dma::BusFault {
+                    dma,
+                    reason: crate::dma::BusFaultReason::NoMemory { addr: pa },
+                };
+                return Err(self.record(Fault {
+                    asid: ctx.asid,
+                    iova: at,
+                    access,
+                    reason: FaultReason::Bus(bus),
+                }));
+            }
+            let mut s = self.stats.lock();
+            if write {
+                s.bytes_written += n;
+            } else {
+                s.bytes_read += n;
+            }
+            done += n;
+        }
+        match dummy_fault {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+
+    fn record(&self, f: Fault) -> Fault {
+        self.mmu.record(f);
+        self.stats.lock().faults += 1;
+        f
+    }
+}

@@ -1,0 +1,124 @@
+//! The device TLB of the simulated MMU: a fixed number of entries that keep a translation until
+//! the driver invalidates it. A driver that forgets an invalidation keeps using the stale
+//! translation, exactly as on hardware, instead of being silently fixed by a fresh walk.
+
+use devmmu_pagetable::{DmaAddr, Prot};
+
+/// One cached translation: a whole leaf (page or block) of one address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlbEntry {
+    /// Address-space id (the VM's id), like an ASID/PASID tag.
+    pub asid: u32,
+    /// IOVA of the start of the leaf.
+    pub iova: u64,
+    /// Leaf size in bytes.
+    pub size: u64,
+    /// Bus address of the start of the leaf.
+    pub dma: DmaAddr,
+    /// Permissions of the leaf.
+    pub prot: Prot,
+}
+
+/// Counters of the TLB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlbStats {
+    /// Lookups answered from the TLB.
+    pub hits: u64,
+    /// Lookups that needed a table walk.
+    pub misses: u64,
+    /// Invalidation requests received (range or whole-TLB), i.e. what the driver issued.
+    pub invalidations: u64,
+    /// Entries dropped by those invalidations.
+    pub entries_invalidated: u64,
+    /// Entries evicted to make room (capacity misses).
+    pub evictions: u64,
+}
+
+/// A fully associative TLB with round-robin replacement.
+#[derive(Debug)]
+pub struct Tlb {
+    capacity: usize,
+    entries: Vec<TlbEntry>,
+    victim: usize,
+    stats: TlbStats,
+}
+
+impl Tlb {
+    /// A TLB of `capacity` entries (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            capacity,
+            entries: Vec::with_capacity(capacity),
+            victim: 0,
+            stats: TlbStats::default(),
+        }
+    }
+
+    /// Number of entries it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Entries currently held.
+    pub fn entries(&self) -> &[TlbEntry] {
+        &self.entries
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> TlbStats {
+        self.stats
+    }
+
+    /// The cached leaf covering `iova` in address space `asid`, counting a hit or a miss.
+    pub fn lookup(&mut self, asid: u32, iova: u64) -> Option<TlbEntry> {
+        let hit = self
+            .entries
+            .iter()
+            .find(|e| e.asid == asid && iova.wrapping_sub(e.iova) < e.size)
+            .copied();
+        if hit.is_some() {
+            self.stats.hits += 1;
+        } else {
+            self.stats.misses += 1;
+        }
+        hit
+    }
+
+    /// Caches a walked leaf, evicting round-robin when full.
+    pub fn insert(&mut self, entry: TlbEntry) {
+        if self.entries.len() < self.capacity {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.victim] = entry;
+            self.victim = (self.victim + 1) % self.capacity;
+            self.stats.evictions += 1;
+        }
+    }
+
+    /// Drops every entry of `asid` (all address spaces if `None`) whose leaf overlaps
+    /// `[iova, iova + size)` bytes.
+    pub fn invalidate_range(&mut self, asid: Option<u32>, iova: u64, size: u64) {
+        let end = iova.saturating_add(size);
+        self.stats.invalidations += 1;
+        self.retain(|e| {
+            let same = asid.is_none_or(|a| a == e.asid);
+            !(same && e.iova < end && iova < e.iova.saturating_add(e.size))
+        });
+    }
+
+    /// Drops every entry (a whole-TLB invalidation, as the IPU MMU's invalidate register does).
+    pub fn invalidate_all(&mut self) {
+        self.stats.invalidations += 1;
+        self.retain(|_| false);
+    }
+
+    fn retain(&mut self, keep: impl Fn(&TlbEntry) -> bool) {
+        let before = self.entries.len();
+        self.entries.retain(|e| keep(e));
+        self.stats.entries_invalidated += (before - self.entries.len()) as u64;
+        if self.victim >= self.entries.len().max(1) {
+            self.victim = 0;
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! `devmmu camera`: a capture pipeline on a camera ISP with its own MMU, end to end.
+//!
+//! What a driver for an Intel IPU-style imaging unit does, on the simulated device:
+//! a system whose buffers live above 4 GiB, a camera with a 32-bit DMA mask and its own MMU
+//! (IPU format by default), non-coherent by default, behind the system IOMMU by default (or
+//! direct, bouncing through swiotlb). A ring of 4 NV12 buffer objects is bound into the device
+//! VM; for each frame the driver clears the next buffer from the CPU, the device's DMA engine
+//! writes the sensor's frame through its MMU, and the driver syncs for the CPU and checks the
+//! frame byte for byte against the sensor's NV12. Cache maintenance uses the model, so a
+//! missing sync shows up as a mismatch.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use devmmu_mm::bo::{Bo, BoFlags, CpuAccess};
+use devmmu_mm::cache::CacheMode;
+use devmmu_mm::device::{Device, DeviceConfig, MmuFormat, TlbInvalidation};
+use devmmu_mm::dma::{DmaMask, Platform};
+use devmmu_mm::model::{SimConfig, SimDevice, SimMmu};
+use devmmu_mm::phys::{MemoryMap, PhysMem};
+use devmmu_mm::vm::{Placement, Vm};
+use devmmu_mm::MmError;
+use devmmu_pagetable::{Iova, Prot};
+use serde::Serialize;
+
+use crate::sensor::{
+    compare_frames, load_image, nv12_to_rgb, rgb_to_nv12, test_chart, write_png, LoadLimits,
+    SensorError, DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH,
+};
+
+/// Buffers in the capture ring.
+pub const RING: usize = 4;
+
+/// The device's MMU format, as given on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum MmuArg {
+    /// Intel IPU MMU: 2 levels of 1024 32-bit entries, dummy page for empty entries.
+    Ipu,
+    /// ARM LPAE stage 1, 4 KiB granule.
+    #[value(name = "arm-lpae-4k")]
+    ArmLpae4k,
+}
+
+/// The system DMA ops, as given on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum DmaArg {
+    /// Behind the system IOMMU: buffers above 4 GiB get IOVAs below 4 GiB, no bounce.
+    Iommu,
+    /// Direct mapping: buffers above the 32-bit mask bounce through swiotlb.
+    Direct,
+}
+
+/// Arguments of `devmmu camera`.
+#[derive(Args, Debug, Clone)]
+pub struct CameraArgs {
+    /// The sensor's image (any format the image crate decodes, 1x1 to 16384x16384); without it,
+    /// a built-in test chart of 1280x720.
+    #[arg(long, value_name = "IMAGE")]
+    pub input: Option<PathBuf>,
+    /// Frames to capture (at least 1).
+    #[arg(long, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub frames: u32,
+    /// The camera's MMU format.
+    #[arg(long, value_enum, default_value_t = MmuArg::Ipu)]
+    pub mmu: MmuArg,
+    /// The system DMA ops the camera is attached with.
+    #[arg(long, value_enum, default_value_t = DmaArg::Iommu)]
+    pub dma: DmaArg,
+    /// Make the camera (data and page-table walker) cache-coherent.
+    #[arg(long)]
+    pub coherent: bool,
+    /// Unbind and bind each frame's buffer again before the frame (IOPTE updates every frame).
+    #[arg(long)]
+    pub rebind: bool,
+    /// Write the last captured frame, converted back to RGB, to this PNG file.
+    #[arg(long, value_name = "PNG")]
+    pub output: Option<PathBuf>,
+    /// Print the device page table while the ring is bound, one line per mapped run.
+    #[arg(long)]
+    pub dump_pt: bool,
+    /// Print exactly one JSON object on stdout instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why the scenario could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CameraError {
+    /// The input image is unusable (exit status 2).
+    #[error("{0}")]
+    Input(SensorError),
+    /// The output path is unusable (exit status 2).
+    #[error("{0}")]
+    Output(SensorError),
+    /// The simulated system refused an operation (exit status 1).
+    #[error("{0}")]
+    System(#[from] MmError),
+}
+
+/// What `--json` prints (every key the issue names, and a few more).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Frames captured.
+    pub frames: u32,
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
+    /// MMU format name.
+    pub mmu: &'static str,
+    /// `"iommu"` or `"direct"`.
+    pub dma_ops: &'static str,
+    /// Whether the device is cache-coherent.
+    pub coherent: bool,
+    /// Whether buffers were rebound every frame.
+    pub rebind: bool,
+    /// Bytes per NV12 frame (visible layout, with stride padding).
+    pub frame_bytes: u64,
+    /// Bytes per buffer object (page multiple).
+    pub bo_bytes: u64,
+    /// IOPTEs written to the device page table.
+    pub iopte_stores: u64,
+    /// PTE cache lines cleaned for the non-coherent walker.
+    pub pte_lines_cleaned: u64,
+    /// Device TLB invalidations issued by the driver.
+    pub tlb_invalidations: u64,
+    /// Device page-table pages allocated.
+    pub tables_allocated: u64,
+    /// Bytes synced for the device (streaming DMA syncs).
+    pub synced_bytes_for_device: u64,
+    /// Bytes synced for the CPU.
+    pub synced_bytes_for_cpu: u64,
+    /// Bytes copied to or from swiotlb bounce buffers.
+    pub bounced_bytes: u64,
+    /// Faults recorded by the device MMU.
+    pub faults: u64,
+    /// Frames whose bytes all matched the sensor's NV12.
+    pub frames_matched: u32,
+    /// True only if every frame matched.
+    pub nv12_match: bool,
+    /// First mismatch, if any, as text.
+    pub first_mismatch: Option<String>,
+    /// DMA mappings leaked at detach (should be 0).
+    pub dma_leaks: u64,
+    /// Wall time of the capture in milliseconds.
+    pub elapsed_ms: f64,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The report.
+    pub report: Report,
+}
+
+impl Outcome {
+    /// Every frame matched and the device did not fault.
+    pub fn success(&self) -> bool {
+        self.report.nv12_match && self.report.faults == 0
+    }
+}
+
+/// Runs the scenario, printing the summary (or JSON) on stdout.
+pub fn run(args: &CameraArgs) -> Result<Outcome, CameraError> {
+    let outcome = capture(args, |line| println!("{line}"))?;
+    if args.json {
+        // serde_json cannot fail on this plain struct.
+        println!(
+            "{}",
+            serde_json::to_string(&outcome.report).unwrap_or_default()
+        );
+    } else {
+        print_summary(&outcome.report);
+    }
+    Ok(outcome)
+}
+
+/// Runs the scenario; `dump` receives the `--dump-pt` lines. Prints nothing else.
+pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome, CameraError> {
+    // Refuse an unusable output path before doing any work, so nothing is left behind.
+    if let Some(out) = &args.output {
+        check_output_path(out).map_err(CameraError::Output)?;
+    }
+    let image = match &args.input {
+        Some(path) => load_image(path, LoadLimits::default()).map_err(CameraError::Input)?,
+        None => {
+            test_chart(DEFAULT_CHART_WIDTH, DEFAULT_CHART_HEIGHT).map_err(CameraError::Input)?
+        }
+    };
+    let sensor = rgb_to_nv12(&image).map_err(CameraError::Input)?;
+    let layout = *sensor.layout();
+    let frame_bytes = layout.total_size() as u64;
+    let bo_bytes = layout.bo_size() as u64;
+
+    // The system: RAM below and above 4 GiB; buffers come from the high region.
+    let phys = PhysMem::new(MemoryMap::default(), CacheMode::Model)?;
+    let platform = Platform {
+        system_iommu: args.dma == DmaArg::Iommu,
+        debug: true,
+        ..Platform::default()
+    };
+    let (mmu_format, tlb_invalidation) = match args.mmu {
+        MmuArg::Ipu => (MmuFormat::Ipu, TlbInvalidation::All),
+        MmuArg::ArmLpae4k => (MmuFormat::ArmLpae4k, TlbInvalidation::Range),
+    };
+    let config = DeviceConfig {
+        name: "camera-isp".into(),
+        dma_mask: DmaMask::bits(32),
+        coherent: args.coherent,
+        coherent_walk: args.coherent,
+        mmu: mmu_format,
+        tlb_invalidation,
+    };
+    let mmu = SimMmu::new(SimConfig {
+        tlb_entries: 64,
+        coherent_walk: args.coherent,
+        coherent: args.coherent,
+    });
+    let device = Device::attach(&phys, config, &platform, mmu.clone())?;
+    let sim = SimDevice::new(device.clone(), mmu.clone());
+    let vm = Vm::new(&device)?;
+
+    // The capture ring: scattered pages, above 4 GiB.
+    let prot = Prot::WRITE | Prot::NOEXEC;
+    let mut ring: Vec<(Arc<Bo>, Iova)> = Vec::with_capacity(RING);
+    for _ in 0..RING {
+        let bo = Bo::new(&phys, bo_bytes, BoFlags::default())?;
+        let va = vm.bind(&bo, 0, bo_bytes, Placement::Anywhere, prot)?;
+        ring.push((bo, va));
+    }
+    if args.dump_pt {
+        dump_page_table(&vm, &mut dump);
+    }
+
+    let progress = progress_bar(args.frames);
+    let start = Instant::now();
+    let poison = vec![0xA5u8; frame_bytes as usize];
+    let mut got = vec![0u8; frame_bytes as usize];
+    let mut matched = 0u32;
+    let mut first_mismatch = None;
+    for frame in 0..args.frames {
+        let slot = frame as usize % RING;
+        if args.rebind {
+            let (bo, va) = &ring[slot];
+            vm.unbind(*va, bo_bytes)?;
+            let new_va = vm.bind(bo, 0, bo_bytes, Placement::Anywhere, prot)?;
+            ring[slot].1 = new_va;
+        }
+        let (bo, va) = &ring[slot];
+        // The driver hands the buffer to the device cleared, so a frame the device failed to
+        // write cannot pass for the previous lap's.
+        {
+            let _cpu = bo.begin_cpu_access(CpuAccess::WRITE)?;
+            bo.write(0, &poison)?;
+        }
+        // The ISP writes the frame through its MMU; a fault is recorded by the model.
+        let _ = sim.dma_write(&vm, *va, sensor.data());
+        {
+            let _cpu = bo.begin_cpu_access(CpuAccess::READ)?;
+            bo.read(0, &mut got)?;
+        }
+        let cmp = compare_frames(&layout, sensor.data(), &got).map_err(CameraError::Input)?;
+        if cmp.is_match() {
+            matched += 1;
+        } else if first_mismatch.is_none() {
+            first_mismatch = Some(format!(
+                "frame {frame}: {} of {} bytes differ, first {:?}",
+                cmp.mismatched_bytes, cmp.compared_bytes, cmp.first_mismatch
+            ));
+        }
+        if let Some(p) = &progress {
+            p.inc(1);
+        }
+    }
+    let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+
+    let pt = vm.pt_stats();
+    let dma = device.dma_ops().stats();
+    let faults = mmu.faults().len() as u64;
+    // Tear down in order: unbind (invalidate, free tables, release DMA), drop the VM, detach.
+    for (bo, va) in &ring {
+        vm.unbind(*va, bo.size())?;
+    }
+    drop(vm);
+    let leaks = device.detach();
+
+    let report = Report {
+        frames: args.frames,
+        width: layout.width(),
+        height: layout.height(),
+        mmu: mmu_format.name(),
+        dma_ops: match args.dma {
+            DmaArg::Iommu => "iommu",
+            DmaArg::Direct => "direct",
+        },
+        coherent: args.coherent,
+        rebind: args.rebind,
+        frame_bytes,
+        bo_bytes,
+        iopte_stores: pt.pte_stores,
+        pte_lines_cleaned: pt.lines_cleaned,
+        tlb_invalidations: device.tlb_invalidations(),
+        tables_allocated: pt.tables_allocated,
+        synced_bytes_for_device: dma.bytes_synced_for_device,
+        synced_bytes_for_cpu: dma.bytes_synced_for_cpu,
+        bounced_bytes: dma.bounced_bytes,
+        faults,
+        frames_matched: matched,
+        nv12_match: matched == args.frames,
+        first_mismatch,
+        dma_leaks: leaks.mappings,
+        elapsed_ms,
+    };
+
+    if let Some(out) = &args.output {
+        let rgb = nv12_to_rgb(&layout, &got).map_err(CameraError::Output)?;
+        write_png(out, &rgb).map_err(CameraError::Output)?;
+    }
+    Ok(Outcome { report })
+}
+
+fn dump_page_table(vm: &Vm, dump: &mut impl FnMut(&str)) {
+    let ctx = vm.context();
+    dump(&format!(
+        "device page table ({}, root {}, asid {}):",
+        ctx.format.name(),
+        ctx.root,
+        ctx.asid
+    ));
+    for r in vm.mapped_runs() {
+        dump(&format!(
+            "  va {:#010x}-{:#010x}  dma {:#012x}-{:#012x}  {:>4} KiB pages  L{}  {}",
+            r.iova.0,
+            r.iova.0 + r.size,
+            r.dma.0,
+            r.dma.0 + r.size,
+            r.page_size / 1024,
+            r.level,
+            r.prot
+        ));
+    }
+}
+
+fn check_output_path(path: &std::path::Path) -> Result<(), SensorError> {
+    // The same checks write_png makes, done up front; write_png stays atomic on its own.
+    if path.is_dir() {
+        return Err(SensorError::OutputIsDirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.exists() {
+        return Err(SensorError::OutputParentMissing {
+            path: path.to_path_buf(),
+            parent,
+        });
+    }
+    Ok(())
+}
+
+fn progress_bar(frames: u32) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let p = indicatif::ProgressBar::new(frames as u64);
+    p.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(p)
+}
+
+fn print_summary(r: &Report) {
+    println!(
+        "devmmu camera: {} frames of {}x{} NV12 through a {} MMU, {} DMA, {}",
+        r.frames,
+        r.width,
+        r.height,
+        r.mmu,
+        r.dma_ops,
+        if r.coherent {
+            "coherent"
+        } else {
+            "non-coherent"
+        }
+    );
+    println!(
+        "  frames matched: {}/{}{}",
+        r.frames_matched,
+        r.frames,
+        if r.nv12_match {
+            " (every frame byte-exact)"
+        } else {
+            ""
+        }
+    );
+    if let Some(m) = &r.first_mismatch {
+        println!("  first mismatch: {m}");
+    }
+    println!(
+        "  IOPTE stores {}, PTE lines cleaned {}, TLB invalidations {}, tables {}",
+        r.iopte_stores, r.pte_lines_cleaned, r.tlb_invalidations, r.tables_allocated
+    );
+    println!(
+        "  synced for device {} B, for CPU {} B, bounced {} B, faults {}, {:.1} ms",
+        r.synced_bytes_for_device, r.synced_bytes_for_cpu, r.bounced_bytes, r.faults, r.elapsed_ms
+    );
+}
