@@ -718,6 +718,53 @@ fn two_step_iova_link_sync_unlink() {
     );
 }
 
+#[test]
+fn iova_unlink_part_of_a_link_keeps_the_rest() {
+    let (p, ops) = attach(Setup::Iommu, false);
+    let range = ops.iova_alloc(8 * PAGE_SIZE).unwrap();
+    let f = p.alloc_frames(4, FrameAlloc::contiguous()).unwrap();
+    let a = pattern(4 * PAGE_SIZE as usize, 70);
+    f.write(0, &a).unwrap();
+    let base = range.addr().0 + 2 * PAGE_SIZE;
+    ops.iova_link(
+        &range,
+        2 * PAGE_SIZE,
+        f.pages()[0],
+        4 * PAGE_SIZE,
+        FromDevice,
+    )
+    .unwrap();
+    ops.iova_sync(&range, 2 * PAGE_SIZE, 4 * PAGE_SIZE).unwrap();
+    // The device fills the second page; unlinking it hands exactly that page to the CPU.
+    let b = pattern(PAGE_SIZE as usize, 71);
+    ops.bus_write(DmaAddr(base + PAGE_SIZE), &b).unwrap();
+    ops.iova_unlink(&range, 3 * PAGE_SIZE, PAGE_SIZE, FromDevice)
+        .unwrap();
+    assert_eq!(cpu_read(&f, PAGE_SIZE, PAGE_SIZE as usize), b);
+    assert!(ops.bus_to_phys(DmaAddr(base + PAGE_SIZE), 1, true).is_err());
+    assert_eq!(
+        ops.bus_to_phys(DmaAddr(base), 8, true).unwrap(),
+        f.pages()[0]
+    );
+    assert_eq!(
+        ops.bus_to_phys(DmaAddr(base + 2 * PAGE_SIZE), 2 * PAGE_SIZE, true)
+            .unwrap(),
+        f.pages()[2]
+    );
+    // The remaining parts are still live mappings the CPU can sync.
+    let c = pattern(2 * PAGE_SIZE as usize, 72);
+    ops.bus_write(DmaAddr(base + 2 * PAGE_SIZE), &c).unwrap();
+    assert_ne!(cpu_read(&f, 2 * PAGE_SIZE, c.len()), c, "not synced yet");
+    ops.sync_single_for_cpu(DmaAddr(base + 2 * PAGE_SIZE), 2 * PAGE_SIZE, FromDevice)
+        .unwrap();
+    assert_eq!(cpu_read(&f, 2 * PAGE_SIZE, c.len()), c);
+    assert_eq!(ops.live_mappings(), 2);
+    ops.iova_free(range).unwrap();
+    assert_eq!(ops.live_mappings(), 0);
+    assert!(ops.bus_to_phys(DmaAddr(base), 1, false).is_err());
+    assert!(ops.diagnostics().is_empty(), "{:?}", ops.diagnostics());
+}
+
 // ---------------------------------------------------------------- resources
 
 #[test]

@@ -9,8 +9,8 @@ pub struct DmaStats {
     /// Successful mapping calls: `map_page`, `map_sg`, `map_resource`, `iova_link`, and the
     /// mapping of each coherent / non-coherent buffer.
     pub maps: u64,
-    /// Successful unmapping calls (the same kinds as `maps`; `iova_unlink`/`iova_free` count
-    /// once per link they remove).
+    /// Successful unmapping calls (the same kinds as `maps`; `iova_unlink` / `iova_free` count
+    /// once per link, or part of a link left by an earlier partial unlink, that they remove).
     pub unmaps: u64,
     /// Syncs for the device that did work (a cache clean or a bounce copy), implicit (at map)
     /// or explicit. A coherent device that bounces nothing does none.

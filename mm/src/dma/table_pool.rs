@@ -28,8 +28,9 @@ pub enum TableBus {
     /// Through a device's DMA ops: each page is mapped with
     /// [`DmaOps::map_page`] (`Bidirectional`, as drivers/media/pci/intel/ipu6/ipu6-mmu.c maps
     /// its tables) when its chunk is taken, stays mapped while the pool lives, and is unmapped
-    /// when the pool drops. Cache maintenance for a non-coherent walk is
-    /// [`DmaOps::sync_single_for_device`]. Take frames from [`DmaOps::dma_zone`] so that no
+    /// when the pool drops. Cache maintenance for a non-coherent walk cleans the lines
+    /// with [`PhysMem::clean`] directly: the walker's coherency is not the device's data
+    /// coherency, which is all the DMA ops know. Take frames from [`DmaOps::dma_zone`] so that no
     /// table page is bounced.
     Dma(Arc<DmaOps>),
 }
@@ -181,17 +182,10 @@ unsafe impl TableAlloc for TablePool {
         };
         // A failed sync cannot be reported through this hook; it can only fail if the frames
         // vanished, which the pool's ownership of them rules out.
-        let _ = match &self.bus {
-            TableBus::Identity => self
-                .phys
-                .clean(PhysAddr(pa.0 + offset as u64), len as u64)
-                .map(|_| ()),
-            TableBus::Dma(ops) => ops.sync_single_for_device(
-                DmaAddr(table.0 + offset as u64),
-                len as u64,
-                DmaDirection::Bidirectional,
-            ),
-        };
+        // The table walker's coherency is its own, independent of whether the device's data
+        // path snoops (the DMA ops only know the latter): clean the lines directly, as
+        // ipu6-mmu.c does with clflush_cache_range on the table's CPU address.
+        let _ = self.phys.clean(PhysAddr(pa.0 + offset as u64), len as u64);
     }
 }
 
