@@ -79,7 +79,8 @@ pub struct CameraArgs {
     /// Write the last captured frame, converted back to RGB, to this PNG file.
     #[arg(long, value_name = "PNG")]
     pub output: Option<PathBuf>,
-    /// Print the device page table while the ring is bound, one line per mapped run.
+    /// Print the device page table while the ring is bound, one line per mapped run (on stderr
+    /// with --json).
     #[arg(long)]
     pub dump_pt: bool,
     /// Print exactly one JSON object on stdout instead of the human summary.
@@ -126,7 +127,8 @@ pub struct Report {
     pub iopte_stores: u64,
     /// PTE cache lines cleaned for the non-coherent walker.
     pub pte_lines_cleaned: u64,
-    /// Device TLB invalidations issued by the driver.
+    /// Device TLB invalidations issued by the driver while binding and capturing (like every
+    /// counter here, the teardown after the last frame is not included).
     pub tlb_invalidations: u64,
     /// Device page-table pages allocated.
     pub tables_allocated: u64,
@@ -166,7 +168,14 @@ impl Outcome {
 
 /// Runs the scenario, printing the summary (or JSON) on stdout.
 pub fn run(args: &CameraArgs) -> Result<Outcome, CameraError> {
-    let outcome = capture(args, |line| println!("{line}"))?;
+    // With --json, stdout must hold the JSON object alone, so the page-table dump goes to stderr.
+    let outcome = capture(args, |line| {
+        if args.json {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    })?;
     if args.json {
         // serde_json cannot fail on this plain struct.
         println!(
@@ -284,6 +293,8 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     let pt = vm.pt_stats();
     let dma = device.dma_ops().stats();
     let faults = mmu.faults().len() as u64;
+    // Read with the other counters, so that none of them includes the teardown below.
+    let tlb_invalidations = device.tlb_invalidations();
     // Tear down in order: unbind (invalidate, free tables, release DMA), drop the VM, detach.
     for (bo, va) in &ring {
         vm.unbind(*va, bo.size())?;
@@ -306,7 +317,7 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         bo_bytes,
         iopte_stores: pt.pte_stores,
         pte_lines_cleaned: pt.lines_cleaned,
-        tlb_invalidations: device.tlb_invalidations(),
+        tlb_invalidations,
         tables_allocated: pt.tables_allocated,
         synced_bytes_for_device: dma.bytes_synced_for_device,
         synced_bytes_for_cpu: dma.bytes_synced_for_cpu,

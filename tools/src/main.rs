@@ -39,12 +39,16 @@ fn main() -> ExitCode {
                     }
                 }
                 _ => {
-                    // One clear line: clap's first line names the argument and the problem.
+                    // One clear line: clap's first line names the argument and the problem;
+                    // the indented lines straight after it (the possible values) say what is
+                    // accepted instead, so they join it.
                     let text = e.render().to_string();
-                    let line = text
-                        .lines()
-                        .find(|l| !l.trim().is_empty())
-                        .unwrap_or("bad usage");
+                    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+                    let mut line = lines.next().unwrap_or("bad usage").to_string();
+                    for more in lines.take_while(|l| l.starts_with(' ') && !l.trim().is_empty()) {
+                        line.push(' ');
+                        line.push_str(more.trim());
+                    }
                     eprintln!("devmmu: {}", line.trim_start_matches("error: "));
                     ExitCode::from(2)
                 }

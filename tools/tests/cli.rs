@@ -1,0 +1,438 @@
+//! Tests of the `devmmu` binary as a user runs it: exit status (0 every frame matched, 1 the run
+//! failed, 2 bad usage or bad input), stdout (the summary, or exactly one JSON object), and for
+//! every kind of bad input exactly one line on stderr, no panic, and no file left behind.
+//!
+//! Process runs are few and small: a 64x48 input unless the test is about the input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use image::{Rgb, RgbImage};
+
+const BIN: &str = env!("CARGO_BIN_EXE_devmmu");
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+
+/// Every key the issue requires in the `--json` object.
+const JSON_KEYS: [&str; 15] = [
+    "frames",
+    "width",
+    "height",
+    "mmu",
+    "dma_ops",
+    "coherent",
+    "iopte_stores",
+    "pte_lines_cleaned",
+    "tlb_invalidations",
+    "synced_bytes_for_device",
+    "synced_bytes_for_cpu",
+    "bounced_bytes",
+    "faults",
+    "nv12_match",
+    "elapsed_ms",
+];
+
+/// A fresh, empty directory for one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// A small photograph-like input: a 64x48 colour gradient, as PNG.
+    fn tiny_png(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        RgbImage::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, 128]))
+            .save(&p)
+            .unwrap();
+        p
+    }
+
+    /// Names of the entries in the directory, sorted.
+    fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn devmmu(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {BIN}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("scratch paths are UTF-8")
+}
+
+/// The run failed with `status`, printed nothing on stdout and exactly one non-empty line on
+/// stderr, without a panic; returns that line.
+fn one_error_line(out: &Output, status: i32, what: &str) -> String {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(status), "{what}: stderr {stderr:?}");
+    assert!(stdout.is_empty(), "{what}: stdout {stdout:?}");
+    assert!(!stderr.contains("panicked"), "{what}: {stderr:?}");
+    assert!(
+        stderr.ends_with('\n') && stderr.matches('\n').count() == 1,
+        "{what}: not exactly one line: {stderr:?}"
+    );
+    let line = stderr.trim_end().to_string();
+    assert!(line.starts_with("devmmu"), "{what}: {line:?}");
+    line
+}
+
+#[test]
+fn default_run_prints_a_summary() {
+    // No input: the built-in 1280x720 chart.
+    let out = devmmu(&["camera", "--frames", "2"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(
+            "devmmu camera: 2 frames of 1280x720 NV12 through a ipu MMU, iommu DMA, non-coherent\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("frames matched: 2/2 (every frame byte-exact)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("IOPTE stores 1354,"), "{stdout}");
+    assert!(stdout.contains("faults 0"), "{stdout}");
+    // stderr is not a terminal here: no progress bar, nothing else.
+    assert_eq!(stderr, "");
+}
+
+/// Parses the whole of stdout as one JSON object and checks the keys the issue names.
+fn json_object(out: &Output) -> serde_json::Map<String, serde_json::Value> {
+    let stdout = text(&out.stdout);
+    let value: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not exactly one JSON value ({e}): {stdout:?}"));
+    let serde_json::Value::Object(map) = value else {
+        panic!("not a JSON object: {stdout}");
+    };
+    for key in JSON_KEYS {
+        assert!(map.contains_key(key), "missing {key:?} in {stdout}");
+    }
+    for key in JSON_KEYS.iter().filter(|k| !["mmu", "dma_ops"].contains(k)) {
+        let v = &map[*key];
+        assert!(v.is_u64() || v.is_boolean() || v.is_f64(), "{key}: {v}");
+    }
+    assert!(map["elapsed_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    map
+}
+
+#[test]
+fn json_is_exactly_one_object_with_every_key() {
+    let s = Scratch::new("json");
+    let input = s.tiny_png("in.png");
+
+    let out = devmmu(&[
+        "camera",
+        "--input",
+        path_str(&input),
+        "--frames",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+    let m = json_object(&out);
+    assert_eq!(m["frames"], 3);
+    assert_eq!((&m["width"], &m["height"]), (&64.into(), &48.into()));
+    assert_eq!((&m["mmu"], &m["dma_ops"]), (&"ipu".into(), &"iommu".into()));
+    assert_eq!(m["coherent"], false);
+    assert_eq!(m["nv12_match"], true);
+    assert_eq!(m["faults"], 0);
+    assert_eq!(m["bounced_bytes"], 0);
+    // 64x48 NV12 is 64 x 72 = 4608 bytes: BOs of 2 pages; one L1 entry for the L2 table.
+    assert_eq!(m["iopte_stores"], 4 * 2 + 1);
+
+    // Every other option at once: --dump-pt must not add anything to stdout (its lines go to
+    // stderr), and --output writes the PNG and nothing else.
+    let png = s.path("out.png");
+    let out = devmmu(&[
+        "camera",
+        "--input",
+        path_str(&input),
+        "--frames",
+        "5",
+        "--mmu",
+        "arm-lpae-4k",
+        "--dma",
+        "direct",
+        "--coherent",
+        "--rebind",
+        "--dump-pt",
+        "--json",
+        "--output",
+        path_str(&png),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let m = json_object(&out);
+    assert_eq!(m["frames"], 5);
+    assert_eq!(
+        (&m["mmu"], &m["dma_ops"]),
+        (&"arm-lpae-4k".into(), &"direct".into())
+    );
+    assert_eq!((&m["coherent"], &m["rebind"]), (&true.into(), &true.into()));
+    assert_eq!(m["nv12_match"], true);
+    assert_eq!(m["pte_lines_cleaned"], 0);
+    assert!(m["bounced_bytes"].as_u64().is_some_and(|b| b > 0));
+    // 4 BOs of 2 pages and 3 table pointers, then 5 rebinds of 2 pages (clear + write).
+    assert_eq!(m["iopte_stores"], 4 * 2 + 3 + 5 * 2 * 2);
+    let dump: Vec<&str> = stderr.lines().collect();
+    assert!(
+        dump.first()
+            .is_some_and(|l| l.starts_with("device page table (arm-lpae-4k,")),
+        "{stderr}"
+    );
+    assert!(dump.len() >= 2, "{stderr}");
+    assert!(dump[1..].iter().all(|l| l.trim_start().starts_with("va ")));
+    assert_eq!(s.entries(), ["in.png", "out.png"]);
+    let written = image::open(&png).unwrap();
+    assert_eq!((written.width(), written.height()), (64, 48));
+}
+
+/// A PNG that declares `width` x `height` 8-bit RGB but holds no pixel data.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(body);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // depth 8, RGB, deflate, adaptive, no interlace
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+#[test]
+fn each_bad_input_gets_one_line_and_exit_2() {
+    let s = Scratch::new("bad");
+    let good = s.tiny_png("good.png");
+    let missing = s.path("missing.png");
+    let dir = s.path("subdir");
+    std::fs::create_dir(&dir).unwrap();
+    let empty = s.write("empty.png", b"");
+    let text_file = s.write(
+        "notes.png",
+        b"these are not the pixels you are looking for\n",
+    );
+    // A real PNG with its pixel data overwritten: the chunk checksum no longer matches.
+    let mut bytes = std::fs::read(&good).unwrap();
+    let idat = bytes.windows(4).position(|w| w == b"IDAT").unwrap();
+    for b in &mut bytes[idat + 8..idat + 40] {
+        *b ^= 0x5A;
+    }
+    let corrupt = s.write("corrupt.png", &bytes);
+    let full = std::fs::read(Path::new(DATA).join("astronaut.png")).unwrap();
+    let truncated = s.write("half.png", &full[..full.len() / 2]);
+    let huge = s.write("huge.png", &png_header_only(20000, 20000));
+    let nowhere = s.path("nowhere/out.png");
+    let out = s.path("out.png");
+    let (good, out) = (path_str(&good), path_str(&out));
+
+    // (what, arguments after `camera`, words the line must hold)
+    let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        (
+            "missing file",
+            vec!["--input", path_str(&missing)],
+            vec![path_str(&missing), "no such file"],
+        ),
+        (
+            "directory as input",
+            vec!["--input", path_str(&dir)],
+            vec![path_str(&dir), "is a directory"],
+        ),
+        (
+            "empty file",
+            vec!["--input", path_str(&empty)],
+            vec!["empty.png", "empty"],
+        ),
+        (
+            "not an image",
+            vec!["--input", path_str(&text_file)],
+            vec!["notes.png", "not an image"],
+        ),
+        (
+            "corrupt bytes",
+            vec!["--input", path_str(&corrupt)],
+            vec!["corrupt.png", "corrupt image"],
+        ),
+        (
+            "truncated PNG",
+            vec!["--input", path_str(&truncated)],
+            vec!["half.png", "truncated"],
+        ),
+        (
+            "over-limit dimensions",
+            vec!["--input", path_str(&huge)],
+            vec!["huge.png", "20000x20000", "16384x16384 limit"],
+        ),
+        ("--frames 0", vec!["--frames", "0"], vec!["--frames", "'0'"]),
+        (
+            "--mmu bogus",
+            vec!["--mmu", "bogus"],
+            vec!["--mmu", "'bogus'", "ipu, arm-lpae-4k"],
+        ),
+        (
+            "--dma bogus",
+            vec!["--dma", "bogus"],
+            vec!["--dma", "'bogus'", "iommu, direct"],
+        ),
+        ("unknown option", vec!["--bogus"], vec!["'--bogus'"]),
+        (
+            "--output into a missing directory",
+            vec!["--output", path_str(&nowhere)],
+            vec!["nowhere", "does not exist"],
+        ),
+        (
+            "--output that is a directory",
+            vec!["--output", path_str(&dir)],
+            vec![path_str(&dir), "is a directory"],
+        ),
+    ];
+    let before = s.entries();
+    for (what, args, words) in cases {
+        let mut full = vec!["camera"];
+        if !args.contains(&"--frames") {
+            full.extend(["--frames", "1"]);
+        }
+        // The tiny input keeps the usage-error runs from doing any real work if they got that
+        // far; an input error must stop the run before the output is written.
+        if !args.contains(&"--input") {
+            full.extend(["--input", good]);
+        }
+        if !args.contains(&"--output") {
+            full.extend(["--output", out]);
+        }
+        full.extend(args.iter().copied());
+        let line = one_error_line(&devmmu(&full), 2, what);
+        for w in words {
+            assert!(line.contains(w), "{what}: {w:?} not in {line:?}");
+        }
+        assert_eq!(s.entries(), before, "{what}: a file was left behind");
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "{what}");
+    }
+}
+
+#[test]
+fn a_run_the_system_cannot_carry_exits_1() {
+    // Four frames of 3072x4096 NV12 (18.9 MB each) do not fit the 64 MiB swiotlb pool of a
+    // camera bound with direct DMA and a 32-bit mask: the run stops with the DMA layer's error.
+    // (Exit 1 for a frame mismatch or a device fault cannot be caused from the command line:
+    // every configuration it offers is correct.)
+    let s = Scratch::new("swiotlb");
+    let (w, h) = (3072usize, 4096usize);
+    let mut ppm = format!("P6\n{w} {h}\n255\n").into_bytes();
+    ppm.resize(ppm.len() + w * h * 3, 0x80);
+    let input = s.write("big.ppm", &ppm);
+    let out = s.path("out.png");
+    let args = [
+        "camera",
+        "--input",
+        path_str(&input),
+        "--dma",
+        "direct",
+        "--frames",
+        "1",
+        "--output",
+        path_str(&out),
+    ];
+    let line = one_error_line(&devmmu(&args), 1, "swiotlb full");
+    assert!(line.contains("swiotlb full"), "{line}");
+    assert_eq!(s.entries(), ["big.ppm"]);
+}
+
+#[test]
+fn help_exits_0_and_a_missing_command_exits_2() {
+    let out = devmmu(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("camera"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = devmmu(&["camera", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for opt in [
+        "--input",
+        "--frames",
+        "--mmu",
+        "--dma",
+        "--coherent",
+        "--rebind",
+        "--output",
+        "--dump-pt",
+        "--json",
+    ] {
+        assert!(help.contains(opt), "{opt} not in {help}");
+    }
+    assert!(
+        help.contains("arm-lpae-4k") && help.contains("direct"),
+        "{help}"
+    );
+
+    let out = devmmu(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).is_empty());
+    assert!(!text(&out.stderr).contains("panicked"));
+}
