@@ -18,9 +18,9 @@ use clap::{Args, ValueEnum};
 use devmmu_mm::bo::{Bo, BoFlags, CpuAccess};
 use devmmu_mm::cache::CacheMode;
 use devmmu_mm::device::{Device, DeviceConfig, MmuFormat, TlbInvalidation};
-use devmmu_mm::dma::{DmaMask, Platform};
+use devmmu_mm::dma::{DmaMask, Platform, DEFAULT_SWIOTLB_BYTES};
 use devmmu_mm::model::{SimConfig, SimDevice, SimMmu};
-use devmmu_mm::phys::{MemoryMap, PhysMem};
+use devmmu_mm::phys::{MemoryMap, PhysAddr, PhysMem, RamRegion};
 use devmmu_mm::vm::{Placement, Vm};
 use devmmu_mm::MmError;
 use devmmu_pagetable::{Iova, Prot};
@@ -206,9 +206,13 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     let bo_bytes = layout.bo_size() as u64;
 
     // The system: RAM below and above 4 GiB; buffers come from the high region.
-    let phys = PhysMem::new(MemoryMap::default(), CacheMode::Model)?;
+    let phys = PhysMem::new(camera_memory_map()?, CacheMode::Model)?;
+    // Direct DMA bounces the whole bound ring (as a streaming mapping of each buffer), so the
+    // swiotlb pool is sized for it, the way a platform sets `swiotlb=` for a camera.
+    let ring_bytes = bo_bytes * RING as u64;
     let platform = Platform {
         system_iommu: args.dma == DmaArg::Iommu,
+        swiotlb: Some(DEFAULT_SWIOTLB_BYTES.max(ring_bytes + DEFAULT_SWIOTLB_BYTES)),
         debug: true,
         ..Platform::default()
     };
@@ -335,6 +339,22 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         write_png(out, &rgb).map_err(CameraError::Output)?;
     }
     Ok(Outcome { report })
+}
+
+/// RAM of the simulated machine: 2.75 GiB below 4 GiB (where page tables and the swiotlb pool
+/// live, below the PCI hole) and 32 GiB above it, where the capture buffers are allocated. Only
+/// the frames handed out are backed by memory.
+fn camera_memory_map() -> Result<MemoryMap, MmError> {
+    MemoryMap::new(vec![
+        RamRegion {
+            base: PhysAddr(0x1000_0000),
+            size: 0xB000_0000,
+        },
+        RamRegion {
+            base: PhysAddr(0x1_0000_0000),
+            size: 32 << 30,
+        },
+    ])
 }
 
 fn dump_page_table(vm: &Vm, dump: &mut impl FnMut(&str)) {

@@ -373,34 +373,6 @@ fn each_bad_input_gets_one_line_and_exit_2() {
 }
 
 #[test]
-fn a_run_the_system_cannot_carry_exits_1() {
-    // Four frames of 3072x4096 NV12 (18.9 MB each) do not fit the 64 MiB swiotlb pool of a
-    // camera bound with direct DMA and a 32-bit mask: the run stops with the DMA layer's error.
-    // (Exit 1 for a frame mismatch or a device fault cannot be caused from the command line:
-    // every configuration it offers is correct.)
-    let s = Scratch::new("swiotlb");
-    let (w, h) = (3072usize, 4096usize);
-    let mut ppm = format!("P6\n{w} {h}\n255\n").into_bytes();
-    ppm.resize(ppm.len() + w * h * 3, 0x80);
-    let input = s.write("big.ppm", &ppm);
-    let out = s.path("out.png");
-    let args = [
-        "camera",
-        "--input",
-        path_str(&input),
-        "--dma",
-        "direct",
-        "--frames",
-        "1",
-        "--output",
-        path_str(&out),
-    ];
-    let line = one_error_line(&devmmu(&args), 1, "swiotlb full");
-    assert!(line.contains("swiotlb full"), "{line}");
-    assert_eq!(s.entries(), ["big.ppm"]);
-}
-
-#[test]
 fn help_exits_0_and_a_missing_command_exits_2() {
     let out = devmmu(&["--help"]);
     assert_eq!(out.status.code(), Some(0));
