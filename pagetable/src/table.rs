@@ -398,71 +398,11 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     // ---- validation ----
 
     fn check_iova(&self, iova: Iova, size: u64) -> Result<u64, Error> {
-        let g = F::granule();
-        if size == 0 {
-            return Err(Error::ZeroSize);
-        }
-        if !iova.is_aligned(g) {
-            return Err(Error::Misaligned {
-                what: "iova",
-                value: iova.0,
-                align: g,
-            });
-        }
-        if size & (g - 1) != 0 {
-            return Err(Error::Misaligned {
-                what: "size",
-                value: size,
-                align: g,
-            });
-        }
-        let end = iova.0.checked_add(size).ok_or(Error::Overflow {
-            start: iova.0,
-            size,
-        })?;
-        let limit = limit(F::IOVA_BITS);
-        if end > limit {
-            return Err(Error::OutOfRange {
-                what: "iova",
-                value: end,
-                limit,
-            });
-        }
-        Ok(end)
+        check_range::<F>(("iova", "size"), iova.0, size, F::IOVA_BITS)
     }
 
     fn check_dma(&self, dma: DmaAddr, len: u64) -> Result<(), Error> {
-        let g = F::granule();
-        if len == 0 {
-            return Err(Error::ZeroSize);
-        }
-        if !dma.is_aligned(g) {
-            return Err(Error::Misaligned {
-                what: "dma address",
-                value: dma.0,
-                align: g,
-            });
-        }
-        if len & (g - 1) != 0 {
-            return Err(Error::Misaligned {
-                what: "segment length",
-                value: len,
-                align: g,
-            });
-        }
-        let end = dma.0.checked_add(len).ok_or(Error::Overflow {
-            start: dma.0,
-            size: len,
-        })?;
-        let limit = limit(F::OA_BITS);
-        if end > limit {
-            return Err(Error::OutOfRange {
-                what: "dma address",
-                value: end,
-                limit,
-            });
-        }
-        Ok(())
+        check_range::<F>(("dma address", "segment length"), dma.0, len, F::OA_BITS).map(|_| ())
     }
 
     // ---- table memory ----
@@ -876,6 +816,42 @@ impl<F: Format, A: TableAlloc> Iterator for Mappings<'_, F, A> {
             }
         }
     }
+}
+
+/// Validates `[start, start + len)` for a format: non-empty, both granule-aligned (`what` names
+/// the start and the length in errors), no overflow, and ending within `bits` bits. Returns the
+/// exclusive end.
+fn check_range<F: Format>(
+    what: (&'static str, &'static str),
+    start: u64,
+    len: u64,
+    bits: u32,
+) -> Result<u64, Error> {
+    let g = F::granule();
+    if len == 0 {
+        return Err(Error::ZeroSize);
+    }
+    for (name, value) in [(what.0, start), (what.1, len)] {
+        if value & (g - 1) != 0 {
+            return Err(Error::Misaligned {
+                what: name,
+                value,
+                align: g,
+            });
+        }
+    }
+    let end = start
+        .checked_add(len)
+        .ok_or(Error::Overflow { start, size: len })?;
+    let limit = limit(bits);
+    if end > limit {
+        return Err(Error::OutOfRange {
+            what: what.0,
+            value: end,
+            limit,
+        });
+    }
+    Ok(end)
 }
 
 #[inline(always)]
