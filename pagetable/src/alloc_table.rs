@@ -57,20 +57,54 @@ pub unsafe trait TableAlloc {
 /// Table pages from the global heap, bus address = CPU address (a device that sees CPU memory
 /// one-to-one, as in tests and benchmarks). No cache maintenance: use it with a coherent walk,
 /// or wrap it to add one.
+///
+/// Freed pages are kept on a free list and zeroed again when handed out, as a kernel driver's
+/// table cache (a `kmem_cache`, or the IPU driver's pool of DMA32 pages) does, so a map in steady
+/// state does not pay the heap allocator per table. [`HeapTableAlloc::trim`] returns the cached
+/// pages to the heap; dropping the allocator does too.
 #[derive(Debug, Default)]
 pub struct HeapTableAlloc {
     live: usize,
+    cached: alloc::vec::Vec<TablePage>,
 }
 
 impl HeapTableAlloc {
     /// A new allocator with no live pages.
     pub const fn new() -> Self {
-        Self { live: 0 }
+        Self {
+            live: 0,
+            cached: alloc::vec::Vec::new(),
+        }
+    }
+
+    /// An allocator with `pages` zeroed pages already cached, as a `mempool` is created with a
+    /// minimum number of elements; `None` if the heap cannot supply them.
+    pub fn with_reserve(pages: usize) -> Option<Self> {
+        let mut a = Self::new();
+        for _ in 0..pages {
+            let page = a.alloc_table()?;
+            a.live -= 1;
+            a.cached.push(page);
+        }
+        Some(a)
     }
 
     /// Pages allocated and not yet freed.
     pub fn live_pages(&self) -> usize {
         self.live
+    }
+
+    /// Freed pages kept for reuse.
+    pub fn cached_pages(&self) -> usize {
+        self.cached.len()
+    }
+
+    /// Returns every cached page to the heap.
+    pub fn trim(&mut self) {
+        for page in self.cached.drain(..) {
+            // SAFETY: cached pages came from alloc_zeroed with this layout and are unused.
+            unsafe { alloc::alloc::dealloc(page.cpu.as_ptr(), Self::layout()) }
+        }
     }
 
     fn layout() -> core::alloc::Layout {
@@ -79,10 +113,23 @@ impl HeapTableAlloc {
     }
 }
 
-// SAFETY: pages come from alloc_zeroed with a TABLE_SIZE/TABLE_SIZE layout, so they are zeroed,
-// aligned and unaliased; bus address = CPU address preserves the alignment.
+impl Drop for HeapTableAlloc {
+    fn drop(&mut self) {
+        self.trim();
+    }
+}
+
+// SAFETY: pages come from alloc_zeroed with a TABLE_SIZE/TABLE_SIZE layout (or are recycled
+// ones, zeroed again before reuse), so they are zeroed, aligned and unaliased; bus address = CPU
+// address preserves the alignment.
 unsafe impl TableAlloc for HeapTableAlloc {
     fn alloc_table(&mut self) -> Option<TablePage> {
+        if let Some(page) = self.cached.pop() {
+            // SAFETY: a cached page is TABLE_SIZE writable bytes that nobody else holds.
+            unsafe { core::ptr::write_bytes(page.cpu.as_ptr(), 0, TABLE_SIZE) };
+            self.live += 1;
+            return Some(page);
+        }
         // SAFETY: the layout has non-zero size.
         let p = unsafe { alloc::alloc::alloc_zeroed(Self::layout()) };
         let cpu = NonNull::new(p)?;
@@ -95,8 +142,6 @@ unsafe impl TableAlloc for HeapTableAlloc {
 
     unsafe fn free_table(&mut self, page: TablePage) {
         self.live -= 1;
-        // SAFETY: the caller guarantees `page` came from alloc_table, i.e. from alloc_zeroed
-        // with this layout, and is not used again.
-        unsafe { alloc::alloc::dealloc(page.cpu.as_ptr(), Self::layout()) }
+        self.cached.push(page);
     }
 }

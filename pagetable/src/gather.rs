@@ -47,15 +47,21 @@ impl Gather {
     }
 
     fn normalize(&mut self) {
+        if self.ranges.len() < 2 {
+            return;
+        }
         self.ranges.sort_unstable();
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.ranges.len());
-        for &(s, e) in &self.ranges {
-            match out.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => out.push((s, e)),
+        let mut w = 0;
+        for r in 1..self.ranges.len() {
+            let (s, e) = self.ranges[r];
+            if s <= self.ranges[w].1 {
+                self.ranges[w].1 = self.ranges[w].1.max(e);
+            } else {
+                w += 1;
+                self.ranges[w] = (s, e);
             }
         }
-        self.ranges = out;
+        self.ranges.truncate(w + 1);
     }
 
     /// The ranges to invalidate, as `(start, size in bytes)`, sorted, disjoint and not touching.
@@ -80,8 +86,13 @@ impl Gather {
         self.ranges.is_empty() && self.freed.is_empty()
     }
 
-    pub(crate) fn take_ranges(&mut self) -> Vec<(u64, u64)> {
+    /// The ranges, merged and sorted, kept in place (no allocation on the sync path).
+    pub(crate) fn normalized_ranges(&mut self) -> &[(u64, u64)] {
         self.normalize();
-        core::mem::take(&mut self.ranges)
+        &self.ranges
+    }
+
+    pub(crate) fn clear_ranges(&mut self) {
+        self.ranges.clear();
     }
 }

@@ -346,10 +346,11 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// IOVA range (the device TLB invalidation), then frees the unlinked tables. Leaves `gather`
     /// empty.
     pub fn iotlb_sync(&mut self, gather: &mut Gather, mut invalidate: impl FnMut(Iova, u64)) {
-        for (s, e) in gather.take_ranges() {
+        for &(s, e) in gather.normalized_ranges() {
             invalidate(Iova(s), e - s);
             self.stats.inval_ranges += 1;
         }
+        gather.clear_ranges();
         for page in gather.freed.drain(..) {
             // SAFETY: the page came from this allocator, was unlinked, and the TLB that could
             // still reference it has just been invalidated.
