@@ -249,10 +249,10 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         dump_page_table(&vm, &mut dump);
     }
 
-    let progress = progress_bar(args.frames);
-    let start = Instant::now();
     let poison = vec![0xA5u8; frame_bytes as usize];
     let mut got = vec![0u8; frame_bytes as usize];
+    let progress = progress_bar(args.frames);
+    let start = Instant::now();
     let mut matched = 0u32;
     let mut first_mismatch = None;
     for frame in 0..args.frames {

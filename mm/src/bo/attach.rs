@@ -179,9 +179,7 @@ impl Bo {
                 continue;
             }
             seen.push(&a.ops);
-            for r in &ranges {
-                a.ops.check_cpu_access(r.addr, r.len, write);
-            }
+            a.ops.check_cpu_access_ranges(&ranges, write);
         }
     }
 }

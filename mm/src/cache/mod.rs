@@ -16,7 +16,7 @@
 pub mod model;
 pub mod native;
 
-use crate::phys::{Chunk, PhysAddr, PhysMem};
+use crate::phys::{Chunk, FrameView, PhysAddr, PhysMem, Tally};
 use crate::MmError;
 
 /// Size in bytes of the cache line that maintenance works in (64 on every x86-64 CPU and
@@ -73,7 +73,7 @@ impl PhysMem {
     /// - [`MmError::BadPhysAddr`]: a touched line is in no allocated frame (nothing was done).
     /// - [`MmError::AddrOverflow`]: the range wraps past 2^64.
     pub fn clean(&self, addr: PhysAddr, len: u64) -> Result<u64, MmError> {
-        self.maintain(Op::Clean, addr, len)
+        self.frames().clean(addr, len)
     }
 
     /// Invalidates every 64-byte line that `addr..addr + len` touches: afterwards the CPU reads
@@ -88,7 +88,7 @@ impl PhysMem {
     /// # Errors
     /// As [`PhysMem::clean`].
     pub fn invalidate(&self, addr: PhysAddr, len: u64) -> Result<u64, MmError> {
-        self.maintain(Op::Invalidate, addr, len)
+        self.frames().invalidate(addr, len)
     }
 
     /// Cleans, then invalidates, every 64-byte line that `addr..addr + len` touches:
@@ -100,6 +100,23 @@ impl PhysMem {
     /// # Errors
     /// As [`PhysMem::clean`].
     pub fn clean_invalidate(&self, addr: PhysAddr, len: u64) -> Result<u64, MmError> {
+        self.frames().clean_invalidate(addr, len)
+    }
+}
+
+impl FrameView<'_> {
+    /// [`PhysMem::clean`] under this view's lock (counted when the view drops).
+    pub(crate) fn clean(&self, addr: PhysAddr, len: u64) -> Result<u64, MmError> {
+        self.maintain(Op::Clean, addr, len)
+    }
+
+    /// [`PhysMem::invalidate`] under this view's lock (counted when the view drops).
+    pub(crate) fn invalidate(&self, addr: PhysAddr, len: u64) -> Result<u64, MmError> {
+        self.maintain(Op::Invalidate, addr, len)
+    }
+
+    /// [`PhysMem::clean_invalidate`] under this view's lock (counted when the view drops).
+    pub(crate) fn clean_invalidate(&self, addr: PhysAddr, len: u64) -> Result<u64, MmError> {
         self.maintain(Op::CleanInvalidate, addr, len)
     }
 
@@ -141,16 +158,16 @@ impl PhysMem {
         if native {
             native::fence();
         }
-        let k = &self.counters;
+        let t = &self.tally;
         let (calls, cleaned, invalidated) = match op {
-            Op::Clean => (&k.clean_calls, lines, 0),
-            Op::Invalidate => (&k.invalidate_calls, 0, lines),
-            Op::CleanInvalidate => (&k.clean_invalidate_calls, lines, lines),
+            Op::Clean => (&t.clean_calls, lines, 0),
+            Op::Invalidate => (&t.invalidate_calls, 0, lines),
+            Op::CleanInvalidate => (&t.clean_invalidate_calls, lines, lines),
         };
-        crate::phys::count(calls, 1);
-        crate::phys::count(&k.lines_cleaned, cleaned);
-        crate::phys::count(&k.lines_invalidated, invalidated);
-        crate::phys::count(&k.fences, 1);
+        Tally::add(calls, 1);
+        Tally::add(&t.lines_cleaned, cleaned);
+        Tally::add(&t.lines_invalidated, invalidated);
+        Tally::add(&t.fences, 1);
         Ok(lines)
     }
 }

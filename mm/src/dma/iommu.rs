@@ -2,10 +2,10 @@
 //!
 //! Owns one device's IOVA space (a drm_mm-style [`RangeAllocator`] over `[granule, mask]`
 //! minus the platform's reserved regions, allocating top-down like drivers/iommu/iova.c) and its
-//! ARM LPAE page table, whose table pages are [`PhysMem`] frames addressed physically (the IOMMU
-//! walks physical memory, coherently). It maps and unmaps IOVA ranges and counts IOTLB
-//! invalidations; cache maintenance of the data and the DMA-API bookkeeping are the parent
-//! module's.
+//! ARM LPAE page table, whose table pages are [`PhysMem`](crate::phys::PhysMem) frames addressed
+//! physically (the IOMMU walks physical memory, coherently). It maps and unmaps IOVA ranges and
+//! counts IOTLB invalidations; cache maintenance of the data and the DMA-API bookkeeping are the
+//! parent module's.
 
 use devmmu_pagetable::{
     walk, ArmLpae4k, DmaAddr, Format, Gather, Iova, PageTable, PageTableConfig, Prot, TableReader,
@@ -18,7 +18,7 @@ use super::stats::Counters;
 use super::table_pool::{TableBus, TablePool};
 use super::types::{BusFault, BusFaultReason, Platform};
 use super::Common;
-use crate::phys::{PhysAddr, PhysMem, PhysSegment, Zone, PAGE_SIZE};
+use crate::phys::{FrameView, PhysAddr, PhysSegment, Zone, PAGE_SIZE};
 use crate::vm::range::{AllocMode, RangeAllocator, RangeError};
 use crate::MmError;
 
@@ -31,8 +31,9 @@ pub const IOVA_GRANULE: u64 = PAGE_SIZE;
 const IOVA_RCACHE_PAGES: u64 = 1 << (6 - 1);
 
 /// Reads the domain's tables from physical memory as the IOMMU's coherent walker does: the CPU
-/// view, since the walk snoops the caches.
-struct PhysReader<'a>(&'a PhysMem);
+/// view, since the walk snoops the caches. Holds the frame table for the whole walk, so each
+/// PTE read is a lookup, not a lock.
+struct PhysReader<'a>(FrameView<'a>);
 
 impl TableReader for PhysReader<'_> {
     fn read_pte(&self, addr: DmaAddr, bytes: usize) -> Option<u64> {
@@ -309,7 +310,7 @@ impl IommuDomain {
             return Err(fault(BusFaultReason::BeyondMask { mask: mask.0 }));
         }
         let end = dma.0 + len;
-        let reader = PhysReader(&self.common.phys);
+        let reader = PhysReader(self.common.phys.frames());
         let mut cur = dma.0;
         let mut first = 0;
         while cur < end {

@@ -29,6 +29,7 @@ mod sync;
 mod table_pool;
 mod types;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -56,6 +57,10 @@ use sync::Piece;
 use crate::phys::{PhysAddr, PhysMem, PhysSegment, Zone, PAGE_SIZE};
 use crate::MmError;
 
+/// Mappings with at most this many segments are checked by a plain scan in
+/// [`DmaOps::check_cpu_access`]; longer ones through a cached [`PaIndex`].
+const PA_INDEX_MIN_SEGS: usize = 16;
+
 /// An IOVA allocation of the system IOMMU: `(start, size)` in bytes.
 type IovaNode = (u64, u64);
 
@@ -68,6 +73,55 @@ pub(crate) struct Common {
     pub(crate) registry: Mutex<Registry>,
     pub(crate) debug: DebugLog,
     detached: AtomicBool,
+    /// Per mapping id, its segments' physical ranges sorted for [`DmaOps::check_cpu_access`]
+    /// (built there, for mappings of more than [`PA_INDEX_MIN_SEGS`] segments). Ids are never
+    /// reused and a registered mapping's segments never change, so an entry stays right for as
+    /// long as its mapping lives. Unmaps remove their entry; the next check drops any other
+    /// entry of a released mapping. Locked only while `registry` is held, after it.
+    pa_index: Mutex<HashMap<u64, PaIndex>>,
+}
+
+/// The physical ranges of one mapping's segments, sorted by start, so that "does any segment
+/// overlap `[lo, hi)`" costs a binary search instead of a scan of every segment (a CPU access
+/// check of a scattered BO asks it once per page, which made the scan quadratic).
+#[derive(Debug)]
+struct PaIndex {
+    /// Segment starts (physical, bytes), ascending.
+    starts: Vec<u64>,
+    /// `max_end[i]`: the largest segment end among the first `i + 1` starts.
+    max_end: Vec<u64>,
+}
+
+impl PaIndex {
+    fn new(segs: &[Seg]) -> PaIndex {
+        let mut ranges: Vec<(u64, u64)> = segs
+            .iter()
+            .map(|s| (s.pa.0, s.pa.0.saturating_add(s.len)))
+            .collect();
+        ranges.sort_unstable();
+        let mut max = 0;
+        let max_end = ranges
+            .iter()
+            .map(|&(_, e)| {
+                max = max.max(e);
+                max
+            })
+            .collect();
+        PaIndex {
+            starts: ranges.into_iter().map(|(s, _)| s).collect(),
+            max_end,
+        }
+    }
+
+    /// Whether some segment `[start, end)` has `start < hi && end > lo`.
+    fn overlaps(&self, lo: u64, hi: u64) -> bool {
+        // Segments starting at or after `hi` cannot overlap; among the others, one overlaps iff
+        // the furthest end passes `lo`.
+        match self.starts.partition_point(|&s| s < hi) {
+            0 => false,
+            k => self.max_end[k - 1] > lo,
+        }
+    }
 }
 
 impl Common {
@@ -79,6 +133,7 @@ impl Common {
             registry: Mutex::new(Registry::default()),
             debug: DebugLog::new(platform.debug, platform.debug_strict_check),
             detached: AtomicBool::new(false),
+            pa_index: Mutex::new(HashMap::new()),
         }
     }
 
@@ -350,6 +405,7 @@ impl DmaOps {
             });
         }
         let m = reg.remove(id).ok_or(MmError::DmaNotMapped { dma, len })?;
+        c.pa_index.lock().remove(&id);
         drop(reg);
         self.check_release(&m, len, dir);
         Ok(m)
@@ -490,7 +546,12 @@ impl DmaOps {
     fn take_by_id(&self, sg: &SgTable) -> Result<Mapping, MmError> {
         let c = self.common();
         let dma = sg.dma.first().map_or(DmaAddr(0), |s| s.dma);
-        let taken = c.registry.lock().remove(sg.id);
+        let taken = {
+            let mut reg = c.registry.lock();
+            let taken = reg.remove(sg.id);
+            c.pa_index.lock().remove(&sg.id);
+            taken
+        };
         taken.ok_or_else(|| {
             c.report(DmaDiag::UnmapNotMapped {
                 dma,
@@ -846,15 +907,26 @@ impl DmaOps {
     /// mapping back, so this never reports a false positive for that pattern), and returns
     /// `false` if there was any. With debugging off it checks nothing and returns `true`.
     pub fn check_cpu_access(&self, pa: PhysAddr, len: u64, write: bool) -> bool {
+        self.check_cpu_access_ranges(&[PhysSegment { addr: pa, len }], write)
+    }
+
+    /// [`DmaOps::check_cpu_access`] of each of `ranges` in turn: the same reports, in the same
+    /// order, as one call per range, but with one look at the live mappings for all of them (a
+    /// scattered BO is one range per page). Returns `false` if any range was reported.
+    pub(crate) fn check_cpu_access_ranges(&self, ranges: &[PhysSegment], write: bool) -> bool {
         let c = self.common();
-        if !c.debug.enabled || len == 0 {
+        if !c.debug.enabled || ranges.iter().all(|r| r.len == 0) {
             return true;
         }
-        let end = pa.0.saturating_add(len);
-        let mut found = Vec::new();
+        let mut reports = Vec::new();
         {
             let reg = c.registry.lock();
-            for (_, m) in reg.iter() {
+            let mut index = c.pa_index.lock();
+            // The mappings whose bytes the device owns and may write.
+            let mut owned = Vec::new();
+            // Entries of live mappings seen; any other entry belongs to a released mapping.
+            let mut live = 0;
+            for (id, m) in reg.iter() {
                 let streaming = matches!(
                     m.kind,
                     MappingKind::Page
@@ -862,25 +934,56 @@ impl DmaOps {
                         | MappingKind::NonCoherent
                         | MappingKind::IovaLink
                 );
+                let indexed = m.segs.len() > PA_INDEX_MIN_SEGS;
                 if !streaming || !m.device_owned || !m.dir.device_writes() {
+                    if indexed && index.contains_key(&id) {
+                        live += 1;
+                    }
                     continue;
                 }
-                if m.segs.iter().any(|s| s.pa.0 < end && pa.0 < s.pa.0 + s.len) {
-                    found.push((m.handle, m.dir));
+                if indexed {
+                    index.entry(id).or_insert_with(|| PaIndex::new(&m.segs));
+                    live += 1;
+                }
+                owned.push((m.handle, m.dir, id, m.segs.as_slice()));
+            }
+            // Releases through other paths (non-coherent buffers, IOVA links) leave their entry
+            // behind: drop those here, so the cache never outgrows the live mappings.
+            if index.len() > live {
+                index.retain(|id, _| reg.get(*id).is_some());
+            }
+            // Sorted once, so that each range's reports come in (handle, direction) order.
+            owned.sort_unstable_by_key(|&(handle, dir, _, _)| (handle, dir));
+            let owned: Vec<_> = owned
+                .into_iter()
+                .map(|(handle, dir, id, segs)| (handle, dir, index.get(&id), segs))
+                .collect();
+            for r in ranges.iter().filter(|r| r.len > 0) {
+                let (lo, hi) = (r.addr.0, r.addr.0.saturating_add(r.len));
+                for &(mapping_dma, dir, idx, segs) in &owned {
+                    let overlaps = match idx {
+                        Some(idx) => idx.overlaps(lo, hi),
+                        None => segs
+                            .iter()
+                            .any(|s| s.pa.0 < hi && lo < s.pa.0.saturating_add(s.len)),
+                    };
+                    if overlaps {
+                        reports.push(DmaDiag::CpuAccessWhileDeviceOwns {
+                            pa: r.addr,
+                            len: r.len,
+                            write,
+                            mapping_dma,
+                            dir,
+                        });
+                    }
                 }
             }
         }
-        found.sort_unstable();
-        for &(mapping_dma, dir) in &found {
-            c.report(DmaDiag::CpuAccessWhileDeviceOwns {
-                pa,
-                len,
-                write,
-                mapping_dma,
-                dir,
-            });
+        let clean = reports.is_empty();
+        for diag in reports {
+            c.report(diag);
         }
-        found.is_empty()
+        clean
     }
 
     /// Detaches the device: refuses new mappings and allocations from now on
@@ -908,5 +1011,135 @@ impl DmaOps {
             });
         }
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheMode;
+    use crate::phys::{FrameAlloc, MemoryMap};
+
+    /// A small deterministic PRNG (xorshift64*), so that the cases are the same on every run.
+    fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed | 1;
+        move |bound| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+        }
+    }
+
+    #[test]
+    fn pa_index_agrees_with_a_scan() {
+        let mut next = rng(7);
+        for case in 0..200 {
+            // Segments in a small space, so that overlaps, shared edges, nesting and empty
+            // segments all occur.
+            let segs: Vec<Seg> = (0..1 + next(40))
+                .map(|i| Seg {
+                    dma: i * 0x1000,
+                    len: next(5) * 64,
+                    pa: PhysAddr(next(64) * 64),
+                    bounce: None,
+                })
+                .collect();
+            let index = PaIndex::new(&segs);
+            for _ in 0..100 {
+                let lo = next(70) * 32;
+                let hi = lo + 1 + next(300);
+                let scan = segs.iter().any(|s| s.pa.0 < hi && lo < s.pa.0 + s.len);
+                assert_eq!(
+                    index.overlaps(lo, hi),
+                    scan,
+                    "case {case}: [{lo:#x}, {hi:#x}) against {segs:?}"
+                );
+            }
+        }
+    }
+
+    /// A scattered mapping has one segment per page, more than [`PA_INDEX_MIN_SEGS`], so the
+    /// check goes through the index: it must report exactly what the scan did.
+    #[test]
+    fn cpu_access_check_of_a_scattered_mapping() {
+        let phys = PhysMem::new(MemoryMap::default(), CacheMode::Model).unwrap();
+        let ops = DmaOps::attach(
+            phys.clone(),
+            DmaDevice::new("scattered", DmaMask::bits(64), false),
+            &Platform {
+                debug: true,
+                ..Platform::default()
+            },
+        )
+        .unwrap();
+        let pages = 3 * PA_INDEX_MIN_SEGS as u64;
+        let f = phys.alloc_frames(pages, FrameAlloc::scattered()).unwrap();
+        let other = phys.alloc_frames(1, FrameAlloc::scattered()).unwrap();
+        let segs: Vec<PhysSegment> = f
+            .pages()
+            .iter()
+            .map(|&addr| PhysSegment {
+                addr,
+                len: PAGE_SIZE,
+            })
+            .collect();
+        let sg = ops.map_sg(&segs, DmaDirection::Bidirectional).unwrap();
+        assert!(
+            sg.phys.len() > PA_INDEX_MIN_SEGS,
+            "scattered frames: one segment per page"
+        );
+
+        let first = f.pages()[5];
+        assert!(!ops.check_cpu_access(first, PAGE_SIZE, true));
+        // Ranges that only touch a mapped page at one byte overlap it; ranges that end where it
+        // starts, or start where it ends, do not (unless a neighbour page is mapped too).
+        assert!(!ops.check_cpu_access(PhysAddr(first.0 + PAGE_SIZE - 1), 1, false));
+        let before = PhysAddr(first.0 - 8);
+        let after = PhysAddr(first.0 + PAGE_SIZE);
+        let mapped = |pa: PhysAddr| f.pages().iter().any(|p| p.0 == pa.0 & !(PAGE_SIZE - 1));
+        assert_eq!(ops.check_cpu_access(before, 8, false), !mapped(before));
+        assert_eq!(ops.check_cpu_access(after, 8, false), !mapped(after));
+        assert!(ops.check_cpu_access(other.pages()[0], PAGE_SIZE, true));
+        let diags = ops.take_diagnostics();
+        assert_eq!(
+            diags[0],
+            DmaDiag::CpuAccessWhileDeviceOwns {
+                pa: first,
+                len: PAGE_SIZE,
+                write: true,
+                mapping_dma: sg.dma[0].dma,
+                dir: DmaDirection::Bidirectional,
+            }
+        );
+        assert_eq!(
+            diags.len(),
+            2 + usize::from(mapped(before)) + usize::from(mapped(after))
+        );
+
+        // Every page is found, and ownership is read live, not from the cached index.
+        assert!(f
+            .pages()
+            .iter()
+            .all(|&pa| !ops.check_cpu_access(pa, 1, false)));
+        ops.sync_sg_for_cpu(&sg).unwrap();
+        assert!(f
+            .pages()
+            .iter()
+            .all(|&pa| ops.check_cpu_access(pa, 1, false)));
+        ops.sync_sg_for_device(&sg).unwrap();
+        assert!(!ops.check_cpu_access(f.pages()[pages as usize - 1], 1, false));
+        assert_eq!(ops.common().pa_index.lock().len(), 1);
+
+        // Once unmapped, the index entry is gone and nothing is reported.
+        ops.unmap_sg(&sg).unwrap();
+        assert!(ops.common().pa_index.lock().is_empty());
+        ops.take_diagnostics();
+        assert!(f
+            .pages()
+            .iter()
+            .all(|&pa| ops.check_cpu_access(pa, 1, true)));
+        assert!(ops.diagnostics().is_empty());
+        assert!(ops.common().pa_index.lock().is_empty());
     }
 }

@@ -13,7 +13,7 @@ use super::registry::Seg;
 use super::stats::Counters;
 use super::types::DmaDirection;
 use super::Common;
-use crate::phys::PhysAddr;
+use crate::phys::{FrameView, PhysAddr};
 use crate::MmError;
 
 /// Bytes `[off, off + n)` of one segment.
@@ -35,10 +35,14 @@ impl Piece {
 }
 
 /// Copies `n` bytes from `from` to `to` through the CPU's view (a memcpy in the kernel).
-fn cpu_copy(c: &Common, from: PhysAddr, to: PhysAddr, n: u64) -> Result<(), MmError> {
-    let mut buf = vec![0u8; n as usize];
-    c.phys.cpu_read(from, &mut buf)?;
-    c.phys.cpu_write(to, &buf)?;
+fn cpu_copy(
+    c: &Common,
+    mem: &FrameView,
+    from: PhysAddr,
+    to: PhysAddr,
+    n: u64,
+) -> Result<(), MmError> {
+    mem.cpu_copy(from, to, n)?;
     Counters::add(&c.counters.bounced_bytes, n);
     Ok(())
 }
@@ -52,16 +56,19 @@ pub(crate) fn for_device(
     at_map: bool,
 ) -> Result<(), MmError> {
     let mut bytes = 0;
+    // One hold of the frame table for every piece: a scattered buffer is one piece per page.
+    let mem = c.phys.frames();
     for p in pieces {
         let mut did = false;
         if let Some(b) = p.seg.bounce {
             if at_map || dir.device_reads() {
-                cpu_copy(c, PhysAddr(p.seg.pa.0 + p.off), PhysAddr(b.0 + p.off), p.n)?;
+                let (from, to) = (PhysAddr(p.seg.pa.0 + p.off), PhysAddr(b.0 + p.off));
+                cpu_copy(c, &mem, from, to, p.n)?;
                 did = true;
             }
         }
         if !c.dev.coherent {
-            c.phys.clean(PhysAddr(p.seg.target().0 + p.off), p.n)?;
+            mem.clean(PhysAddr(p.seg.target().0 + p.off), p.n)?;
             did = true;
         }
         if did {
@@ -78,15 +85,18 @@ pub(crate) fn for_device(
 /// Hands `pieces` back to the CPU. Counts one sync if any piece needed work.
 pub(crate) fn for_cpu(c: &Common, pieces: &[Piece], dir: DmaDirection) -> Result<(), MmError> {
     let mut bytes = 0;
+    // One hold of the frame table for every piece, as in `for_device`.
+    let mem = c.phys.frames();
     for p in pieces {
         let mut did = false;
         if !c.dev.coherent && dir != DmaDirection::ToDevice {
-            c.phys.invalidate(PhysAddr(p.seg.target().0 + p.off), p.n)?;
+            mem.invalidate(PhysAddr(p.seg.target().0 + p.off), p.n)?;
             did = true;
         }
         if let Some(b) = p.seg.bounce {
             if dir.device_writes() {
-                cpu_copy(c, PhysAddr(b.0 + p.off), PhysAddr(p.seg.pa.0 + p.off), p.n)?;
+                let (from, to) = (PhysAddr(b.0 + p.off), PhysAddr(p.seg.pa.0 + p.off));
+                cpu_copy(c, &mem, from, to, p.n)?;
                 did = true;
             }
         }

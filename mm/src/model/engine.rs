@@ -103,42 +103,87 @@ impl SimDevice {
     /// `Err` by the accessors, not here.
     pub fn translate(&self, vm: &Vm, iova: Iova, access: Access) -> Result<(DmaAddr, u64), Fault> {
         let ctx = vm.context();
-        self.translate_ctx(&ctx, iova, access)
+        let tally = StatsTally::new(self);
+        tally
+            .translate(&ctx, iova, access)
             .map(|(d, left, _)| (d, left))
     }
+}
 
-    fn translate_ctx(
+/// Counters of one [`SimDevice`] call, added to its [`SimStats`] once, when the call ends (also
+/// on a fault), instead of under the stats lock for every page.
+struct StatsTally<'a> {
+    dev: &'a SimDevice,
+    pending: std::cell::Cell<SimStats>,
+}
+
+impl Drop for StatsTally<'_> {
+    fn drop(&mut self) {
+        let p = self.pending.get();
+        if p != SimStats::default() {
+            let mut s = self.dev.stats.lock();
+            s.bytes_read += p.bytes_read;
+            s.bytes_written += p.bytes_written;
+            s.walks += p.walks;
+            s.pte_reads += p.pte_reads;
+            s.faults += p.faults;
+        }
+    }
+}
+
+impl<'a> StatsTally<'a> {
+    fn new(dev: &'a SimDevice) -> StatsTally<'a> {
+        StatsTally {
+            dev,
+            pending: std::cell::Cell::new(SimStats::default()),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SimStats)) {
+        let mut p = self.pending.get();
+        f(&mut p);
+        self.pending.set(p);
+    }
+
+    /// Records `f` in the fault log and counts it.
+    fn record(&self, f: Fault) -> Fault {
+        self.dev.mmu.record(f);
+        self.update(|s| s.faults += 1);
+        f
+    }
+
+    fn translate(
         &self,
         ctx: &MmuContext,
         iova: Iova,
         access: Access,
     ) -> Result<(DmaAddr, u64, bool), Fault> {
+        let dev = self.dev;
         let fault = |reason| Fault {
             asid: ctx.asid,
             iova,
             access,
             reason,
         };
-        let cached = self.mmu.tlb().lock().lookup(ctx.asid, iova.0);
+        let cached = dev.mmu.tlb().lock().lookup(ctx.asid, iova.0);
         let entry = match cached {
             Some(e) => e,
             None => {
-                let ops = self.device.dma_ops();
+                let ops = dev.device.dma_ops();
                 let reader = WalkReader {
                     ops,
                     phys: ops.phys(),
-                    coherent: self.mmu.config().coherent_walk,
+                    coherent: dev.mmu.config().coherent_walk,
                     reads: std::cell::Cell::new(0),
                 };
                 let r = match ctx.format {
                     MmuFormat::Ipu => walk::<Ipu, _>(&reader, ctx.root, iova),
                     MmuFormat::ArmLpae4k => walk::<ArmLpae4k, _>(&reader, ctx.root, iova),
                 };
-                {
-                    let mut s = self.stats.lock();
+                self.update(|s| {
                     s.walks += 1;
                     s.pte_reads += reader.reads.get();
-                }
+                });
                 let t = r.map_err(|w| {
                     fault(match w {
                         WalkFault::AddressSize { .. } => FaultReason::AddressSize,
@@ -155,7 +200,7 @@ impl SimDevice {
                     dma: DmaAddr(t.dma.0 - (iova.0 - t.leaf_iova.0)),
                     prot: t.prot,
                 };
-                self.mmu.tlb().lock().insert(e);
+                dev.mmu.tlb().lock().insert(e);
                 e
             }
         };
@@ -170,7 +215,9 @@ impl SimDevice {
         let dummy = ctx.dummy_page == Some(entry.dma);
         Ok((entry.dma + off, entry.size - off, dummy))
     }
+}
 
+impl SimDevice {
     /// Writes `data` at `iova` of `vm` through the MMU.
     ///
     /// Errors: the first [`Fault`], also recorded in the fault log; bytes before it were
@@ -228,18 +275,19 @@ impl SimDevice {
         ) -> Result<(), crate::MmError>,
     ) -> Result<(), Fault> {
         let ctx = vm.context();
+        let tally = StatsTally::new(self);
         let coherent = self.mmu.config().coherent;
         let write = access == Access::Write;
         let mut done = 0u64;
         let mut dummy_fault = None;
         while done < len {
             let at = Iova(iova.0 + done);
-            let (dma, leaf_left, dummy) = match self.translate_ctx(&ctx, at, access) {
+            let (dma, leaf_left, dummy) = match tally.translate(&ctx, at, access) {
                 Ok(t) => t,
-                Err(f) => return Err(self.record(f)),
+                Err(f) => return Err(tally.record(f)),
             };
             if dummy && dummy_fault.is_none() {
-                dummy_fault = Some(self.record(Fault {
+                dummy_fault = Some(tally.record(Fault {
                     asid: ctx.asid,
                     iova: at,
                     access,
@@ -253,7 +301,7 @@ impl SimDevice {
             let pa = match ops.bus_to_phys(dma, n, write) {
                 Ok(pa) => pa,
                 Err(b) => {
-                    return Err(self.record(Fault {
+                    return Err(tally.record(Fault {
                         asid: ctx.asid,
                         iova: at,
                         access,
@@ -267,30 +315,25 @@ impl SimDevice {
                     dma,
                     reason: crate::dma::BusFaultReason::NoMemory { addr: pa },
                 };
-                return Err(self.record(Fault {
+                return Err(tally.record(Fault {
                     asid: ctx.asid,
                     iova: at,
                     access,
                     reason: FaultReason::Bus(bus),
                 }));
             }
-            let mut s = self.stats.lock();
-            if write {
-                s.bytes_written += n;
-            } else {
-                s.bytes_read += n;
-            }
+            tally.update(|s| {
+                if write {
+                    s.bytes_written += n;
+                } else {
+                    s.bytes_read += n;
+                }
+            });
             done += n;
         }
         match dummy_fault {
             Some(f) => Err(f),
             None => Ok(()),
         }
-    }
-
-    fn record(&self, f: Fault) -> Fault {
-        self.mmu.record(f);
-        self.stats.lock().faults += 1;
-        f
     }
 }

@@ -13,13 +13,14 @@
 //! Concurrent accesses to the same bytes race like CPU and DMA do on real memory: the bytes
 //! seen are some mix of old and new, which is the caller's synchronisation problem.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use super::addr::{Pfn, PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use super::backing::Backing;
@@ -249,44 +250,29 @@ impl PhysMem {
         Counters::add(&self.counters.frames_freed, pages.len() as u64);
     }
 
-    /// Calls `f` for each piece of `addr..addr + len` that lies in one frame, in address order,
-    /// holding the frame table for reading. Checks the whole range before the first call, so an
-    /// error means `f` was never called. `len == 0` calls nothing and succeeds.
+    /// The frame table held for reading, for a batch of data accesses that takes the lock once
+    /// (a sync of many segments, a table walk). While the view lives, this thread must not call
+    /// anything else that takes the frame table (allocating, freeing, another `PhysMem` data
+    /// access): the lock is not reentrant once a writer waits.
+    pub(crate) fn frames(&self) -> FrameView<'_> {
+        FrameView {
+            mem: self,
+            table: self.table.read(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// Calls `f` for each piece of `addr..addr + len` that lies in one frame (or in a run of
+    /// frames adjacent in one backing), in address order, holding the frame table for reading.
+    /// Checks the whole range before the first call, so an error means `f` was never called.
+    /// `len == 0` calls nothing and succeeds.
     pub(crate) fn for_each_chunk(
         &self,
         addr: PhysAddr,
         len: u64,
-        mut f: impl FnMut(Chunk),
+        f: impl FnMut(Chunk),
     ) -> Result<(), MmError> {
-        if len == 0 {
-            return Ok(());
-        }
-        let end = addr
-            .checked_add(len)
-            .ok_or(MmError::AddrOverflow { addr, len })?;
-        let table = self.table.read();
-        let (first, last) = (addr.pfn().0, (end.0 - 1) >> PAGE_SHIFT);
-        for pfn in first..=last {
-            if !table.contains_key(&pfn) {
-                return Err(MmError::BadPhysAddr {
-                    addr: addr.max(Pfn(pfn).addr()),
-                });
-            }
-        }
-        let mut cur = addr.0;
-        while cur < end.0 {
-            let offset = cur & (PAGE_SIZE - 1);
-            let n = (end.0 - cur).min(PAGE_SIZE - offset);
-            let slot = &table[&(cur >> PAGE_SHIFT)];
-            f(Chunk {
-                cpu: slot.backing.cpu_ptr(slot.offset + offset),
-                shadow: slot.backing.shadow_ptr(slot.offset + offset),
-                len: n as usize,
-                pos: (cur - addr.0) as usize,
-            });
-            cur += n;
-        }
-        Ok(())
+        self.frames().for_each_chunk(addr, len, f)
     }
 
     /// Reads `buf.len()` bytes at `addr` as the CPU sees them (through its caches). The range
@@ -297,13 +283,7 @@ impl PhysMem {
     ///   first such byte); `buf` is then untouched.
     /// - [`MmError::AddrOverflow`]: the range wraps past 2^64.
     pub fn cpu_read(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MmError> {
-        let dst = buf.as_mut_ptr();
-        self.for_each_chunk(addr, buf.len() as u64, |c| {
-            // SAFETY: `c.cpu` is valid for `c.len` bytes while the table is held (the backing
-            // stays mapped); `c.pos + c.len <= buf.len()`. `copy` tolerates a `buf` that itself
-            // lies in a backing.
-            unsafe { core::ptr::copy(c.cpu, dst.add(c.pos), c.len) }
-        })
+        self.frames().cpu_read(addr, buf)
     }
 
     /// Writes `data` at `addr` into the CPU's view. In [`CacheMode::Model`] a non-coherent
@@ -312,11 +292,7 @@ impl PhysMem {
     /// # Errors
     /// As [`PhysMem::cpu_read`]; on error nothing was written.
     pub fn cpu_write(&self, addr: PhysAddr, data: &[u8]) -> Result<(), MmError> {
-        let src = data.as_ptr();
-        self.for_each_chunk(addr, data.len() as u64, |c| {
-            // SAFETY: as in `cpu_read`, with the roles swapped; the backing is mapped writable.
-            unsafe { core::ptr::copy(src.add(c.pos), c.cpu, c.len) }
-        })
+        self.frames().cpu_write(addr, data)
     }
 
     /// The CPU pointer of the byte at `addr`, valid for the rest of its frame
@@ -342,19 +318,7 @@ impl PhysMem {
         buf: &mut [u8],
         coherent: bool,
     ) -> Result<(), MmError> {
-        let dst = buf.as_mut_ptr();
-        let ram = !coherent && self.cache == CacheMode::Model;
-        self.for_each_chunk(addr, buf.len() as u64, |c| {
-            let src = match (ram, c.shadow) {
-                (true, Some(shadow)) => shadow,
-                _ => c.cpu,
-            };
-            // SAFETY: `src` is valid for `c.len` bytes (CPU mapping or shadow of the same
-            // backing, held by the table); `c.pos + c.len <= buf.len()`.
-            unsafe { core::ptr::copy(src, dst.add(c.pos), c.len) }
-        })?;
-        Counters::add(&self.counters.device_bytes_read, buf.len() as u64);
-        Ok(())
+        self.frames().device_read(addr, buf, coherent)
     }
 
     /// A device writes `data` at `addr`. A non-coherent device in [`CacheMode::Model`] writes RAM
@@ -365,6 +329,202 @@ impl PhysMem {
     /// # Errors
     /// As [`PhysMem::cpu_read`]; on error nothing was written.
     pub fn device_write(&self, addr: PhysAddr, data: &[u8], coherent: bool) -> Result<(), MmError> {
+        self.frames().device_write(addr, data, coherent)
+    }
+}
+
+/// Counts a [`FrameView`] accumulates and adds to [`PhysMem`]'s counters when it drops, so that
+/// a batch of accesses costs one atomic add per counter instead of several per access.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) clean_calls: Cell<u64>,
+    pub(crate) invalidate_calls: Cell<u64>,
+    pub(crate) clean_invalidate_calls: Cell<u64>,
+    pub(crate) lines_cleaned: Cell<u64>,
+    pub(crate) lines_invalidated: Cell<u64>,
+    pub(crate) fences: Cell<u64>,
+    device_bytes_read: Cell<u64>,
+    device_bytes_written: Cell<u64>,
+}
+
+impl Tally {
+    /// Adds `n` to one of the tally's counts.
+    pub(crate) fn add(count: &Cell<u64>, n: u64) {
+        count.set(count.get() + n);
+    }
+}
+
+/// [`PhysMem`]'s frame table held for reading: data accesses through it look frames up without
+/// taking the lock again, and their counts reach the counters when the view drops. Made by
+/// [`PhysMem::frames`]; the rules there apply.
+pub(crate) struct FrameView<'a> {
+    mem: &'a PhysMem,
+    table: RwLockReadGuard<'a, FrameTable>,
+    pub(crate) tally: Tally,
+}
+
+impl Drop for FrameView<'_> {
+    fn drop(&mut self) {
+        let (t, k) = (&self.tally, &self.mem.counters);
+        for (count, counter) in [
+            (&t.clean_calls, &k.clean_calls),
+            (&t.invalidate_calls, &k.invalidate_calls),
+            (&t.clean_invalidate_calls, &k.clean_invalidate_calls),
+            (&t.lines_cleaned, &k.lines_cleaned),
+            (&t.lines_invalidated, &k.lines_invalidated),
+            (&t.fences, &k.fences),
+            (&t.device_bytes_read, &k.device_bytes_read),
+            (&t.device_bytes_written, &k.device_bytes_written),
+        ] {
+            let n = count.get();
+            if n != 0 {
+                Counters::add(counter, n);
+            }
+        }
+    }
+}
+
+impl FrameView<'_> {
+    /// How cache maintenance and non-coherent device accesses behave.
+    pub(crate) fn cache_mode(&self) -> CacheMode {
+        self.mem.cache
+    }
+
+    /// As [`PhysMem::for_each_chunk`], under this view's lock. Pages adjacent both physically and
+    /// in one backing are handed to `f` as one chunk, so a contiguous allocation is one copy.
+    pub(crate) fn for_each_chunk(
+        &self,
+        addr: PhysAddr,
+        len: u64,
+        mut f: impl FnMut(Chunk),
+    ) -> Result<(), MmError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let end = addr
+            .checked_add(len)
+            .ok_or(MmError::AddrOverflow { addr, len })?;
+        let (first, last) = (addr.pfn().0, (end.0 - 1) >> PAGE_SHIFT);
+        let lookup = |pfn: u64| {
+            self.table.get(&pfn).ok_or(MmError::BadPhysAddr {
+                addr: addr.max(Pfn(pfn).addr()),
+            })
+        };
+        if first == last {
+            // The common case (a page-sized copy, a PTE read): one lookup, no list.
+            let slot = lookup(first)?;
+            let at = slot.offset + addr.page_offset();
+            f(Chunk {
+                cpu: slot.backing.cpu_ptr(at),
+                shadow: slot.backing.shadow_ptr(at),
+                len: len as usize,
+                pos: 0,
+            });
+            return Ok(());
+        }
+        // Every frame is looked up before `f` first runs, so a hole means no call at all.
+        let slots = (first..=last)
+            .map(lookup)
+            .collect::<Result<Vec<&Slot>, _>>()?;
+        let mut i = 0;
+        let mut cur = addr.0;
+        while i < slots.len() {
+            let slot = slots[i];
+            let mut j = i + 1;
+            while j < slots.len()
+                && Arc::ptr_eq(&slots[j].backing, &slot.backing)
+                && slots[j].offset == slot.offset + (((j - i) as u64) << PAGE_SHIFT)
+            {
+                j += 1;
+            }
+            let run_end = end.0.min((first + j as u64) << PAGE_SHIFT);
+            let at = slot.offset + (cur & (PAGE_SIZE - 1));
+            f(Chunk {
+                cpu: slot.backing.cpu_ptr(at),
+                shadow: slot.backing.shadow_ptr(at),
+                len: (run_end - cur) as usize,
+                pos: (cur - addr.0) as usize,
+            });
+            cur = run_end;
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// As [`PhysMem::cpu_read`], under this view's lock.
+    pub(crate) fn cpu_read(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MmError> {
+        let dst = buf.as_mut_ptr();
+        self.for_each_chunk(addr, buf.len() as u64, |c| {
+            // SAFETY: `c.cpu` is valid for `c.len` bytes while the table is held (the backing
+            // stays mapped); `c.pos + c.len <= buf.len()`. `copy` tolerates a `buf` that itself
+            // lies in a backing.
+            unsafe { core::ptr::copy(c.cpu, dst.add(c.pos), c.len) }
+        })
+    }
+
+    /// As [`PhysMem::cpu_write`], under this view's lock.
+    pub(crate) fn cpu_write(&self, addr: PhysAddr, data: &[u8]) -> Result<(), MmError> {
+        let src = data.as_ptr();
+        self.for_each_chunk(addr, data.len() as u64, |c| {
+            // SAFETY: as in `cpu_read`, with the roles swapped; the backing is mapped writable.
+            unsafe { core::ptr::copy(src.add(c.pos), c.cpu, c.len) }
+        })
+    }
+
+    /// Copies `n` bytes from `from` to `to` in the CPU view (a kernel `memcpy` between two
+    /// physical ranges, as swiotlb's bounce copies are), without an intermediate buffer.
+    /// Both ranges are checked first, so on error nothing was written.
+    ///
+    /// The two ranges must not share bytes, under any address: the result would depend on
+    /// the copy order. Bounce slots and the buffers they stand for are different frames of
+    /// different backings, and a swiotlb pool's memfd is never exported, so they never do.
+    pub(crate) fn cpu_copy(&self, from: PhysAddr, to: PhysAddr, n: u64) -> Result<(), MmError> {
+        self.for_each_chunk(from, n, |_| {})?;
+        self.for_each_chunk(to, n, |_| {})?;
+        let mut res = Ok(());
+        self.for_each_chunk(from, n, |src| {
+            if res.is_err() {
+                return;
+            }
+            let to_here = PhysAddr(to.0 + src.pos as u64);
+            res = self.for_each_chunk(to_here, src.len as u64, |dst| {
+                // SAFETY: both chunks are valid for `dst.len` bytes (`dst.pos + dst.len <=
+                // src.len`) while the table is held; the destination backing is writable.
+                unsafe { core::ptr::copy(src.cpu.add(dst.pos), dst.cpu, dst.len) }
+            });
+        })?;
+        res
+    }
+
+    /// As [`PhysMem::device_read`], under this view's lock.
+    pub(crate) fn device_read(
+        &self,
+        addr: PhysAddr,
+        buf: &mut [u8],
+        coherent: bool,
+    ) -> Result<(), MmError> {
+        let dst = buf.as_mut_ptr();
+        let ram = !coherent && self.mem.cache == CacheMode::Model;
+        self.for_each_chunk(addr, buf.len() as u64, |c| {
+            let src = match (ram, c.shadow) {
+                (true, Some(shadow)) => shadow,
+                _ => c.cpu,
+            };
+            // SAFETY: `src` is valid for `c.len` bytes (CPU mapping or shadow of the same
+            // backing, held by the table); `c.pos + c.len <= buf.len()`.
+            unsafe { core::ptr::copy(src, dst.add(c.pos), c.len) }
+        })?;
+        Tally::add(&self.tally.device_bytes_read, buf.len() as u64);
+        Ok(())
+    }
+
+    /// As [`PhysMem::device_write`], under this view's lock.
+    pub(crate) fn device_write(
+        &self,
+        addr: PhysAddr,
+        data: &[u8],
+        coherent: bool,
+    ) -> Result<(), MmError> {
         let src = data.as_ptr();
         self.for_each_chunk(addr, data.len() as u64, |c| {
             if let Some(shadow) = c.shadow {
@@ -376,7 +536,191 @@ impl PhysMem {
                 unsafe { core::ptr::copy(src.add(c.pos), c.cpu, c.len) }
             }
         })?;
-        Counters::add(&self.counters.device_bytes_written, data.len() as u64);
+        Tally::add(&self.tally.device_bytes_written, data.len() as u64);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phys::RamRegion;
+
+    const BASE: u64 = 0x10_0000;
+
+    /// A machine of exactly `pages` frames at [`BASE`], so that allocations must sit side by side.
+    fn small(pages: u64) -> Arc<PhysMem> {
+        let map = MemoryMap::new(vec![RamRegion {
+            base: PhysAddr(BASE),
+            size: pages * PAGE_SIZE,
+        }])
+        .unwrap();
+        PhysMem::new(map, CacheMode::Model).unwrap()
+    }
+
+    fn fill(f: &Frames, seed: u8) {
+        let data: Vec<u8> = (0..f.len_bytes())
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+            .collect();
+        f.write(0, &data).unwrap();
+    }
+
+    /// The bytes of physical `[BASE, BASE + len)` as the frames' own mappings hold them.
+    fn by_page(frames: &[&Frames], len: u64) -> Vec<u8> {
+        let mut out = vec![0u8; len as usize];
+        for f in frames {
+            for (i, pa) in f.pages().iter().enumerate() {
+                let at = (pa.0 - BASE) as usize;
+                f.read(
+                    (i as u64) * PAGE_SIZE,
+                    &mut out[at..at + PAGE_SIZE as usize],
+                )
+                .unwrap();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn chunks_merge_only_pages_adjacent_in_one_backing() {
+        // Two contiguous allocations side by side: physically one run, two backings.
+        let p = small(8);
+        let req = FrameAlloc::contiguous().aligned(4);
+        let a = p.alloc_frames(4, req).unwrap();
+        let b = p.alloc_frames(4, req).unwrap();
+        fill(&a, 1);
+        fill(&b, 2);
+        let mut chunks = Vec::new();
+        p.for_each_chunk(PhysAddr(BASE + 100), 8 * PAGE_SIZE - 150, |c| {
+            chunks.push((c.pos, c.len))
+        })
+        .unwrap();
+        let split = (4 * PAGE_SIZE - 100) as usize;
+        assert_eq!(
+            chunks,
+            vec![(0, split), (split, (4 * PAGE_SIZE - 50) as usize)]
+        );
+        let mut got = vec![0u8; (8 * PAGE_SIZE) as usize];
+        p.cpu_read(PhysAddr(BASE), &mut got).unwrap();
+        assert_eq!(got, by_page(&[&a, &b], 8 * PAGE_SIZE));
+
+        // One scattered allocation over the whole machine: its pages are a permutation of the
+        // frames, so physical neighbours are rarely buffer neighbours, and only those merge.
+        let p = small(16);
+        let s = p.alloc_frames(16, FrameAlloc::scattered()).unwrap();
+        fill(&s, 3);
+        let mut got = vec![0u8; (16 * PAGE_SIZE) as usize];
+        p.cpu_read(PhysAddr(BASE), &mut got).unwrap();
+        assert_eq!(got, by_page(&[&s], 16 * PAGE_SIZE));
+        let runs = s
+            .pages()
+            .windows(2)
+            .filter(|w| w[1].0 == w[0].0 + PAGE_SIZE)
+            .count();
+        let mut calls = 0;
+        p.for_each_chunk(PhysAddr(BASE), 16 * PAGE_SIZE, |_| calls += 1)
+            .unwrap();
+        assert_eq!(calls, 16 - runs);
+    }
+
+    #[test]
+    fn chunk_errors_name_the_first_hole_and_call_nothing() {
+        let p = small(8);
+        let a = p.alloc_frames(2, FrameAlloc::contiguous()).unwrap();
+        let start = a.pages()[0];
+        let mut calls = 0;
+        let r = p.for_each_chunk(PhysAddr(start.0 + 10), 3 * PAGE_SIZE, |_| calls += 1);
+        assert_eq!(
+            r,
+            Err(MmError::BadPhysAddr {
+                addr: PhysAddr(start.0 + 2 * PAGE_SIZE)
+            })
+        );
+        let hole = (0..8)
+            .map(|i| PhysAddr(BASE + i * PAGE_SIZE + 5))
+            .find(|&pa| !p.is_allocated(pa))
+            .unwrap();
+        let r = p.for_each_chunk(hole, 8, |_| calls += 1);
+        assert_eq!(r, Err(MmError::BadPhysAddr { addr: hole }));
+        assert_eq!(calls, 0);
+        assert_eq!(
+            p.for_each_chunk(PhysAddr(u64::MAX - 1), 4, |_| calls += 1),
+            Err(MmError::AddrOverflow {
+                addr: PhysAddr(u64::MAX - 1),
+                len: 4
+            })
+        );
+    }
+
+    #[test]
+    fn cpu_copy_crosses_frames_and_backings() {
+        // Three 4-page allocations fill the machine, so frames 0..8 belong to two backings and
+        // frames 8..12 to the third, whichever went where.
+        let p = small(12);
+        let req = FrameAlloc::contiguous().aligned(4);
+        let all: Vec<Frames> = (0..3).map(|_| p.alloc_frames(4, req).unwrap()).collect();
+        for (i, f) in all.iter().enumerate() {
+            fill(f, 4 + i as u8);
+        }
+        // The source crosses from one backing into the other, the destination crosses a frame
+        // boundary at another in-page offset, so chunk edges differ on the two sides.
+        let (from, to, n) = (
+            BASE + 4 * PAGE_SIZE - 700,
+            BASE + 8 * PAGE_SIZE + 2000,
+            3000,
+        );
+        let mut want = vec![0u8; n as usize];
+        p.cpu_read(PhysAddr(from), &mut want).unwrap();
+        p.frames()
+            .cpu_copy(PhysAddr(from), PhysAddr(to), n)
+            .unwrap();
+        let mut got = vec![0u8; n as usize];
+        p.cpu_read(PhysAddr(to), &mut got).unwrap();
+        assert_eq!(got, want);
+
+        // Either range running off the end of RAM writes nothing.
+        let refs: Vec<&Frames> = all.iter().collect();
+        let snapshot = by_page(&refs, 12 * PAGE_SIZE);
+        let end = BASE + 12 * PAGE_SIZE;
+        for (from, to) in [(end - 32, BASE), (BASE, end - 32)] {
+            assert_eq!(
+                p.frames().cpu_copy(PhysAddr(from), PhysAddr(to), 64),
+                Err(MmError::BadPhysAddr {
+                    addr: PhysAddr(end)
+                })
+            );
+        }
+        assert_eq!(by_page(&refs, 12 * PAGE_SIZE), snapshot);
+    }
+
+    #[test]
+    fn view_counts_reach_the_counters_when_it_drops() {
+        let p = small(4);
+        let f = p
+            .alloc_frames(2, FrameAlloc::contiguous().aligned(2))
+            .unwrap();
+        let pa = f.pages()[0];
+        let hole = PhysAddr(BASE + ((pa.0 - BASE) ^ (2 * PAGE_SIZE)));
+        let mut buf = [0u8; 100];
+        {
+            let v = p.frames();
+            v.device_read(pa, &mut buf, false).unwrap();
+            v.device_write(PhysAddr(pa.0 + 4000), &buf, false).unwrap();
+            assert!(v.device_write(hole, &buf, true).is_err());
+            assert!(v.device_read(hole, &mut buf, false).is_err());
+            assert_eq!(v.clean(pa, 65).unwrap(), 2);
+            assert_eq!(
+                p.counters.snapshot().device_bytes_read,
+                0,
+                "not before the drop"
+            );
+        }
+        let s = p.stats();
+        assert_eq!(
+            (s.device_bytes_read, s.device_bytes_written),
+            (100, 100),
+            "failed accesses count nothing"
+        );
+        assert_eq!((s.clean_calls, s.lines_cleaned, s.fences), (1, 2, 1));
     }
 }

@@ -22,9 +22,4 @@ pub use map::{MemoryMap, RamRegion};
 pub use mem::{PhysMem, DEFAULT_SEED};
 pub use stats::PhysStats;
 
-pub(crate) use mem::Chunk;
-
-/// Adds `n` to one of [`PhysMem`]'s counters (for the cache module).
-pub(crate) fn count(counter: &std::sync::atomic::AtomicU64, n: u64) {
-    stats::Counters::add(counter, n);
-}
+pub(crate) use mem::{Chunk, FrameView, Tally};
