@@ -2,30 +2,34 @@
 //! BO of scattered pages, through direct DMA and through the system IOMMU, for both device MMU
 //! formats, plus the system DMA layer's `map_sg` / `unmap_sg` of the same BO on its own.
 //!
-//! `cargo bench -p devmmu-benches --bench manager` (about 2.5 minutes on 2 cores). Every
+//! `cargo bench -p devmmu-benches --bench manager` (about 1.5 minutes on 2 cores). Every
 //! iteration binds (or unbinds, or maps, or unmaps) the whole BO: 16384 pages of 4 KiB, so
 //! criterion's `Throughput::Elements` gives pages per second and the time per iteration is the
 //! time per operation. docs/performance.md (section "Bind and unbind") says what each case
-//! includes and where the time goes.
+//! includes and where the time goes. Case names: `vm/{bind,unbind}/<ops>/<format>/<coherency>`
+//! and `dma/{map_sg,unmap_sg}/<ops>/<coherency>`, where `noncoh` means neither the device's data
+//! accesses nor its page-table walker snoop the CPU caches.
 //!
 //! Set-up, all outside the timed part:
 //! - one simulated machine per case: `PhysMem` over `MemoryMap::default()` (256 MiB of RAM below
 //!   4 GiB, 8 GiB above) in `CacheMode::Native`, so cache maintenance runs the CPU's real
-//!   instructions (`clflushopt`, or `clflush` where absent) on the BO's memory and there is no
-//!   model shadow copy;
+//!   instructions on the BO's memory (`clwb` to clean and `clflushopt` to invalidate where the
+//!   CPU has them; the run prints which) and there is no model shadow copy;
 //! - a device attached with `Device::attach`, its TLB hook the simulated MMU (`SimMmu`), and
 //!   one `Vm` on it;
 //! - a BO of 64 MiB from `Bo::new(.., BoFlags::default())`: scattered frames above 4 GiB,
 //!   written once by the CPU so that its pages are faulted in;
 //! - the operation's partner: each bind iteration is followed by an untimed unbind, each unbind
-//!   iteration preceded by an untimed bind (`iter_custom`).
+//!   iteration preceded by an untimed bind (`iter_custom`);
+//! - glibc's heap is told to keep freed memory and to serve large blocks itself
+//!   ([`tune_heap`]; `DEVMMU_BENCH_GLIBC_TRIM=1` measures with its defaults instead).
 //!
 //! Before timing, each case binds once and checks the result through the device's DMA ops
 //! (IOVA -> bus address -> the BO's physical page, for every page) and prints the counters of
 //! one bind and one unbind on stderr.
 
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
@@ -253,9 +257,9 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(PAGES))
         .sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
+        .sample_size(20)
         .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500));
+        .measurement_time(Duration::from_millis(2500));
     g
 }
 
@@ -288,8 +292,32 @@ fn prepared(state: &mut Option<Setup>, case: Case) -> &Setup {
     })
 }
 
+/// Keeps freed heap memory in the process and serves large allocations from the heap, once per
+/// run, unless `DEVMMU_BENCH_GLIBC_TRIM` is set (to measure with glibc's defaults).
+///
+/// A bind allocates about 1.5 MiB of short-lived vectors (the segment lists, the DMA layer's
+/// record of the mapping and its index), many of them above glibc's initial 128 KiB mmap
+/// threshold. With the defaults, whether they are mmapped and unmapped again, or trimmed from
+/// the top of the heap after each unbind, depends on what the process did before (glibc adapts
+/// the thresholds to the largest block freed so far), so the same case measured 0.97 or
+/// 1.4-1.5 ms depending on the order of the cases: page faults, not the manager. Raising only
+/// the trim threshold is worse: it freezes the mmap threshold at 128 KiB (mallopt(3)), and every
+/// bind then faults its large vectors in (1.5-1.7 ms).
+fn tune_heap() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let tuned = devmmu_benches::heap::keep_freed_memory();
+        eprintln!(
+            "heap: large blocks from the heap, freed memory kept (glibc mmap and trim \
+             thresholds raised): {tuned}; cache maintenance: {:?}",
+            devmmu_mm::cache::native::caps()
+        );
+    });
+}
+
 /// `Vm::bind` and `Vm::unbind` of the whole BO, timed separately.
 fn bind_unbind(c: &mut Criterion) {
+    tune_heap();
     for case in vm_cases() {
         // Built by the first of the two benchmarks that the command line's filter lets run.
         let mut state: Option<Setup> = None;
@@ -309,6 +337,7 @@ fn bind_unbind(c: &mut Criterion) {
 /// The system DMA layer alone: `DmaOps::map_sg` and `unmap_sg` of the BO's segments (the
 /// segment list is built once, outside the timed part), `Bidirectional` as a `Prot::RW` bind.
 fn dma_map_sg(c: &mut Criterion) {
+    tune_heap();
     for ops in [Ops::Direct64, Ops::Iommu] {
         for coherent in [true, false] {
             // The MMU format plays no part in the DMA mapping.

@@ -34,6 +34,14 @@ pub unsafe trait TableAlloc {
     /// Allocates one zeroed table page, or `None` when out of memory.
     fn alloc_table(&mut self) -> Option<TablePage>;
 
+    /// Allocates one table page whose contents need not be zero: the page table asks for it only
+    /// for a table it fills completely (every entry stored) before linking it, so the zeroing
+    /// of [`TableAlloc::alloc_table`] would be wasted stores. The same guarantees otherwise. The
+    /// default returns a zeroed page from `alloc_table`.
+    fn alloc_table_for_overwrite(&mut self) -> Option<TablePage> {
+        self.alloc_table()
+    }
+
     /// Returns a page. The page table calls it only once the page is unreachable by the walker
     /// (its parent entry cleared and the TLB invalidated, see [`Gather`](crate::Gather)), or
     /// when the table is dropped. The page's contents are unspecified (a table emptied by
@@ -81,11 +89,18 @@ impl HeapTableAlloc {
     /// minimum number of elements; `None` if the heap cannot supply them.
     pub fn with_reserve(pages: usize) -> Option<Self> {
         let mut a = Self::new();
+        let mut fresh = alloc::vec::Vec::with_capacity(pages);
         for _ in 0..pages {
-            let page = a.alloc_table()?;
-            a.live -= 1;
-            a.cached.push(page);
+            match a.alloc_table() {
+                Some(p) => fresh.push(p),
+                None => {
+                    a.cached = fresh;
+                    return None;
+                }
+            }
         }
+        a.live = 0;
+        a.cached = fresh;
         Some(a)
     }
 
@@ -119,9 +134,9 @@ impl Drop for HeapTableAlloc {
     }
 }
 
-// SAFETY: pages come from alloc_zeroed with a TABLE_SIZE/TABLE_SIZE layout (or are recycled
-// ones, zeroed again before reuse), so they are zeroed, aligned and unaliased; bus address = CPU
-// address preserves the alignment.
+// SAFETY: pages come from the heap with a TABLE_SIZE/TABLE_SIZE layout (or are recycled ones),
+// zeroed by alloc_table (alloc_for_overwrite leaves that to the caller, as its contract allows),
+// aligned and unaliased; bus address = CPU address preserves the alignment.
 unsafe impl TableAlloc for HeapTableAlloc {
     fn alloc_table(&mut self) -> Option<TablePage> {
         if let Some(page) = self.cached.pop() {
@@ -140,8 +155,52 @@ unsafe impl TableAlloc for HeapTableAlloc {
         })
     }
 
+    fn alloc_table_for_overwrite(&mut self) -> Option<TablePage> {
+        if let Some(page) = self.cached.pop() {
+            self.live += 1;
+            return Some(page);
+        }
+        // SAFETY: the layout has non-zero size. The caller overwrites every byte before reading.
+        let p = unsafe { alloc::alloc::alloc(Self::layout()) };
+        let cpu = NonNull::new(p)?;
+        self.live += 1;
+        Some(TablePage {
+            cpu,
+            dma: DmaAddr(p as usize as u64),
+        })
+    }
+
     unsafe fn free_table(&mut self, page: TablePage) {
         self.live -= 1;
         self.cached.push(page);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_is_served_before_the_heap_and_freed_pages_come_back_zeroed() {
+        let mut a = HeapTableAlloc::with_reserve(3).unwrap();
+        assert_eq!((a.cached_pages(), a.live_pages()), (3, 0));
+        let pages: alloc::vec::Vec<_> = (0..3).map(|_| a.alloc_table().unwrap()).collect();
+        assert_eq!((a.cached_pages(), a.live_pages()), (0, 3));
+        // SAFETY: the page is live and TABLE_SIZE bytes long.
+        unsafe { pages[0].cpu.as_ptr().write_bytes(0xff, TABLE_SIZE) };
+        for p in pages {
+            // SAFETY: each page came from `a` and is not used again.
+            unsafe { a.free_table(p) };
+        }
+        assert_eq!((a.cached_pages(), a.live_pages()), (3, 0));
+        let p = a.alloc_table().unwrap();
+        // SAFETY: the page is live and TABLE_SIZE bytes long.
+        let bytes = unsafe { core::slice::from_raw_parts(p.cpu.as_ptr(), TABLE_SIZE) };
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "a recycled page is zeroed again"
+        );
+        // SAFETY: from `a`, not used again.
+        unsafe { a.free_table(p) };
     }
 }

@@ -410,6 +410,11 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     fn alloc_page(&mut self) -> Result<TablePage, Error> {
         let p = self.alloc.alloc_table().ok_or(Error::NoMemory)?;
+        self.checked_page(p)
+    }
+
+    /// Gives back a page whose bus address the format cannot hold; counts an accepted one.
+    fn checked_page(&mut self, p: TablePage) -> Result<TablePage, Error> {
         if p.dma.0 >= limit(F::OA_BITS) || !p.dma.is_aligned(TABLE_SIZE as u64) {
             // SAFETY: just allocated by this allocator, never linked.
             unsafe { self.alloc.free_table(p) };
@@ -423,6 +428,11 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         if !F::EMPTY_IS_ZERO {
             fill(page, F::entries(level), self.empty[level]);
         }
+        self.insert_node(level, page)
+    }
+
+    /// Adds a node for `page` as it is (no fill).
+    fn insert_node(&mut self, level: usize, page: TablePage) -> u32 {
         let children = if level + 1 < F::LEVELS {
             vec![NONE; F::entries(level)].into_boxed_slice()
         } else {
@@ -611,7 +621,22 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 self.map_level(child, level + 1, false, iova, chunk_end, src, attrs, done)?;
                 continue;
             }
-            let c = self.new_node(level + 1)?;
+            // A last-level table whose whole span this map covers gets every entry stored by the
+            // leaf loop below (granule-aligned segments, nothing can fail in between), so its
+            // page need not be zeroed or filled with empty entries first.
+            let overwrite = level + 2 == F::LEVELS
+                && chunk_end - (*iova & !(esize - 1)) == esize
+                && *iova & (esize - 1) == 0;
+            let c = if overwrite {
+                let page = self
+                    .alloc
+                    .alloc_table_for_overwrite()
+                    .ok_or(Error::NoMemory)?;
+                let page = self.checked_page(page)?;
+                self.insert_node(level + 1, page)
+            } else {
+                self.new_node(level + 1)?
+            };
             if let Err(e) = self.map_level(c, level + 1, true, iova, chunk_end, src, attrs, done) {
                 self.free_unlinked(c);
                 return Err(e);
@@ -878,10 +903,15 @@ fn fill<P: PteWord>(page: TablePage, n: usize, v: P) {
 /// `p .. p + n` must be entries of one table page owned by the caller.
 #[inline(always)]
 unsafe fn store_leaves<F: Format>(p: *mut F::Pte, n: usize, attrs: F::Pte, dma: u64, shift: u32) {
+    // An induction variable rather than `i << shift`: `shift` is not a constant here, and a
+    // variable shift keeps the loop from being vectorised.
+    let step = 1u64 << shift;
+    let mut addr = dma;
     for i in 0..n {
-        let v = F::leaf_with_addr(attrs, DmaAddr(dma + ((i as u64) << shift)));
+        let v = F::leaf_with_addr(attrs, DmaAddr(addr));
         // SAFETY: i < n, inside the caller's table page.
         unsafe { p.add(i).write(v) };
+        addr = addr.wrapping_add(step);
     }
 }
 

@@ -171,6 +171,17 @@ unsafe impl TableAlloc for TablePool {
         Some(page)
     }
 
+    fn alloc_table_for_overwrite(&mut self) -> Option<TablePage> {
+        if self.free.is_empty() && !self.grow() {
+            self.failed += 1;
+            return None;
+        }
+        // The caller stores every entry before the page is linked: no zeroing.
+        let page = self.free.pop()?;
+        self.live += 1;
+        Some(page)
+    }
+
     unsafe fn free_table(&mut self, page: TablePage) {
         self.live -= 1;
         self.free.push(page);

@@ -325,6 +325,15 @@ unsafe impl TableAlloc for SimAlloc {
         })
     }
 
+    /// A page full of garbage on the CPU side too: an entry the page table fails to store
+    /// before linking the table shows up as a wrong walk.
+    fn alloc_table_for_overwrite(&mut self) -> Option<TablePage> {
+        let page = self.alloc_table()?;
+        // SAFETY: a fresh page of TABLE_SIZE bytes owned by the caller.
+        unsafe { std::ptr::write_bytes(page.cpu.as_ptr(), GARBAGE, TABLE_SIZE) };
+        Some(page)
+    }
+
     unsafe fn free_table(&mut self, page: TablePage) {
         let mut s = self.0.borrow_mut();
         let p = s
