@@ -122,6 +122,36 @@ impl HeapTableAlloc {
         }
     }
 
+    /// A page from the free list, else from the heap; zeroed if `zeroed`.
+    fn take(&mut self, zeroed: bool) -> Option<TablePage> {
+        let page = match self.cached.pop() {
+            Some(page) => {
+                if zeroed {
+                    // SAFETY: a cached page is TABLE_SIZE writable bytes that nobody else holds.
+                    unsafe { core::ptr::write_bytes(page.cpu.as_ptr(), 0, TABLE_SIZE) };
+                }
+                page
+            }
+            None => {
+                // SAFETY: the layout has non-zero size; an unzeroed page is only handed out
+                // through alloc_table_for_overwrite, whose caller stores every byte first.
+                let p = unsafe {
+                    if zeroed {
+                        alloc::alloc::alloc_zeroed(Self::layout())
+                    } else {
+                        alloc::alloc::alloc(Self::layout())
+                    }
+                };
+                TablePage {
+                    cpu: NonNull::new(p)?,
+                    dma: DmaAddr(p as usize as u64),
+                }
+            }
+        };
+        self.live += 1;
+        Some(page)
+    }
+
     fn layout() -> core::alloc::Layout {
         // TABLE_SIZE is a non-zero power of two.
         core::alloc::Layout::from_size_align(TABLE_SIZE, TABLE_SIZE).unwrap()
@@ -139,35 +169,11 @@ impl Drop for HeapTableAlloc {
 // aligned and unaliased; bus address = CPU address preserves the alignment.
 unsafe impl TableAlloc for HeapTableAlloc {
     fn alloc_table(&mut self) -> Option<TablePage> {
-        if let Some(page) = self.cached.pop() {
-            // SAFETY: a cached page is TABLE_SIZE writable bytes that nobody else holds.
-            unsafe { core::ptr::write_bytes(page.cpu.as_ptr(), 0, TABLE_SIZE) };
-            self.live += 1;
-            return Some(page);
-        }
-        // SAFETY: the layout has non-zero size.
-        let p = unsafe { alloc::alloc::alloc_zeroed(Self::layout()) };
-        let cpu = NonNull::new(p)?;
-        self.live += 1;
-        Some(TablePage {
-            cpu,
-            dma: DmaAddr(p as usize as u64),
-        })
+        self.take(true)
     }
 
     fn alloc_table_for_overwrite(&mut self) -> Option<TablePage> {
-        if let Some(page) = self.cached.pop() {
-            self.live += 1;
-            return Some(page);
-        }
-        // SAFETY: the layout has non-zero size. The caller overwrites every byte before reading.
-        let p = unsafe { alloc::alloc::alloc(Self::layout()) };
-        let cpu = NonNull::new(p)?;
-        self.live += 1;
-        Some(TablePage {
-            cpu,
-            dma: DmaAddr(p as usize as u64),
-        })
+        self.take(false)
     }
 
     unsafe fn free_table(&mut self, page: TablePage) {

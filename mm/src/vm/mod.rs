@@ -333,31 +333,21 @@ impl Vm {
             let cut_start = start.max(iova.0);
             let cut_end = b_end.min(end);
             unbound += cut_end - cut_start;
-            if start < cut_start {
-                let _ = inner.va.reserve(start, cut_start - start);
-                inner.bindings.insert(
-                    start,
-                    Binding {
-                        size: cut_start - start,
-                        bo_offset: b.bo_offset,
-                        prot: b.prot,
-                        dma: b.dma.clone(),
-                        bo: b.bo.clone(),
-                    },
-                );
-            }
-            if cut_end < b_end {
-                let _ = inner.va.reserve(cut_end, b_end - cut_end);
-                inner.bindings.insert(
-                    cut_end,
-                    Binding {
-                        size: b_end - cut_end,
-                        bo_offset: b.bo_offset + (cut_end - start),
-                        prot: b.prot,
-                        dma: b.dma.clone(),
-                        bo: b.bo.clone(),
-                    },
-                );
+            // The pieces before and after the cut keep their IOPTEs, VA and DMA mapping.
+            for (piece_start, piece_end) in [(start, cut_start), (cut_end, b_end)] {
+                if piece_start < piece_end {
+                    let _ = inner.va.reserve(piece_start, piece_end - piece_start);
+                    inner.bindings.insert(
+                        piece_start,
+                        Binding {
+                            size: piece_end - piece_start,
+                            bo_offset: b.bo_offset + (piece_start - start),
+                            prot: b.prot,
+                            dma: b.dma.clone(),
+                            bo: b.bo.clone(),
+                        },
+                    );
+                }
             }
             // `b` drops here: if it held the last reference to the attachment, the BO's DMA
             // mapping is released now, after the TLB invalidation above.
