@@ -24,7 +24,7 @@ mod iommu;
 mod iova;
 mod registry;
 mod stats;
-mod swiotlb;
+pub(crate) mod swiotlb;
 mod sync;
 mod table_pool;
 mod types;

@@ -11,7 +11,7 @@
 //! [`PhysMem`] with the same size if it lies below the new device's reach, and allocates one
 //! otherwise (a device with a smaller mask then gets its own, as with a restricted DMA pool).
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -47,10 +47,6 @@ pub(crate) struct Swiotlb {
     slots: Mutex<Slots>,
 }
 
-/// The live pools, by machine: a pool is shared while some device holds it.
-type PoolList = Vec<(Weak<PhysMem>, Weak<Swiotlb>)>;
-static POOLS: Mutex<PoolList> = Mutex::new(Vec::new());
-
 impl Swiotlb {
     /// The pool of `bytes` (rounded up to pages) on `phys` lying below `limit`: an existing one
     /// if a live pool of that size on that machine qualifies, else a new one.
@@ -62,19 +58,19 @@ impl Swiotlb {
         bytes: u64,
         limit: PhysAddr,
     ) -> Result<Arc<Swiotlb>, MmError> {
-        let mut pools = POOLS.lock();
-        pools.retain(|(p, s)| p.strong_count() > 0 && s.strong_count() > 0);
+        let mut pools = phys.swiotlb_pools.lock();
+        pools.retain(|s| s.strong_count() > 0);
         let want = crate::phys::pages_for(bytes).map(|p| p * PAGE_SIZE);
-        for (p, s) in pools.iter() {
-            let (Some(p), Some(s)) = (p.upgrade(), s.upgrade()) else {
+        for s in pools.iter() {
+            let Some(s) = s.upgrade() else {
                 continue;
             };
-            if Arc::ptr_eq(&p, phys) && Some(s.bytes) == want && s.base.0 + s.bytes <= limit.0 {
+            if Some(s.bytes) == want && s.base.0 + s.bytes <= limit.0 {
                 return Ok(s);
             }
         }
         let pool = Arc::new(Swiotlb::new(phys, bytes, limit)?);
-        pools.push((Arc::downgrade(phys), Arc::downgrade(&pool)));
+        pools.push(Arc::downgrade(&pool));
         Ok(pool)
     }
 

@@ -87,6 +87,10 @@ pub struct PhysMem {
     alloc: Mutex<FrameAllocator>,
     table: RwLock<FrameTable>,
     pub(crate) counters: Counters,
+    /// The machine's live swiotlb pools, shared by the direct-DMA devices that can use them, as
+    /// the kernel's default `io_tlb_mem` is one per system (kernel/dma/swiotlb.c). Weak: a pool
+    /// lives as long as a device holds it.
+    pub(crate) swiotlb_pools: Mutex<Vec<std::sync::Weak<crate::dma::swiotlb::Swiotlb>>>,
 }
 
 impl core::fmt::Debug for PhysMem {
@@ -123,6 +127,7 @@ impl PhysMem {
             cache,
             table: RwLock::new(FrameTable::default()),
             counters: Counters::default(),
+            swiotlb_pools: Mutex::new(Vec::new()),
         }))
     }
 
