@@ -21,10 +21,9 @@
 //!   a guard page between nodes of different cache colour); here the gap is one per-allocator
 //!   value applied between every two nodes, not between a node and the edge of the span.
 //!
-//! Where it differs: alignment must be a power of two (`drm_mm` also takes arbitrary
-//! alignments, for old i915 fence regions; a device MMU only ever needs power-of-two ones, and a
-//! non-power-of-two value is almost always a size passed by mistake); failures are typed
-//! [`RangeError`]s rather than `-ENOSPC`; nodes are identified by their start address.
+//! Alignment may be any value, as in `drm_mm` (old i915 fence regions used non-power-of-two
+//! ones): a node starts at a multiple of it (0 and 1 mean none). Where it differs: failures are
+//! typed [`RangeError`]s rather than `-ENOSPC`; nodes are identified by their start address.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -120,12 +119,6 @@ pub enum RangeError {
     /// An allocation or reservation of 0 bytes was asked for.
     #[error("zero-sized range requested")]
     ZeroSize,
-    /// The alignment is neither 0, 1 (no alignment) nor a power of two.
-    #[error("alignment {align:#x} is not a power of two")]
-    BadAlignment {
-        /// The alignment passed, in bytes.
-        align: u64,
-    },
     /// [`RangeAllocator::alloc_in_range`]: the restriction range `[range_start, range_end)` is
     /// empty or reversed.
     #[error("empty restriction range [{range_start:#x}, {range_end:#x})")]
@@ -305,13 +298,14 @@ impl RangeAllocator {
     }
 
     /// Allocates `size` bytes anywhere in the span, starting at a multiple of `align` bytes,
-    /// placed per `mode`. `align` 0 or 1 means no alignment; otherwise it must be a power of
-    /// two (it may exceed the span: such a request fits only where a multiple of it lies inside).
+    /// placed per `mode`. `align` 0 or 1 means no alignment; any other value is allowed, power
+    /// of two or not (it may exceed the span: such a request fits only where a multiple of it
+    /// lies inside).
     ///
     /// Same as [`alloc_in_range`](Self::alloc_in_range) over the whole span.
     ///
     /// # Errors
-    /// [`RangeError::ZeroSize`], [`RangeError::BadAlignment`], and [`RangeError::NoSpace`]
+    /// [`RangeError::ZeroSize`] and [`RangeError::NoSpace`]
     /// (with the span as the range) when no hole can hold the request.
     pub fn alloc(
         &mut self,
@@ -325,13 +319,12 @@ impl RangeAllocator {
     /// Allocates `size` bytes, starting at a multiple of `align` bytes, entirely inside
     /// `[range_start, range_end)` (bytes, end exclusive), placed per `mode`
     /// (`drm_mm_insert_node_in_range`). The restriction is intersected with the span, so parts
-    /// of it outside the span are ignored. `align` 0 or 1 means no alignment; otherwise it must
-    /// be a power of two.
+    /// of it outside the span are ignored. `align` 0 or 1 means no alignment; any other value
+    /// is allowed.
     ///
     /// # Errors
     /// Checked in this order:
     /// - [`RangeError::ZeroSize`] if `size == 0`;
-    /// - [`RangeError::BadAlignment`] if `align > 1` is not a power of two;
     /// - [`RangeError::EmptyRange`] if `range_start >= range_end`;
     /// - [`RangeError::NoSpace`] if no placement satisfies size, alignment, restriction and
     ///   guard gaps (including a restriction that misses the span).
@@ -346,7 +339,7 @@ impl RangeAllocator {
         if size == 0 {
             return Err(RangeError::ZeroSize);
         }
-        let mask = align_mask(align)?;
+        let unit = align.max(1);
         if range_start >= range_end {
             return Err(RangeError::EmptyRange {
                 range_start,
@@ -370,7 +363,7 @@ impl RangeAllocator {
         }
 
         let place = |hs: u64, he: u64| {
-            self.place(hs, he, size, mask, mode, lo, hi)
+            self.place(hs, he, size, unit, mode, lo, hi)
                 .map(|a| (hs, he, a))
         };
         let found = match mode {
@@ -542,14 +535,14 @@ impl RangeAllocator {
     }
 
     /// Where in hole `[hs, he)` a request fits, inside `[lo, hi)`, per `mode`; `None` if it does
-    /// not. `mask` is `align - 1`.
+    /// not. `align` >= 1, any value.
     #[allow(clippy::too_many_arguments)]
     fn place(
         &self,
         hs: u64,
         he: u64,
         size: u64,
-        mask: u64,
+        align: u64,
         mode: AllocMode,
         lo: u64,
         hi: u64,
@@ -570,11 +563,15 @@ impl RangeAllocator {
         let hi = usable_hi.min(hi);
         match mode {
             AllocMode::Highest => {
-                let start = hi.checked_sub(size)? & !mask;
+                let top = hi.checked_sub(size)?;
+                let start = top - top % align;
                 (start >= lo).then_some(start)
             }
             AllocMode::BestFit | AllocMode::Lowest => {
-                let start = lo.checked_add(mask)? & !mask;
+                let start = match lo % align {
+                    0 => lo,
+                    r => lo.checked_add(align - r)?,
+                };
                 let end = start.checked_add(size)?;
                 (end <= hi).then_some(start)
             }
@@ -616,15 +613,6 @@ impl RangeAllocator {
                 .next()
                 .map(|(&start, &size)| RangeNode { start, size })
         })
-    }
-}
-
-/// `align - 1` for a valid alignment (0 and 1 mean none).
-fn align_mask(align: u64) -> Result<u64, RangeError> {
-    match align {
-        0 | 1 => Ok(0),
-        a if a.is_power_of_two() => Ok(a - 1),
-        a => Err(RangeError::BadAlignment { align: a }),
     }
 }
 
@@ -961,17 +949,24 @@ mod tests {
     }
 
     #[test]
+    fn any_alignment_as_drm_mm() {
+        let mut va = RangeAllocator::new(0x1000, 0x20_000).unwrap();
+        // Multiples of 3 pages: 0x3000, 0x6000, ...; the first at or above 0x1000 is 0x3000.
+        let n = va.alloc(PAGE, 3 * PAGE, AllocMode::Lowest).unwrap();
+        assert_eq!(n.start(), 0x3000);
+        // Highest: the top multiple of 3 pages that leaves room below 0x20_000 (131072):
+        // 0x1f000 / 0x3000 = 10.33 -> 10 * 0x3000 = 0x1e000.
+        let n = va.alloc(PAGE, 3 * PAGE, AllocMode::Highest).unwrap();
+        assert_eq!(n.start(), 0x1e000);
+        // Alignment 3 bytes: the first multiple of 3 at or above 0x1000 (4096) is 4098.
+        let n = va.alloc(PAGE, 3, AllocMode::Lowest).unwrap();
+        assert_eq!(n.start(), 4098);
+    }
+
+    #[test]
     fn alloc_argument_errors() {
         let mut va = RangeAllocator::new(0, 0x10_000).unwrap();
         assert_eq!(va.alloc(0, 0, AllocMode::Lowest), Err(RangeError::ZeroSize));
-        assert_eq!(
-            va.alloc(PAGE, 3, AllocMode::Lowest),
-            Err(RangeError::BadAlignment { align: 3 })
-        );
-        assert_eq!(
-            va.alloc(PAGE, 0x3000, AllocMode::BestFit),
-            Err(RangeError::BadAlignment { align: 0x3000 })
-        );
         assert_eq!(
             va.alloc_in_range(PAGE, 0, AllocMode::Lowest, 0x5000, 0x5000),
             Err(RangeError::EmptyRange {
