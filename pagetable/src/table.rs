@@ -324,7 +324,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     pub fn unmap(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
         let end = self.check_iova(iova, size)?;
         let mut reserve = Vec::new();
-        let need = self.count_splits(iova.0) + self.count_splits(end);
+        let need = self.splits_needed(iova.0, end);
         for _ in 0..need {
             match self.alloc_page() {
                 Ok(p) => reserve.push(p),
@@ -654,28 +654,42 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         Ok(())
     }
 
-    /// How many tables splitting the leaf that covers `addr` at `addr` needs (0 if `addr` is on a
-    /// leaf boundary, unmapped, or beyond the IOVA space).
-    fn count_splits(&self, addr: u64) -> usize {
+    /// Level of the leaf that covers `addr`, if `addr` is mapped (and inside the IOVA space).
+    fn leaf_level(&self, addr: u64) -> Option<usize> {
         if addr >= limit(F::IOVA_BITS) {
-            return 0;
+            return None;
         }
         let mut node = self.root;
         for level in 0..F::LEVELS {
             let idx = F::index(level, addr);
             let pte = self.read(node, idx);
             if pte == self.empty[level] {
-                return 0;
+                return None;
             }
-            if F::is_table(level, pte) {
-                node = self.nodes[node as usize].children[idx];
-                continue;
+            if !F::is_table(level, pte) {
+                return Some(level);
             }
-            return (level..F::LEVELS - 1)
-                .filter(|&l| addr & ((1u64 << F::level_shift(l)) - 1) != 0)
-                .count();
+            node = self.nodes[node as usize].children[idx];
         }
-        0
+        None
+    }
+
+    /// How many tables an unmap of `[start, end)` needs to split the blocks its two boundaries
+    /// cut: one per level at which a boundary is not aligned, below the block's level; a table
+    /// both boundaries need (both inside one block at that level) is counted once.
+    fn splits_needed(&self, start: u64, end: u64) -> usize {
+        let (ls, le) = (self.leaf_level(start), self.leaf_level(end));
+        let mut n = 0;
+        for k in 0..F::LEVELS - 1 {
+            let size = 1u64 << F::level_shift(k);
+            let s = ls.is_some_and(|l| k >= l) && start % size != 0;
+            let e = le.is_some_and(|l| k >= l) && end % size != 0;
+            n += s as usize + e as usize;
+            if s && e && start / size == end / size {
+                n -= 1;
+            }
+        }
+        n
     }
 
     /// Clears `[start, end)` under `node`; returns the bytes that were mapped there.
@@ -750,7 +764,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                     };
                     let cpage = reserve
                         .pop()
-                        .expect("count_splits reserved a table for every split");
+                        .expect("splits_needed reserved a table for every split");
                     let c = self.node_from_page(level + 1, cpage);
                     let cshift = F::level_shift(level + 1);
                     let cn = F::entries(level + 1);

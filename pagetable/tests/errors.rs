@@ -769,3 +769,30 @@ fn error_messages_name_the_values() {
     .to_string();
     assert!(s.contains("0x808000"), "{s}");
 }
+
+/// Unmapping one page from the middle of a 1 GiB block needs exactly two tables (the block
+/// becomes an L2 table of 2 MiB blocks, the one cut becomes an L3 table of pages): both
+/// boundaries of the page fall in the same 1 GiB and the same 2 MiB block, so the tables they
+/// need are shared and only two are taken. A third allocation would fail here.
+#[test]
+fn split_of_one_page_reserves_exactly_the_tables_it_uses() {
+    let sim = SimAlloc::new();
+    let mut pt: Pt<ArmLpae4k> = PageTable::new(sim.clone(), PageTableConfig::default()).unwrap();
+    let mut g = Gather::new();
+    pt.map(Iova(1 << 30), DmaAddr(1 << 31), 1 << 30, Prot::RW, &mut g)
+        .unwrap();
+    sync_gather(&mut pt, &mut g);
+    let before = pt.stats().tables_allocated;
+    sim.fail_after(2);
+    let page = (1u64 << 30) + 0x1234_5000;
+    assert_eq!(pt.unmap(Iova(page), PAGE, &mut g), Ok(PAGE));
+    sync_gather(&mut pt, &mut g);
+    sim.clear_faults();
+    assert_eq!(pt.stats().tables_allocated - before, 2);
+    assert_eq!(pt.stats().tables_freed, 0);
+    assert!(pt.translate(Iova(page)).is_none());
+    assert_eq!(
+        pt.translate(Iova(page + PAGE)).map(|t| t.0),
+        Some(DmaAddr((1 << 31) + 0x1234_6000))
+    );
+}
