@@ -682,8 +682,8 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         let mut n = 0;
         for k in 0..F::LEVELS - 1 {
             let size = 1u64 << F::level_shift(k);
-            let s = ls.is_some_and(|l| k >= l) && start % size != 0;
-            let e = le.is_some_and(|l| k >= l) && end % size != 0;
+            let s = ls.is_some_and(|l| k >= l) && !start.is_multiple_of(size);
+            let e = le.is_some_and(|l| k >= l) && !end.is_multiple_of(size);
             n += s as usize + e as usize;
             if s && e && start / size == end / size {
                 n -= 1;
