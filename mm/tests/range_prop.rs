@@ -499,3 +499,89 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A fragmented span: hundreds to thousands of small holes between one-unit nodes and one
+    /// big hole somewhere among them (often at either end). Lowest and Highest must find the
+    /// same placement as the model, which scans every candidate address; this is the case the
+    /// allocator's subtree-maximum tree exists for.
+    #[test]
+    fn fragmented_span_matches_brute_force_model(
+        base_pick in 0usize..3,
+        guard_units in prop_oneof![2 => Just(0u64), 1 => Just(1u64)],
+        small in proptest::collection::vec(0u64..=2, 200..2000),
+        big_units in 8u64..=40,
+        big_at in prop_oneof![Just(0.0f64), Just(1.0f64), 0.0f64..1.0],
+        ops in proptest::collection::vec(
+            (
+                1u64..=48,
+                align(),
+                prop_oneof![Just(AllocMode::Lowest), Just(AllocMode::Highest)],
+                proptest::option::weighted(0.3, (0.0f64..1.0, 0.0f64..1.0)),
+                proptest::option::weighted(0.2, any::<usize>()),
+            ),
+            1..25,
+        ),
+    ) {
+        // Gaps in units, one before each node; the big one replaces the gap at `big_at`.
+        let mut gaps: Vec<u64> = small.iter().map(|&g| g + guard_units.max(1)).collect();
+        let big_slot = ((gaps.len() as f64) * big_at) as usize;
+        let nodes = gaps.len();
+        if big_slot == nodes {
+            gaps.push(big_units);
+        } else {
+            gaps[big_slot] = big_units;
+        }
+        let span_units: u64 = gaps.iter().sum::<u64>() + nodes as u64;
+        let len = span_units * UNIT;
+        let base = [0, UNIT, u64::MAX - len][base_pick];
+        let end = base + len;
+        let guard = guard_units * UNIT;
+        let mut va = RangeAllocator::with_guard(base, end, guard).unwrap();
+        let mut model = Model { start: base, end, guard, nodes: Vec::new() };
+        let mut at = base;
+        for &g in gaps.iter().take(nodes) {
+            at += g * UNIT;
+            check_reserve(&mut va, &mut model, at, UNIT)?;
+            at += UNIT;
+        }
+        prop_assert!(va.holes().any(|h| h.size() == big_units * UNIT));
+
+        for (size_units, align, mode, range, free) in ops {
+            let size = size_units * UNIT;
+            let (got, want) = match range {
+                None => (va.alloc(size, align, mode), model.alloc(size, align, mode, base, end)),
+                Some((a, b)) => {
+                    let rs = base + ((span_units as f64 * a) as u64) * UNIT;
+                    let re = base + ((span_units as f64 * b) as u64).max(1) * UNIT;
+                    (
+                        va.alloc_in_range(size, align, mode, rs, re),
+                        model.alloc(size, align, mode, rs, re),
+                    )
+                }
+            };
+            prop_assert_eq!(
+                got.map(|n| (n.start(), n.size())),
+                want,
+                "alloc {:#x} align {:#x} {:?} {:?}",
+                size,
+                align,
+                mode,
+                range
+            );
+            if let Some(pick) = free {
+                let s = model.nodes[pick % model.nodes.len()].0;
+                prop_assert_eq!(va.free(s), model.free(s), "free {:#x}", s);
+            }
+            let holes: Vec<_> = va.holes().map(|h| (h.start(), h.size())).collect();
+            prop_assert_eq!(holes, model.holes());
+        }
+        check_invariants(&va)?;
+    }
+}

@@ -210,15 +210,22 @@ pub enum RangeError {
 /// next buffer.
 ///
 /// # Complexity (n = number of nodes)
-/// [`reserve`](Self::reserve), [`free`](Self::free) and lookups are O(log n). An allocation
-/// costs O(log n) plus one step per hole it looks at and rejects:
+/// [`reserve`](Self::reserve), [`free`](Self::free) and lookups are O(log n) (the part spent
+/// in the hole treap below is O(log n) in expectation). An allocation costs O(log n) per
+/// candidate hole it looks at; a candidate is a hole at least as large as the request, and one
+/// is rejected only when alignment, guard padding or the restriction range leave too little of
+/// it usable:
 /// - `BestFit` looks at holes in (size, address) order from the first one at least as large as
-///   the request; usually the first one fits, but a hole large enough only before alignment or
-///   guard padding, or one outside the restriction range, is skipped one step at a time.
-/// - `Lowest` / `Highest` walk holes in address order from the restriction's lower (upper)
-///   bound and skip every hole too small for the request, so a fragmented span can make them
-///   O(n). `drm_mm` avoids that with a red-black tree of holes augmented by the largest hole
-///   in each subtree; std's `BTreeMap` cannot carry such an augmentation.
+///   the request.
+/// - `Lowest` / `Highest` search a treap (a randomised balanced search tree) of holes keyed by
+///   address in which every node also knows the largest hole in its subtree, as `drm_mm`
+///   augments its rbtree of holes with `subtree_max_hole`. A subtree whose holes are all too
+///   small is skipped whole, so finding the lowest (highest) hole that is large enough costs
+///   O(log n) however many small holes lie before (after) it.
+///
+/// Usually the first candidate fits. But the tree knows hole sizes, not alignment (nor does
+/// `drm_mm`'s): a large alignment or guard can make many large-enough holes unusable, and each
+/// one rejected costs another O(log n) step, so such requests can still visit O(n) holes.
 ///
 /// When even the largest hole is smaller than the request, every mode fails in O(log n).
 ///
@@ -248,6 +255,8 @@ pub struct RangeAllocator {
     holes: BTreeMap<u64, u64>,
     /// The same holes as (size, start), for best-fit.
     holes_by_size: BTreeSet<(u64, u64)>,
+    /// The same holes by address, augmented with subtree maxima, for lowest / highest.
+    hole_tree: HoleTree,
     used: u64,
 }
 
@@ -276,6 +285,7 @@ impl RangeAllocator {
             nodes: BTreeMap::new(),
             holes: BTreeMap::new(),
             holes_by_size: BTreeSet::new(),
+            hole_tree: HoleTree::new(),
             used: 0,
         };
         this.add_hole(start, end);
@@ -373,22 +383,34 @@ impl RangeAllocator {
                 .find_map(|&(hsize, hs)| place(hs, hs + hsize)),
             AllocMode::Lowest => {
                 // The hole holding `lo`, if any, may start below it.
-                let first = self
+                let mut key = self
                     .holes
                     .range(..=lo)
                     .next_back()
                     .map_or(lo, |(&hs, _)| hs);
-                self.holes
-                    .range(first..)
-                    .take_while(|(&hs, _)| hs < hi)
-                    .find_map(|(&hs, &he)| place(hs, he))
+                loop {
+                    match self.hole_tree.first_fit_from(key, size) {
+                        Some((hs, he)) if hs < hi => match place(hs, he) {
+                            Some(found) => break Some(found),
+                            // `hs < hi <= u64::MAX`: no wrap.
+                            None => key = hs + 1,
+                        },
+                        _ => break None,
+                    }
+                }
             }
-            AllocMode::Highest => self
-                .holes
-                .range(..hi)
-                .rev()
-                .take_while(|(_, &he)| he > lo)
-                .find_map(|(&hs, &he)| place(hs, he)),
+            AllocMode::Highest => {
+                let mut key = hi;
+                loop {
+                    match self.hole_tree.last_fit_before(key, size) {
+                        Some((hs, he)) if he > lo => match place(hs, he) {
+                            Some(found) => break Some(found),
+                            None => key = hs,
+                        },
+                        _ => break None,
+                    }
+                }
+            }
         };
         let (hs, he, start) = found.ok_or(no_space)?;
         self.take_from_hole(hs, he, start, size);
@@ -594,6 +616,7 @@ impl RangeAllocator {
         if hs < he {
             self.holes.insert(hs, he);
             self.holes_by_size.insert((he - hs, hs));
+            self.hole_tree.insert(hs, he);
         }
     }
 
@@ -602,6 +625,7 @@ impl RangeAllocator {
         if hs < he {
             self.holes.remove(&hs);
             self.holes_by_size.remove(&(he - hs, hs));
+            self.hole_tree.remove(hs);
         }
     }
 
@@ -613,6 +637,278 @@ impl RangeAllocator {
                 .next()
                 .map(|(&start, &size)| RangeNode { start, size })
         })
+    }
+}
+
+/// "No node" in [`HoleTree`]'s arena.
+const NIL: usize = usize::MAX;
+
+/// One hole `[start, end)` in [`HoleTree`].
+#[derive(Debug, Clone)]
+struct TreeNode {
+    start: u64,
+    end: u64,
+    /// Treap heap key: never below a child's.
+    prio: u64,
+    left: usize,
+    right: usize,
+    /// Size in bytes of the largest hole in the subtree rooted here, this one included: what
+    /// lets a search skip a subtree of holes that are all too small (`drm_mm`'s
+    /// `subtree_max_hole`).
+    max: u64,
+}
+
+/// The holes of a [`RangeAllocator`] in a treap keyed by start address, each node augmented
+/// with the largest hole size in its subtree. Nodes live in an arena `Vec` linked by index;
+/// freed slots are reused.
+///
+/// Priorities come from a SplitMix64 sequence private to the tree, so the shape does not
+/// depend on the addresses inserted: the expected depth is O(log n) for any sequence of
+/// inserts and removes, and every operation below costs O(depth). The sequence is fixed, so
+/// runs are reproducible.
+#[derive(Debug, Clone)]
+struct HoleTree {
+    arena: Vec<TreeNode>,
+    vacant: Vec<usize>,
+    root: usize,
+    prio_state: u64,
+}
+
+impl HoleTree {
+    fn new() -> Self {
+        Self {
+            arena: Vec::new(),
+            vacant: Vec::new(),
+            root: NIL,
+            prio_state: 0,
+        }
+    }
+
+    /// The next SplitMix64 output (Steele, Lea, Flood 2014).
+    fn next_prio(&mut self) -> u64 {
+        self.prio_state = self.prio_state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.prio_state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn max_of(&self, t: usize) -> u64 {
+        if t == NIL {
+            0
+        } else {
+            self.arena[t].max
+        }
+    }
+
+    fn size_of(&self, t: usize) -> u64 {
+        self.arena[t].end - self.arena[t].start
+    }
+
+    /// Recomputes `t`'s subtree maximum from its own size and its children's maxima.
+    fn pull(&mut self, t: usize) {
+        let (l, r) = (self.arena[t].left, self.arena[t].right);
+        self.arena[t].max = self.size_of(t).max(self.max_of(l)).max(self.max_of(r));
+    }
+
+    /// Splits subtree `t` into the holes starting below `key` and those starting at or above.
+    fn split(&mut self, t: usize, key: u64) -> (usize, usize) {
+        if t == NIL {
+            return (NIL, NIL);
+        }
+        if self.arena[t].start < key {
+            let (l, r) = self.split(self.arena[t].right, key);
+            self.arena[t].right = l;
+            self.pull(t);
+            (t, r)
+        } else {
+            let (l, r) = self.split(self.arena[t].left, key);
+            self.arena[t].left = r;
+            self.pull(t);
+            (l, t)
+        }
+    }
+
+    /// Joins subtrees `a` and `b`, every hole of `a` lying below every hole of `b`.
+    fn merge(&mut self, a: usize, b: usize) -> usize {
+        if a == NIL {
+            return b;
+        }
+        if b == NIL {
+            return a;
+        }
+        if self.arena[a].prio >= self.arena[b].prio {
+            let r = self.merge(self.arena[a].right, b);
+            self.arena[a].right = r;
+            self.pull(a);
+            a
+        } else {
+            let l = self.merge(a, self.arena[b].left);
+            self.arena[b].left = l;
+            self.pull(b);
+            b
+        }
+    }
+
+    /// Adds the hole `[start, end)` (`start < end`, overlapping no hole already here).
+    fn insert(&mut self, start: u64, end: u64) {
+        let node = TreeNode {
+            start,
+            end,
+            prio: self.next_prio(),
+            left: NIL,
+            right: NIL,
+            max: end - start,
+        };
+        let t = match self.vacant.pop() {
+            Some(t) => {
+                self.arena[t] = node;
+                t
+            }
+            None => {
+                self.arena.push(node);
+                self.arena.len() - 1
+            }
+        };
+        let (l, r) = self.split(self.root, start);
+        let l = self.merge(l, t);
+        self.root = self.merge(l, r);
+    }
+
+    /// Removes the hole starting at `start`; nothing happens if there is none.
+    fn remove(&mut self, start: u64) {
+        self.root = self.remove_from(self.root, start);
+    }
+
+    fn remove_from(&mut self, t: usize, start: u64) -> usize {
+        if t == NIL {
+            return NIL;
+        }
+        let here = self.arena[t].start;
+        if start == here {
+            let m = self.merge(self.arena[t].left, self.arena[t].right);
+            self.vacant.push(t);
+            return m;
+        }
+        if start < here {
+            let l = self.remove_from(self.arena[t].left, start);
+            self.arena[t].left = l;
+        } else {
+            let r = self.remove_from(self.arena[t].right, start);
+            self.arena[t].right = r;
+        }
+        self.pull(t);
+        t
+    }
+
+    /// The lowest hole starting at or above `key` with at least `size` bytes, as (start, end).
+    fn first_fit_from(&self, key: u64, size: u64) -> Option<(u64, u64)> {
+        let t = self.first_from(self.root, key, size);
+        (t != NIL).then(|| (self.arena[t].start, self.arena[t].end))
+    }
+
+    /// The highest hole starting below `key` with at least `size` bytes, as (start, end).
+    fn last_fit_before(&self, key: u64, size: u64) -> Option<(u64, u64)> {
+        let t = self.last_before(self.root, key, size);
+        (t != NIL).then(|| (self.arena[t].start, self.arena[t].end))
+    }
+
+    /// Follows the path to `key`; of the subtrees hanging off it to the right, at most one is
+    /// descended (the first whose maximum fits, which then surely holds the answer), so the
+    /// cost is O(depth).
+    fn first_from(&self, t: usize, key: u64, size: u64) -> usize {
+        if t == NIL || self.arena[t].max < size {
+            return NIL;
+        }
+        let n = &self.arena[t];
+        if n.start < key {
+            return self.first_from(n.right, key, size);
+        }
+        let found = self.first_from(n.left, key, size);
+        if found != NIL {
+            found
+        } else if self.size_of(t) >= size {
+            t
+        } else {
+            self.first_in(n.right, size)
+        }
+    }
+
+    /// Mirror of [`first_from`](Self::first_from).
+    fn last_before(&self, t: usize, key: u64, size: u64) -> usize {
+        if t == NIL || self.arena[t].max < size {
+            return NIL;
+        }
+        let n = &self.arena[t];
+        if n.start >= key {
+            return self.last_before(n.left, key, size);
+        }
+        let found = self.last_before(n.right, key, size);
+        if found != NIL {
+            found
+        } else if self.size_of(t) >= size {
+            t
+        } else {
+            self.last_in(n.left, size)
+        }
+    }
+
+    /// The lowest hole of subtree `t` with at least `size` bytes.
+    fn first_in(&self, mut t: usize, size: u64) -> usize {
+        while t != NIL && self.arena[t].max >= size {
+            let n = &self.arena[t];
+            if self.max_of(n.left) >= size {
+                t = n.left;
+            } else if self.size_of(t) >= size {
+                return t;
+            } else {
+                t = n.right;
+            }
+        }
+        NIL
+    }
+
+    /// The highest hole of subtree `t` with at least `size` bytes.
+    fn last_in(&self, mut t: usize, size: u64) -> usize {
+        while t != NIL && self.arena[t].max >= size {
+            let n = &self.arena[t];
+            if self.max_of(n.right) >= size {
+                t = n.right;
+            } else if self.size_of(t) >= size {
+                return t;
+            } else {
+                t = n.left;
+            }
+        }
+        NIL
+    }
+}
+
+#[cfg(test)]
+impl HoleTree {
+    /// Checks search order, heap order and every subtree maximum; returns (holes, height).
+    fn check(&self) -> (usize, usize) {
+        fn walk(tree: &HoleTree, t: usize, lo: u64, hi: u64, prio: u64) -> (usize, usize) {
+            if t == NIL {
+                return (0, 0);
+            }
+            let n = &tree.arena[t];
+            assert!(
+                n.start >= lo && n.end <= hi && n.start < n.end,
+                "order at {t}"
+            );
+            assert!(n.prio <= prio, "heap order at {t}");
+            let want = (n.end - n.start)
+                .max(tree.max_of(n.left))
+                .max(tree.max_of(n.right));
+            assert_eq!(n.max, want, "subtree max at {t}");
+            let (lc, lh) = walk(tree, n.left, lo, n.start, n.prio);
+            let (rc, rh) = walk(tree, n.right, n.end, hi, n.prio);
+            (lc + rc + 1, lh.max(rh) + 1)
+        }
+        let (count, height) = walk(self, self.root, 0, u64::MAX, u64::MAX);
+        assert_eq!(count + self.vacant.len(), self.arena.len());
+        (count, height)
     }
 }
 
@@ -1099,5 +1395,151 @@ mod tests {
             .chain(va.holes().map(|h| h.size()))
             .sum();
         assert_eq!(tiled, 0x10_000);
+    }
+
+    #[test]
+    fn hole_tree_matches_a_sorted_map() {
+        // A fixed SplitMix64 stream drives random disjoint inserts and removes; after each,
+        // both searches are compared with a scan of a BTreeMap holding the same holes.
+        let mut rng = HoleTree::new();
+        let mut tree = HoleTree::new();
+        let mut map: BTreeMap<u64, u64> = BTreeMap::new();
+        for step in 0..3000u64 {
+            let r = rng.next_prio();
+            // Slots of 64 bytes; a hole takes 1..=64 bytes at the start of its slot.
+            let slot = (r % 512) * 64;
+            if map.remove(&slot).is_some() {
+                tree.remove(slot);
+            } else {
+                let len = (r >> 20) % 64 + 1;
+                map.insert(slot, slot + len);
+                tree.insert(slot, slot + len);
+            }
+            // Removing an absent hole changes nothing.
+            tree.remove(1);
+            let (count, height) = tree.check();
+            assert_eq!(count, map.len());
+            // Expected treap depth is about 2.99 log2 n; allow a generous margin.
+            assert!(height <= 64, "height {height} for {count} holes");
+            let key = rng.next_prio() % (512 * 64 + 64);
+            let size = rng.next_prio() % 66;
+            let first = map
+                .range(key..)
+                .find(|(&s, &e)| e - s >= size)
+                .map(|(&s, &e)| (s, e));
+            assert_eq!(tree.first_fit_from(key, size), first, "step {step}");
+            let last = map
+                .range(..key)
+                .rev()
+                .find(|(&s, &e)| e - s >= size)
+                .map(|(&s, &e)| (s, e));
+            assert_eq!(tree.last_fit_before(key, size), last, "step {step}");
+        }
+        // Slots are reused, not leaked.
+        assert!(tree.arena.len() <= 512);
+    }
+
+    /// `n` one-page nodes each followed by a one-page hole, from `base`: 2n pages.
+    fn comb(va: &mut RangeAllocator, base: u64, n: u64) {
+        for i in 0..n {
+            va.reserve(base + 2 * i * PAGE, PAGE).unwrap();
+        }
+    }
+
+    #[test]
+    fn lowest_and_highest_find_the_one_big_hole_past_thousands_of_small_ones() {
+        const N: u64 = 4000;
+        // Big hole at the top: [2N pages, 2N + 16 pages); 4000 one-page holes below it.
+        let end = (2 * N + 16) * PAGE;
+        let mut va = RangeAllocator::new(0, end).unwrap();
+        comb(&mut va, 0, N);
+        assert_eq!(va.holes().count() as u64, N);
+        assert_eq!(va.hole_tree.check().0 as u64, N);
+        let big = 2 * N * PAGE - PAGE;
+        assert_eq!(
+            va.holes().last().map(|h| (h.start(), h.size())),
+            Some((big, 17 * PAGE))
+        );
+        let n = va.alloc(2 * PAGE, 0, AllocMode::Lowest).unwrap();
+        assert_eq!(n.start(), big);
+        let n = va.alloc(2 * PAGE, 0, AllocMode::Highest).unwrap();
+        assert_eq!(n.end(), end);
+        // One page still fits the lowest small hole.
+        assert_eq!(va.alloc(PAGE, 0, AllocMode::Lowest).unwrap().start(), PAGE);
+        // Restricted to the lower half, nothing larger than a page fits.
+        assert!(matches!(
+            va.alloc_in_range(2 * PAGE, 0, AllocMode::Lowest, 0, N * PAGE),
+            Err(RangeError::NoSpace { .. })
+        ));
+        assert!(matches!(
+            va.alloc_in_range(2 * PAGE, 0, AllocMode::Highest, 0, N * PAGE),
+            Err(RangeError::NoSpace { .. })
+        ));
+        // 4 pages at 8-page alignment: only the big hole's remainder [big + 2p, end - 2p)
+        // is large enough, and its first 8-page multiple is 8008 pages.
+        let n = va.alloc(4 * PAGE, 8 * PAGE, AllocMode::Lowest).unwrap();
+        assert_eq!(n.start(), 8008 * PAGE);
+        assert_eq!(va.hole_tree.check().0, va.holes().count());
+
+        // Mirror: big hole at the bottom, 4000 one-page holes above it.
+        let mut va = RangeAllocator::new(0, end).unwrap();
+        comb(&mut va, 17 * PAGE, N - 1);
+        va.reserve(end - PAGE, PAGE).unwrap();
+        assert_eq!(
+            va.holes().next().map(|h| (h.start(), h.size())),
+            Some((0, 17 * PAGE))
+        );
+        let n = va.alloc(2 * PAGE, 0, AllocMode::Highest).unwrap();
+        assert_eq!(n.end(), 17 * PAGE);
+        let n = va.alloc(2 * PAGE, 0, AllocMode::Lowest).unwrap();
+        assert_eq!(n.start(), 0);
+        // A page goes to the highest small hole.
+        assert_eq!(
+            va.alloc(PAGE, 0, AllocMode::Highest).unwrap().start(),
+            end - 2 * PAGE
+        );
+        // Alignment 8 pages, size 4 pages: only [8p, 12p) of the big hole's remainder
+        // [2p, 15p) qualifies, the top-most fit.
+        let n = va.alloc(4 * PAGE, 8 * PAGE, AllocMode::Highest).unwrap();
+        assert_eq!(n.start(), 8 * PAGE);
+        assert_eq!(va.hole_tree.check().0, va.holes().count());
+    }
+
+    #[test]
+    fn alignment_rejects_many_large_enough_holes_before_the_one_that_fits() {
+        // 1000 4-page holes at [8k + 1, 8k + 5) pages (4-page nodes fill [8k + 5, 8k + 9)):
+        // each is large enough by size, none holds 4 pages at 8-page alignment. The top hole
+        // [8001, 8017) pages does.
+        const M: u64 = 1000;
+        let end = (8 * M + 17) * PAGE;
+        let mut va = RangeAllocator::new(0, end).unwrap();
+        va.reserve(0, PAGE).unwrap();
+        for k in 0..M {
+            va.reserve((8 * k + 5) * PAGE, 4 * PAGE).unwrap();
+        }
+        assert_eq!(va.holes().count() as u64, M + 1);
+        let n = va.alloc(4 * PAGE, 8 * PAGE, AllocMode::Lowest).unwrap();
+        assert_eq!(n.start(), 8 * M * PAGE + 8 * PAGE);
+        // Left: [8001, 8008) and [8012, 8017) pages, neither holding an aligned fit, and the
+        // 1000 small holes: Highest visits them all and fails.
+        assert_eq!(
+            va.alloc(4 * PAGE, 8 * PAGE, AllocMode::Highest),
+            Err(RangeError::NoSpace {
+                size: 4 * PAGE,
+                align: 8 * PAGE,
+                range_start: 0,
+                range_end: end
+            })
+        );
+        // Unaligned, a restriction starting mid-way picks the first small hole inside it.
+        let n = va
+            .alloc_in_range(4 * PAGE, 0, AllocMode::Lowest, 8 * 500 * PAGE, end)
+            .unwrap();
+        assert_eq!(n.start(), (8 * 500 + 1) * PAGE);
+        let n = va
+            .alloc_in_range(4 * PAGE, 0, AllocMode::Highest, 0, 8 * 500 * PAGE)
+            .unwrap();
+        assert_eq!(n.start(), (8 * 499 + 1) * PAGE);
+        assert_eq!(va.hole_tree.check().0, va.holes().count());
     }
 }
