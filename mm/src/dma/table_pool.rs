@@ -154,7 +154,8 @@ impl TablePool {
 
 // SAFETY: every page is one 4 KiB frame of a chunk this pool owns: TABLE_SIZE bytes, its CPU
 // mapping page-aligned (mmap) and its bus address checked to be TABLE_SIZE-aligned in `grow`;
-// it is zeroed in `alloc_table`, handed out to one caller at a time (it leaves the free list),
+// it is zeroed in `alloc_table` (not in `alloc_table_for_overwrite`, whose caller stores every
+// entry before linking the table), handed out to one caller at a time (it leaves the free list),
 // and stays mapped until the pool drops, which is after every page was given back or the page
 // table owning them is gone.
 unsafe impl TableAlloc for TablePool {
