@@ -19,6 +19,8 @@
 //!   (kernel/dma/swiotlb.c), and each copy is a sync that did work;
 //! - the counters are read before the teardown after the last frame.
 
+mod common;
+use common::*;
 use std::path::{Path, PathBuf};
 
 use devmmu_mm::dma::CHUNK_PAGES;
@@ -69,38 +71,6 @@ fn run(args: &CameraArgs) -> (Report, Vec<String>) {
         capture(args, |l| dump.push(l.to_string())).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(outcome.success(), "{args:?}: {:?}", outcome.report);
     (outcome.report, dump)
-}
-
-/// A fresh, empty directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("camera-{name}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    /// Names of the entries in the directory, sorted.
-    fn entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,7 +476,7 @@ fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
 
 #[test]
 fn output_png_is_the_captured_photo() {
-    let s = Scratch::new("output");
+    let s = Scratch::new("camera-output");
     for (i, (name, w, h)) in PHOTOS.into_iter().enumerate() {
         let out = s.path(&format!("frame{i}.png"));
         let a = CameraArgs {
@@ -531,7 +501,7 @@ fn output_png_is_the_captured_photo() {
 
 #[test]
 fn bad_input_is_refused_before_any_work() {
-    let s = Scratch::new("errors");
+    let s = Scratch::new("camera-errors");
     let missing = s.path("missing.png");
     let a = CameraArgs {
         output: Some(s.path("out.png")),
@@ -552,7 +522,7 @@ fn bad_input_is_refused_before_any_work() {
 
 #[test]
 fn bad_output_is_refused_before_any_work() {
-    let s = Scratch::new("bad-output");
+    let s = Scratch::new("camera-bad-output");
     let out = s.path("no-such-dir/out.png");
     let a = CameraArgs {
         output: Some(out.clone()),

@@ -4,10 +4,10 @@
 //!
 //! Process runs are few and small: a 64x48 input unless the test is about the input.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::*;
+use std::path::Path;
 use std::process::{Command, Output};
-
-use image::{Rgb, RgbImage};
 
 const BIN: &str = env!("CARGO_BIN_EXE_devmmu");
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
@@ -30,53 +30,6 @@ const JSON_KEYS: [&str; 15] = [
     "nv12_match",
     "elapsed_ms",
 ];
-
-/// A fresh, empty directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-
-    /// A small photograph-like input: a 64x48 colour gradient, as PNG.
-    fn tiny_png(&self, name: &str) -> PathBuf {
-        let p = self.path(name);
-        RgbImage::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, 128]))
-            .save(&p)
-            .unwrap();
-        p
-    }
-
-    /// Names of the entries in the directory, sorted.
-    fn entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn devmmu(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -152,7 +105,7 @@ fn json_object(out: &Output) -> serde_json::Map<String, serde_json::Value> {
 
 #[test]
 fn json_is_exactly_one_object_with_every_key() {
-    let s = Scratch::new("json");
+    let s = Scratch::new("cli-json");
     let input = s.tiny_png("in.png");
 
     let out = devmmu(&[
@@ -223,48 +176,9 @@ fn json_is_exactly_one_object_with_every_key() {
     assert_eq!((written.width(), written.height()), (64, 48));
 }
 
-/// A PNG that declares `width` x `height` 8-bit RGB but holds no pixel data.
-fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
-        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(body);
-        let crc = crc32(&out[start..]);
-        out.extend_from_slice(&crc.to_be_bytes());
-    }
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // depth 8, RGB, deflate, adaptive, no interlace
-    chunk(&mut png, b"IHDR", &ihdr);
-    chunk(
-        &mut png,
-        b"IDAT",
-        &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    );
-    chunk(&mut png, b"IEND", &[]);
-    png
-}
-
 #[test]
 fn each_bad_input_gets_one_line_and_exit_2() {
-    let s = Scratch::new("bad");
+    let s = Scratch::new("cli-bad");
     let good = s.tiny_png("good.png");
     let missing = s.path("missing.png");
     let dir = s.path("subdir");

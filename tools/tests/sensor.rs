@@ -1,6 +1,8 @@
 //! Tests of the camera sensor pieces through the public API: NV12 layout and conversion, the
 //! test chart, image loading and its errors, PNG output, and the frame checker.
 
+mod common;
+use common::*;
 use std::path::{Path, PathBuf};
 
 use devmmu_tools::sensor::{
@@ -14,44 +16,6 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
 
 fn data(name: &str) -> PathBuf {
     Path::new(DATA).join(name)
-}
-
-/// A fresh, empty directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sensor-{name}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-
-    /// Names of the entries in the directory, sorted.
-    fn entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// (Y, Cb, Cr) of a frame of one colour.
@@ -453,7 +417,7 @@ fn directory() {
 
 #[test]
 fn not_a_regular_file() {
-    let s = Scratch::new("socket");
+    let s = Scratch::new("sensor-socket");
     let p = s.path("sock");
     let _listener = std::os::unix::net::UnixListener::bind(&p).unwrap();
     let e = load(&p).unwrap_err();
@@ -464,7 +428,7 @@ fn not_a_regular_file() {
 #[test]
 fn unreadable_file() {
     use std::os::unix::fs::PermissionsExt;
-    let s = Scratch::new("unreadable");
+    let s = Scratch::new("sensor-unreadable");
     let p = s.write("secret.png", &std::fs::read(data("astronaut.png")).unwrap());
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
     if std::fs::File::open(&p).is_ok() {
@@ -480,7 +444,7 @@ fn unreadable_file() {
 
 #[test]
 fn empty_file() {
-    let s = Scratch::new("empty");
+    let s = Scratch::new("sensor-empty");
     let p = s.write("empty.png", b"");
     let e = load(&p).unwrap_err();
     assert!(matches!(e, SensorError::EmptyFile { .. }), "{e:?}");
@@ -489,7 +453,7 @@ fn empty_file() {
 
 #[test]
 fn unrecognised_bytes() {
-    let s = Scratch::new("garbage");
+    let s = Scratch::new("sensor-garbage");
     let p = s.write("notes.png", b"this is a text file, not a picture\n");
     let e = load(&p).unwrap_err();
     assert!(matches!(e, SensorError::UnrecognisedFormat { .. }), "{e:?}");
@@ -499,7 +463,7 @@ fn unrecognised_bytes() {
 #[test]
 fn format_not_built_in() {
     // A QOI header: the `image` crate recognises the signature, but this build has no QOI decoder.
-    let s = Scratch::new("qoi");
+    let s = Scratch::new("sensor-qoi");
     let mut bytes = b"qoif".to_vec();
     bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 4, 3, 0]);
     bytes.extend_from_slice(&[0; 16]);
@@ -512,7 +476,7 @@ fn format_not_built_in() {
 #[test]
 fn corrupt_png() {
     // The PNG signature followed by junk: recognised as PNG, rejected by its decoder.
-    let s = Scratch::new("corrupt");
+    let s = Scratch::new("sensor-corrupt");
     let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
     bytes.extend((0..200u32).map(|i| (i * 37 % 251) as u8));
     let p = s.write("corrupt.png", &bytes);
@@ -524,7 +488,7 @@ fn corrupt_png() {
 #[test]
 fn corrupt_pixel_data() {
     // A valid header with damaged compressed data: decoding fails part way, after the size check.
-    let s = Scratch::new("corrupt-data");
+    let s = Scratch::new("sensor-corrupt-data");
     let mut bytes = std::fs::read(data("coffee.png")).unwrap();
     let n = bytes.len();
     for b in &mut bytes[n / 2..n / 2 + 4096] {
@@ -538,54 +502,12 @@ fn corrupt_pixel_data() {
 
 #[test]
 fn truncated_png() {
-    let s = Scratch::new("truncated");
+    let s = Scratch::new("sensor-truncated");
     let full = std::fs::read(data("astronaut.png")).unwrap();
     let p = s.write("half.png", &full[..full.len() / 2]);
     let e = load(&p).unwrap_err();
     assert!(matches!(e, SensorError::Truncated { .. }), "{e:?}");
     assert_message(&e, &p);
-}
-
-/// CRC-32 (ISO-HDLC, as PNG chunks use: reflected polynomial 0xEDB88320).
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A PNG that declares `width` x `height` 8-bit RGB but holds no pixel data: a few dozen bytes.
-fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
-        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(body);
-        let crc = crc32(&out[start..]);
-        out.extend_from_slice(&crc.to_be_bytes());
-    }
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // depth 8, RGB, deflate, adaptive, no interlace
-    chunk(&mut png, b"IHDR", &ihdr);
-    // A zlib stream of nothing: far too little data for the declared size.
-    chunk(
-        &mut png,
-        b"IDAT",
-        &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    );
-    chunk(&mut png, b"IEND", &[]);
-    png
 }
 
 #[test]
@@ -596,7 +518,7 @@ fn crc32_check_value() {
 
 #[test]
 fn oversized_png_is_refused_from_its_header() {
-    let s = Scratch::new("huge-png");
+    let s = Scratch::new("sensor-huge-png");
     // 20000 x 20000 RGB would be 1.2 GB decoded; the file is 57 bytes.
     let p = s.write("huge.png", &png_header_only(20000, 20000));
     let e = load(&p).unwrap_err();
@@ -629,7 +551,7 @@ fn oversized_png_is_refused_from_its_header() {
 
 #[test]
 fn size_limits_apply_to_each_direction_and_are_inclusive() {
-    let s = Scratch::new("limits");
+    let s = Scratch::new("sensor-limits");
     // PNM headers are plain text; the pixel data (3 bytes per pixel) follows.
     let p = s.write("tall.ppm", b"P6\n1 20000\n255\n");
     assert!(matches!(
@@ -673,7 +595,7 @@ fn size_limits_apply_to_each_direction_and_are_inclusive() {
 
 #[test]
 fn zero_sized_image() {
-    let s = Scratch::new("zero");
+    let s = Scratch::new("sensor-zero");
     let p = s.write("zero.ppm", b"P6\n0 0\n255\n");
     let e = load(&p).unwrap_err();
     assert!(
@@ -695,7 +617,7 @@ fn zero_sized_image() {
 
 #[test]
 fn write_png_round_trips() {
-    let s = Scratch::new("write-ok");
+    let s = Scratch::new("sensor-write-ok");
     let chart = test_chart(99, 37).unwrap();
     let p = s.path("chart.png");
     write_png(&p, &chart).unwrap();
@@ -709,7 +631,7 @@ fn write_png_round_trips() {
 
 #[test]
 fn write_png_failures_leave_nothing_behind() {
-    let s = Scratch::new("write-fail");
+    let s = Scratch::new("sensor-write-fail");
     std::fs::create_dir(s.path("sub")).unwrap();
     std::fs::write(s.path("plain"), b"x").unwrap();
     let img = test_chart(8, 8).unwrap();
