@@ -251,7 +251,7 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
 
     let poison = vec![0xA5u8; frame_bytes as usize];
     let mut got = vec![0u8; frame_bytes as usize];
-    let progress = progress_bar(args.frames);
+    let progress = progress_bar(args.frames, frame_bytes);
     let start = Instant::now();
     let mut matched = 0u32;
     let mut first_mismatch = None;
@@ -399,8 +399,13 @@ fn check_output_path(path: &std::path::Path) -> Result<(), SensorError> {
     Ok(())
 }
 
-fn progress_bar(frames: u32) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
+/// Bytes a run must move (frames x frame size) before it gets a progress bar. Short runs (the
+/// default 8 frames of 720p move 11 MB) print no bar, so a terminal is not redrawn for nothing.
+const PROGRESS_MIN_BYTES: u64 = 256 << 20;
+
+/// A progress bar on stderr for long runs, only when stderr is a terminal.
+fn progress_bar(frames: u32, frame_bytes: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() || (frames as u64) * frame_bytes < PROGRESS_MIN_BYTES {
         return None;
     }
     let p = indicatif::ProgressBar::new(frames as u64);
