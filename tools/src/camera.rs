@@ -27,8 +27,8 @@ use devmmu_pagetable::{Iova, Prot};
 use serde::Serialize;
 
 use crate::sensor::{
-    compare_frames, load_image, nv12_to_rgb, rgb_to_nv12, test_chart, write_png, LoadLimits,
-    SensorError, DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH,
+    check_output_path, compare_frames, load_image, nv12_to_rgb, rgb_to_nv12, test_chart, write_png,
+    LoadLimits, SensorError, DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH,
 };
 
 /// Buffers in the capture ring.
@@ -377,26 +377,6 @@ fn dump_page_table(vm: &Vm, dump: &mut impl FnMut(&str)) {
             r.prot
         ));
     }
-}
-
-fn check_output_path(path: &std::path::Path) -> Result<(), SensorError> {
-    // The same checks write_png makes, done up front; write_png stays atomic on its own.
-    if path.is_dir() {
-        return Err(SensorError::OutputIsDirectory {
-            path: path.to_path_buf(),
-        });
-    }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.exists() {
-        return Err(SensorError::OutputParentMissing {
-            path: path.to_path_buf(),
-            parent,
-        });
-    }
-    Ok(())
 }
 
 /// Bytes a run must move (frames x frame size) before it gets a progress bar. Short runs (the

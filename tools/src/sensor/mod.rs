@@ -29,4 +29,4 @@ pub use convert::{nv12_to_rgb, rgb_to_nv12, rgb_to_nv12_into, Nv12Frame};
 pub use error::SensorError;
 pub use input::{load_image, LoadLimits};
 pub use layout::{Nv12Layout, Plane, BO_ALIGN, MAX_DIMENSION, STRIDE_ALIGN};
-pub use output::write_png;
+pub use output::{check_output_path, write_png};

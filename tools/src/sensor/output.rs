@@ -1,5 +1,6 @@
 //! Writing frames out as PNG files, all or nothing.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -70,6 +71,31 @@ fn write_atomically(
         path: path.into(),
         cause,
     };
+    let (name, parent) = check_output_path(path)?;
+    let (file, temp) = create_temp(parent, name).map_err(write_err)?;
+    let mut out = BufWriter::new(&file);
+    write(&mut out)?;
+    out.flush().map_err(write_err)?;
+    drop(out);
+    // Synced before the rename, so that after a crash the name never points at a file whose data
+    // never reached the disk.
+    file.sync_all().map_err(write_err)?;
+    drop(file);
+    std::fs::rename(&temp.path, path).map_err(write_err)?;
+    temp.keep();
+    Ok(())
+}
+
+/// Checks that a file can be created at `path` without writing anything: it is not a
+/// directory, names a file, and its parent directory exists. Returns the file name and the
+/// parent directory. A caller that does expensive work before [`write_png`] calls this first, so
+/// a bad path is refused before the work (`write_png` checks again, as the directory may change).
+///
+/// # Errors
+/// [`SensorError::OutputIsDirectory`], [`SensorError::InvalidOutputPath`],
+/// [`SensorError::OutputParentMissing`], [`SensorError::OutputParentNotADirectory`], or
+/// [`SensorError::Write`] if the parent cannot be examined.
+pub fn check_output_path(path: &Path) -> Result<(&OsStr, &Path), SensorError> {
     if path.is_dir() {
         return Err(SensorError::OutputIsDirectory { path: path.into() });
     }
@@ -83,32 +109,18 @@ fn write_atomically(
         _ => Path::new("."),
     };
     match std::fs::metadata(parent) {
-        Ok(meta) if meta.is_dir() => {}
-        Ok(_) => return Err(not_a_directory(path, parent)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(SensorError::OutputParentMissing {
-                path: path.into(),
-                parent: parent.into(),
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
-            return Err(not_a_directory(path, parent))
-        }
-        Err(e) => return Err(write_err(e)),
+        Ok(meta) if meta.is_dir() => Ok((name, parent)),
+        Ok(_) => Err(not_a_directory(path, parent)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SensorError::OutputParentMissing {
+            path: path.into(),
+            parent: parent.into(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotADirectory => Err(not_a_directory(path, parent)),
+        Err(cause) => Err(SensorError::Write {
+            path: path.into(),
+            cause,
+        }),
     }
-
-    let (file, temp) = create_temp(parent, name).map_err(write_err)?;
-    let mut out = BufWriter::new(&file);
-    write(&mut out)?;
-    out.flush().map_err(write_err)?;
-    drop(out);
-    // Synced before the rename, so that after a crash the name never points at a file whose data
-    // never reached the disk.
-    file.sync_all().map_err(write_err)?;
-    drop(file);
-    std::fs::rename(&temp.path, path).map_err(write_err)?;
-    temp.keep();
-    Ok(())
 }
 
 fn not_a_directory(path: &Path, parent: &Path) -> SensorError {
