@@ -262,7 +262,7 @@ impl Vm {
         };
         let mut gather = Gather::new();
         let r = with_table!(&mut inner.table, pt => pt.map_segments(Iova(va), &segs, prot, &mut gather));
-        self.complete(&mut inner.table, &mut gather);
+        complete(&self.device, self.asid, &mut inner.table, &mut gather);
         if let Err(e) = r {
             let _ = inner.va.free(va);
             return Err(e.into());
@@ -320,7 +320,7 @@ impl Vm {
         }
         let mut gather = Gather::new();
         let r = with_table!(&mut inner.table, pt => pt.unmap(iova, size, &mut gather));
-        self.complete(&mut inner.table, &mut gather);
+        complete(&self.device, self.asid, &mut inner.table, &mut gather);
         r?;
         let mut unbound = 0;
         for start in hit {
@@ -456,14 +456,6 @@ impl Vm {
             Err(e) => Err(e.into()),
         }
     }
-
-    /// Completes a page-table update: TLB invalidation for the gathered ranges, then the
-    /// emptied tables are freed.
-    fn complete(&self, table: &mut Table, gather: &mut Gather) {
-        let ranges: Vec<(Iova, u64)> = gather.ranges().collect();
-        self.device.invalidate_tlb(self.asid, &ranges);
-        with_table!(table, pt => pt.iotlb_sync(gather, |_, _| {}));
-    }
 }
 
 impl Drop for Vm {
@@ -485,11 +477,19 @@ impl Drop for Vm {
         for (start, size) in starts {
             let _ = with_table!(&mut inner.table, pt => pt.unmap(Iova(start), size, &mut gather));
         }
-        let ranges: Vec<(Iova, u64)> = gather.ranges().collect();
-        self.device.invalidate_tlb(self.asid, &ranges);
-        with_table!(&mut inner.table, pt => pt.iotlb_sync(&mut gather, |_, _| {}));
+        complete(&self.device, self.asid, &mut inner.table, &mut gather);
         inner.bindings.clear();
     }
+}
+
+/// Completes a page-table update of address space `asid`: the device TLB is invalidated for the
+/// gathered ranges (one request per range, or one whole-TLB request), then the emptied tables
+/// are freed. All ranges are handed to the device at once so that a whole-TLB device gets one
+/// invalidation, not one per range.
+fn complete(device: &Device, asid: u32, table: &mut Table, gather: &mut Gather) {
+    let ranges: Vec<(Iova, u64)> = gather.ranges().collect();
+    device.invalidate_tlb(asid, &ranges);
+    with_table!(table, pt => pt.iotlb_sync(gather, |_, _| {}));
 }
 
 /// Starts of the bindings overlapping `[start, end)`.
