@@ -493,7 +493,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     #[inline(always)]
     fn read(&self, node: u32, idx: usize) -> F::Pte {
         let p = self.nodes[node as usize].page.cpu.as_ptr() as *const F::Pte;
-        debug_assert!(idx < F::entries(0).max(F::entries(F::LEVELS - 1)));
+        debug_assert!(idx * <F::Pte as PteWord>::BYTES < TABLE_SIZE);
         // SAFETY: idx < entries of the node's level, so the read is inside its table page.
         unsafe { p.add(idx).read() }
     }
