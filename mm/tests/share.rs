@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use devmmu_mm::bo::{Bo, BoFlags, ExportOptions, FdKind};
@@ -61,7 +61,9 @@ fn fds_and_payload_arrive_together() {
     assert!(fds.is_empty());
     assert_eq!(&buf[..n], b"plain");
 
-    // End of stream.
+    // End of stream. Under the spawn lock, so no half-spawned child keeps a copy of `tx` open
+    // (the recv would then wait for that child's exec).
+    let _no_spawn = spawn_lock();
     drop(tx);
     let (fds, n) = recv_fds(rx.as_fd(), 4, &mut buf).unwrap();
     assert!(fds.is_empty());
@@ -168,8 +170,32 @@ fn bad_arguments_are_refused() {
             errno: Errno::AGAIN
         }
     );
-    // Peer gone: EPIPE, not SIGPIPE.
+}
+
+/// Held while this binary spawns a child and while a test needs to know every copy of a
+/// descriptor is gone. Between fork and exec a child holds a copy of every descriptor of the
+/// process (close-on-exec ones included, until the exec), so a socket end dropped here while
+/// another test spawns is still open in the child for a moment. `Command::spawn` returns only
+/// after the child's exec (std waits for it on a close-on-exec pipe), so once the lock is
+/// released no half-spawned child holds our descriptors.
+static SPAWN_LOCK: Mutex<()> = Mutex::new(());
+
+fn spawn_lock() -> MutexGuard<'static, ()> {
+    // A test that panicked while holding the lock leaves nothing half-done that matters here.
+    SPAWN_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[test]
+fn send_to_a_closed_peer_is_epipe_not_sigpipe() {
+    let fd = memfd_with(b"z");
+    // The pair is created and its receiving end closed under the spawn lock, so no child holds a
+    // copy of `rx` and the close really is the last one.
+    let _no_spawn = spawn_lock();
+    let (tx, rx) = UnixStream::pair().unwrap();
     drop(rx);
+    // Without MSG_NOSIGNAL this would raise SIGPIPE and kill the test binary.
     assert_eq!(
         send_fds(tx.as_fd(), &[fd.as_fd()], b"x"),
         Err(MmError::Os {
@@ -252,12 +278,15 @@ fn bo_crosses_a_process_boundary() {
     let listener = UnixListener::bind_addr(&addr).unwrap();
     listener.set_nonblocking(true).unwrap();
 
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "share_child_entry", "--test-threads=1"])
-        .env(CHILD_ENV, &name)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = {
+        let _spawning = spawn_lock();
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "share_child_entry", "--test-threads=1"])
+            .env(CHILD_ENV, &name)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
     let mut child = ChildGuard(child);
 
     let mut sock = loop {
