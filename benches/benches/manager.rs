@@ -125,6 +125,7 @@ fn setup(case: Case) -> Setup {
         coherent_walk: case.coherent,
         mmu: case.mmu,
         tlb_invalidation,
+        accept_unenforced_prot: false,
     };
     let sim = SimMmu::new(SimConfig {
         tlb_entries: 64,

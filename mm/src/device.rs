@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use devmmu_pagetable::{ArmLpae4k, Format, Iova, Ipu};
+use devmmu_pagetable::{ArmLpae4k, Format, Iova, Ipu, Prot};
 use parking_lot::Mutex;
 
 use crate::dma::{DmaDevice, DmaMask, DmaOps, LeakReport, Platform};
@@ -50,6 +50,25 @@ impl MmuFormat {
             MmuFormat::ArmLpae4k => ArmLpae4k::page_sizes(),
         }
     }
+
+    /// Width in bits of the bus addresses the format's entries hold (table pointers and leaves):
+    /// 44 for the IPU format (a 32-bit entry holds the address >> 12), 48 for ARM LPAE.
+    pub fn oa_bits(self) -> u32 {
+        match self {
+            MmuFormat::Ipu => Ipu::OA_BITS,
+            MmuFormat::ArmLpae4k => ArmLpae4k::OA_BITS,
+        }
+    }
+
+    /// What a leaf written with `prot` grants, as the format encodes it
+    /// ([`Format::effective_prot`]): e.g. the IPU format has no permission bits and grants
+    /// read+write whatever `prot` says.
+    pub fn effective_prot(self, prot: Prot) -> Prot {
+        match self {
+            MmuFormat::Ipu => Ipu::effective_prot(prot),
+            MmuFormat::ArmLpae4k => ArmLpae4k::effective_prot(prot),
+        }
+    }
 }
 
 /// How the driver invalidates the device TLB.
@@ -87,6 +106,12 @@ pub struct DeviceConfig {
     pub mmu: MmuFormat,
     /// How its TLB is invalidated.
     pub tlb_invalidation: TlbInvalidation,
+    /// Whether [`Vm::bind`](crate::vm::Vm::bind) may accept a protection the MMU format cannot
+    /// enforce (read-only on the IPU format, whose entries have no permission bits), mapping it
+    /// with what the format grants instead. `false` (the default of the constructors): such a
+    /// bind is refused with [`MmError::ProtNotEnforced`]. Either way
+    /// [`Vm::bindings`](crate::vm::Vm::bindings) reports what the IOPTEs grant.
+    pub accept_unenforced_prot: bool,
 }
 
 impl DeviceConfig {
@@ -100,6 +125,7 @@ impl DeviceConfig {
             coherent_walk: false,
             mmu: MmuFormat::Ipu,
             tlb_invalidation: TlbInvalidation::All,
+            accept_unenforced_prot: false,
         }
     }
 
@@ -112,6 +138,7 @@ impl DeviceConfig {
             coherent_walk: coherent,
             mmu: MmuFormat::ArmLpae4k,
             tlb_invalidation: TlbInvalidation::Range,
+            accept_unenforced_prot: false,
         }
     }
 }
@@ -151,6 +178,11 @@ impl Device {
     /// Attaches a device: chooses its DMA ops once ([`DmaOps::attach`]: behind the system IOMMU
     /// if the platform has one, else direct with swiotlb as configured).
     ///
+    /// The DMA layer is given the narrower of `config.dma_mask` and what the MMU format's
+    /// entries can hold ([`MmuFormat::oa_bits`]): a bus address the device's own page table
+    /// cannot store is one the device cannot emit, whatever its bus is wired for (ipu6-mmu.c
+    /// sets a 39-bit mask for this reason). [`Device::dma_mask`] reports the result.
+    ///
     /// Errors: those of [`DmaOps::attach`] (e.g. no memory for the swiotlb pool).
     pub fn attach(
         phys: &Arc<PhysMem>,
@@ -158,7 +190,9 @@ impl Device {
         platform: &Platform,
         tlb: Arc<dyn DeviceTlb>,
     ) -> Result<Arc<Device>, MmError> {
-        let dma_dev = DmaDevice::new(config.name.clone(), config.dma_mask, config.coherent);
+        let oa_mask = DmaMask::bits(config.mmu.oa_bits());
+        let mask = DmaMask(config.dma_mask.0.min(oa_mask.0));
+        let dma_dev = DmaDevice::new(config.name.clone(), mask, config.coherent);
         let dma = DmaOps::attach(phys.clone(), dma_dev, platform)?;
         Ok(Arc::new(Device {
             config,
@@ -174,6 +208,12 @@ impl Device {
     /// The driver's description of the device.
     pub fn config(&self) -> &DeviceConfig {
         &self.config
+    }
+
+    /// The DMA mask the device was attached with: `config().dma_mask` narrowed to the bus
+    /// addresses its MMU format can hold.
+    pub fn dma_mask(&self) -> DmaMask {
+        self.dma.device().mask
     }
 
     /// The system DMA ops chosen at attach.
@@ -212,22 +252,22 @@ impl Device {
         }
     }
 
-    /// Invalidates the TLB for `ranges` of address space `asid`, as the device's
-    /// [`TlbInvalidation`] mode allows: one request per range, or one whole-TLB request.
-    pub(crate) fn invalidate_tlb(&self, asid: u32, ranges: &[(Iova, u64)]) {
-        if ranges.is_empty() {
-            return;
-        }
-        match self.config.tlb_invalidation {
+    /// The invalidation callback for `PageTable::iotlb_sync` on address space `asid`: called
+    /// once per gathered range, it issues one range request each, or (whole-TLB devices) one
+    /// whole-TLB request for the first range and nothing for the rest.
+    pub(crate) fn tlb_invalidator(&self, asid: u32) -> impl FnMut(Iova, u64) + '_ {
+        let mut whole_done = false;
+        move |iova, size| match self.config.tlb_invalidation {
             TlbInvalidation::Range => {
-                for &(iova, size) in ranges {
-                    self.tlb.invalidate_range(asid, iova, size);
-                    self.tlb_invalidations.fetch_add(1, Ordering::Relaxed);
-                }
+                self.tlb.invalidate_range(asid, iova, size);
+                self.tlb_invalidations.fetch_add(1, Ordering::Relaxed);
             }
             TlbInvalidation::All => {
-                self.tlb.invalidate_all();
-                self.tlb_invalidations.fetch_add(1, Ordering::Relaxed);
+                if !whole_done {
+                    whole_done = true;
+                    self.tlb.invalidate_all();
+                    self.tlb_invalidations.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }

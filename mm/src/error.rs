@@ -221,6 +221,40 @@ pub enum MmError {
         /// The device's name.
         device: String,
     },
+
+    /// `Bo::attach` for a device that has the BO mapped already, in a direction that does not
+    /// cover the one asked for. A device has one mapping of a BO (GEM shmem's cached sg table),
+    /// so a narrower existing mapping cannot be widened while it is in use. Nothing changed.
+    #[error("device {device} has the BO mapped {mapped:?}, which does not cover {requested:?}")]
+    AttachDirection {
+        /// The device's name.
+        device: String,
+        /// The direction of the device's existing mapping.
+        mapped: crate::dma::DmaDirection,
+        /// The direction asked for.
+        requested: crate::dma::DmaDirection,
+    },
+
+    /// `Bo::attach` for a second device where one of the two mappings of the BO bounces through
+    /// swiotlb and one of them lets its device write: the bounce buffer's copy-back would
+    /// overwrite what the other device wrote to the real pages (or its device would miss it).
+    /// Allocate the BO where both devices reach it, or attach them behind a system IOMMU.
+    /// Nothing new stays mapped.
+    #[error(
+        "device {device} and device {other} cannot share the BO: one of their mappings bounces"
+    )]
+    SharedBounce {
+        /// The device asking for the mapping.
+        device: String,
+        /// The device that has the BO mapped already.
+        other: String,
+    },
+
+    /// An fd's file is the export of one of our BOs, but of a BO of another `PhysMem` than the
+    /// one importing: it cannot be the same object, and a second BO over the same pages would
+    /// keep its own view of them.
+    #[error("the fd is a BO exported from another physical memory")]
+    ForeignExport,
     // ---- end BO / fd ----
 
     // ---- DMA ----
@@ -419,6 +453,34 @@ pub enum MmError {
     NoAccess {
         /// The refused protection.
         prot: devmmu_pagetable::Prot,
+    },
+
+    /// A protection the device's MMU format cannot encode, so the device would get more access
+    /// than asked (e.g. read-only on the Intel IPU format, whose entries have no permission
+    /// bits: the device could write). Refused unless the device's config accepts unenforced
+    /// protections (`DeviceConfig::accept_unenforced_prot`). Nothing was bound.
+    #[error("the {format} MMU cannot enforce {prot}: it would grant {granted}")]
+    ProtNotEnforced {
+        /// The MMU format's name.
+        format: &'static str,
+        /// The protection asked for.
+        prot: devmmu_pagetable::Prot,
+        /// What the format's IOPTEs would grant instead.
+        granted: devmmu_pagetable::Prot,
+    },
+
+    /// A device whose DMA mask reaches further than its MMU format can hold in a table pointer
+    /// or leaf (`oa_bits` bits of bus address): table pages or buffers could get bus addresses
+    /// the device's page table cannot store. Set a DMA mask of at most `oa_bits` bits (the IPU6
+    /// driver sets 39). Nothing was attached.
+    #[error("DMA mask {mask:#x} is wider than the {format} MMU's {oa_bits}-bit output addresses")]
+    MaskBeyondFormat {
+        /// The device's DMA mask.
+        mask: u64,
+        /// The MMU format's name.
+        format: &'static str,
+        /// Output-address bits the format holds.
+        oa_bits: u32,
     },
     // ---- end device VMs ----
     /// A system call failed. `op` names the call (`"memfd_create"`, `"ftruncate"`,

@@ -433,24 +433,37 @@ fn noncoherent_walker_with_coherent_data() {
     }
 }
 
-/// A read-only binding: the ARM MMU refuses device writes; the IPU MMU has no permission bits,
-/// but behind a system IOMMU the BO is mapped `ToDevice` (read-only) there, which refuses them.
+/// A read-only binding: the ARM MMU refuses device writes. The IPU MMU has no permission bits,
+/// so a read-only bind is refused (issue 8, case 5: it used to succeed and the device could
+/// write), unless the device's config accepts unenforced protections, and then `bindings()`
+/// says what the IOPTEs really grant.
 #[test]
 fn read_only_binding_refuses_device_writes() {
     for_each_combo(|c| {
-        if c.is_ipu() && !c.iommu {
-            // Nothing in this path can refuse the write: the hardware has no permission bits.
-            return;
-        }
         let rig = Rig::new(c);
         let vm = rig.vm();
         let bo = rig.bo(2);
         let size = bo.size() as usize;
         let data = pattern(size, 8);
         cpu_write(&bo, 0, &data);
-        let va = vm
-            .bind(&bo, 0, bo.size(), Placement::Anywhere, Prot::RO)
-            .unwrap();
+        let live_before = rig.device.dma_ops().live_mappings();
+        let bound = vm.bind(&bo, 0, bo.size(), Placement::Anywhere, Prot::RO);
+        if c.is_ipu() {
+            assert_eq!(
+                bound,
+                Err(MmError::ProtNotEnforced {
+                    format: "ipu",
+                    prot: Prot::RO,
+                    granted: MmuFormat::Ipu.effective_prot(Prot::RO),
+                }),
+                "{c}"
+            );
+            assert!(vm.bindings().is_empty(), "{c}");
+            assert_eq!(bo.attachment_count(), 0, "{c}: nothing mapped");
+            assert_eq!(rig.device.dma_ops().live_mappings(), live_before, "{c}");
+            return;
+        }
+        let va = bound.unwrap();
         let mut got = vec![0u8; size];
         rig.sim.dma_read(&vm, va, &mut got).unwrap();
         assert_eq!(got, data, "{c}: reads are allowed");
@@ -458,11 +471,36 @@ fn read_only_binding_refuses_device_writes() {
             .sim
             .dma_write(&vm, va, &pattern(size, 9))
             .expect_err("write to a read-only binding");
-        match c.mmu {
-            MmuFormat::ArmLpae4k => assert_eq!(f.reason, FaultReason::Permission, "{c}"),
-            MmuFormat::Ipu => assert!(matches!(f.reason, FaultReason::Bus(_)), "{c}: {f}"),
-        }
+        assert_eq!(f.reason, FaultReason::Permission, "{c}");
         assert_eq!(cpu_read(&bo, 0, size), data, "{c}: BO unchanged");
+        assert!(vm.bindings()[0].is_enforced(), "{c}");
+    });
+}
+
+/// A device that accepts unenforced protections gets its read-only IPU binding, and
+/// `bindings()` and `translate()` both say the device can write it (which it then can).
+#[test]
+fn unenforced_read_only_is_reported() {
+    for_each_combo(|c| {
+        if !c.is_ipu() {
+            return;
+        }
+        let mut opts = RigOptions::new(c);
+        opts.accept_unenforced_prot = true;
+        let rig = Rig::with(opts);
+        let vm = rig.vm();
+        let bo = rig.bo(1);
+        let va = vm
+            .bind(&bo, 0, bo.size(), Placement::Anywhere, Prot::RO)
+            .unwrap();
+        let info = vm.bindings()[0];
+        assert!(info.prot.contains(Prot::READ) && !info.prot.contains(Prot::WRITE));
+        assert!(info.granted.contains(Prot::RW), "{c}: {info:?}");
+        assert!(!info.is_enforced(), "{c}");
+        assert!(vm.translate(va).unwrap().1.contains(Prot::WRITE), "{c}");
+        let data = pattern(bo.size() as usize, 3);
+        rig.sim.dma_write(&vm, va, &data).unwrap();
+        assert_eq!(cpu_read(&bo, 0, data.len()), data, "{c}");
     });
 }
 
@@ -494,13 +532,15 @@ fn partial_unbind_splits_the_binding() {
                     iova: base,
                     size: 3 * P,
                     bo_offset: 0,
-                    prot
+                    prot,
+                    granted: c.mmu.effective_prot(prot),
                 },
                 BindingInfo {
                     iova: Iova(base.0 + 5 * P),
                     size: 3 * P,
                     bo_offset: 5 * P,
-                    prot
+                    prot,
+                    granted: c.mmu.effective_prot(prot),
                 },
             ],
             "{c}"

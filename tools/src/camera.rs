@@ -227,6 +227,7 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         coherent_walk: args.coherent,
         mmu: mmu_format,
         tlb_invalidation,
+        accept_unenforced_prot: false,
     };
     let mmu = SimMmu::new(SimConfig {
         tlb_entries: 64,

@@ -5,7 +5,8 @@
 //! does any work.
 //!
 //! Where the expected counters come from (F frames, a ring of N = 4 BOs of B bytes = P pages,
-//! streaming mappings `FromDevice`, since the ring is bound write-only):
+//! each BO DMA-mapped once for the device, `Bidirectional` as GEM shmem maps objects, however
+//! its bindings are protected):
 //! - each frame brackets the BO with two CPU accesses (clear, then read back); each bracket syncs
 //!   the BO for the CPU at its start and for the device at its end (dma-buf's
 //!   `DMA_BUF_IOCTL_SYNC` START/END; kernel/dma/direct.h for what each sync does);
@@ -15,8 +16,9 @@
 //!   pages (one chunk of `CHUNK_PAGES` pages, mapped `Bidirectional`) are cleaned when mapped;
 //! - direct DMA with the BOs above 4 GiB and a 32-bit mask: every page bounces through swiotlb;
 //!   swiotlb copies to the bounce buffer at map (all directions, since the 5.19 info-leak fix)
-//!   and back to the BO on each sync for the CPU of a `FromDevice` mapping
-//!   (kernel/dma/swiotlb.c), and each copy is a sync that did work;
+//!   and at each sync for the device, and back to the BO at each sync for the CPU and at unmap,
+//!   as it does for a `Bidirectional` mapping (kernel/dma/swiotlb.c); each copy is a sync that
+//!   did work;
 //! - the counters are read before the teardown after the last frame.
 
 mod common;
@@ -226,14 +228,15 @@ fn check_counters(r: &Report, a: &CameraArgs, width: u32, height: u32) {
             maps * bo + 2 * f * bo + CHUNK_PAGES * PAGE,
             2 * f * bo + rebind_count * bo,
         ),
-        // Only the bounce copies: into the bounce buffer at map, back at each sync for the CPU.
-        (true, true) => (maps * bo, 2 * f * bo + rebind_count * bo),
+        // Only the bounce copies of the BO's one Bidirectional mapping: into the bounce buffer
+        // at map and at each sync for the device, back at each sync for the CPU and at unmap.
+        (true, true) => (maps * bo + 2 * f * bo, 2 * f * bo + rebind_count * bo),
         (true, false) => (0, 0),
     };
     assert_eq!(r.synced_bytes_for_device, for_device, "{ctx}");
     assert_eq!(r.synced_bytes_for_cpu, for_cpu, "{ctx}");
     let bounced = if direct {
-        maps * bo + 2 * f * bo + rebind_count * bo
+        maps * bo + 4 * f * bo + rebind_count * bo
     } else {
         0
     };

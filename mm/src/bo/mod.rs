@@ -137,9 +137,10 @@ pub struct Bo {
     flags: BoFlags,
     imported: bool,
     pin: Mutex<PinState>,
-    /// The live attachments, for the CPU access bracket and the DMA-debug checks. Weak, so
-    /// that a dropped attachment simply disappears from the list.
-    attachments: Mutex<Vec<Weak<attach::AttachmentInner>>>,
+    /// The live attachments, at most one per device, for sharing between the device's users,
+    /// the CPU access bracket and the DMA-debug checks. Weak, so that an attachment whose last
+    /// user is gone simply disappears from the list.
+    attachments: Mutex<Vec<Weak<BoAttachment>>>,
 }
 
 impl core::fmt::Debug for Bo {

@@ -43,7 +43,7 @@ pub use iommu::{IommuDomain, IOVA_GRANULE};
 pub use iova::IovaRange;
 pub use stats::DmaStats;
 pub use swiotlb::{IO_TLB_SEGSIZE, IO_TLB_SIZE, MAX_BOUNCE_BYTES};
-pub use table_pool::{TableBus, TablePool, CHUNK_PAGES};
+pub use table_pool::{PoolMark, TableBus, TablePool, CHUNK_PAGES};
 pub use types::{
     BusFault, BusFaultReason, DmaDevice, DmaDirection, DmaMask, DmaOpsKind, DmaSegment,
     MappingKind, Platform, SgTable, DEFAULT_SWIOTLB_BYTES, X86_MSI_WINDOW,
@@ -137,7 +137,7 @@ impl Common {
         }
     }
 
-    fn check_attached(&self) -> Result<(), MmError> {
+    pub(crate) fn check_attached(&self) -> Result<(), MmError> {
         if self.detached.load(Ordering::Acquire) {
             Err(MmError::DmaDetached {
                 device: self.dev.name.clone(),
@@ -271,6 +271,11 @@ impl DmaOps {
     /// Returns the diagnostics logged so far and clears the log.
     pub fn take_diagnostics(&self) -> Vec<DmaDiag> {
         self.common().debug.take()
+    }
+
+    /// `Err(`[`MmError::DmaDetached`]`)` once [`DmaOps::detach`] was called.
+    pub(crate) fn check_attached(&self) -> Result<(), MmError> {
+        self.common().check_attached()
     }
 
     /// Number of live mappings (every kind, IOVA links included, IOVA ranges not).
@@ -528,6 +533,7 @@ impl DmaOps {
             dma,
             dir,
             id,
+            bounced: m.segs.iter().any(|s| s.bounce.is_some()),
         })
     }
 

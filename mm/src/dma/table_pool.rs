@@ -35,6 +35,10 @@ pub enum TableBus {
     Dma(Arc<DmaOps>),
 }
 
+/// How many chunks a [`TablePool`] held at some point ([`TablePool::mark`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PoolMark(usize);
+
 /// A [`TableAlloc`] over [`PhysMem`] frames.
 pub struct TablePool {
     phys: Arc<PhysMem>,
@@ -94,6 +98,47 @@ impl TablePool {
     /// Number of `alloc_table` calls that found no memory (frames or bus mapping).
     pub fn failed_allocs(&self) -> u64 {
         self.failed
+    }
+
+    /// A mark of how many chunks the pool holds now, for [`TablePool::shrink_to`].
+    pub fn mark(&self) -> PoolMark {
+        PoolMark(self.chunks.len())
+    }
+
+    /// Gives back to `PhysMem` (after unmapping them from the device) the chunks taken since
+    /// `mark` whose pages are all free, newest first, stopping at the first chunk with a page in
+    /// use. Used after a failed operation, so that its growth of the pool does not outlive it.
+    pub fn shrink_to(&mut self, mark: PoolMark) {
+        while self.chunks.len() > mark.0 {
+            let Some(chunk) = self.chunks.last() else {
+                return;
+            };
+            let in_chunk = |pa: &PhysAddr| chunk.pages().contains(pa);
+            let free_here = self
+                .free
+                .iter()
+                .filter(|p| self.pages.get(&p.dma.0).is_some_and(in_chunk))
+                .count();
+            if free_here != chunk.pages().len() {
+                return;
+            }
+            let mut gone = Vec::with_capacity(free_here);
+            self.free.retain(|p| {
+                let mine = self.pages.get(&p.dma.0).is_some_and(in_chunk);
+                if mine {
+                    gone.push(p.dma);
+                }
+                !mine
+            });
+            for dma in gone {
+                self.pages.remove(&dma.0);
+                if let TableBus::Dma(ops) = &self.bus {
+                    let _ = ops.unmap_page(dma, PAGE_SIZE, DmaDirection::Bidirectional);
+                }
+            }
+            // Dropping the frames returns them to `PhysMem`.
+            self.chunks.pop();
+        }
     }
 
     /// Takes one more chunk of frames, gives each page a bus address, and puts them on the free

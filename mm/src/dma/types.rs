@@ -197,6 +197,8 @@ pub struct SgTable {
     pub(crate) dma: Vec<DmaSegment>,
     pub(crate) dir: DmaDirection,
     pub(crate) id: u64,
+    /// Whether any segment goes through a swiotlb bounce buffer.
+    pub(crate) bounced: bool,
 }
 
 impl SgTable {
@@ -214,6 +216,11 @@ impl SgTable {
     /// The direction it was mapped with.
     pub fn dir(&self) -> DmaDirection {
         self.dir
+    }
+
+    /// Whether any segment goes through a swiotlb bounce buffer (direct DMA beyond the mask).
+    pub fn is_bounced(&self) -> bool {
+        self.bounced
     }
 
     /// Total bytes mapped (sum of the segment lengths).

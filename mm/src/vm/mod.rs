@@ -70,8 +70,19 @@ pub struct BindingInfo {
     pub size: u64,
     /// Offset into the BO in bytes.
     pub bo_offset: u64,
-    /// Permissions.
+    /// Permissions asked for (plus [`Prot::CACHE`] for a coherent device).
     pub prot: Prot,
+    /// What the IOPTEs grant, as the MMU format encodes `prot` (`Format::effective_prot`).
+    /// Wider than `prot` only on a device whose config accepts unenforced protections
+    /// ([`DeviceConfig::accept_unenforced_prot`](crate::device::DeviceConfig)).
+    pub granted: Prot,
+}
+
+impl BindingInfo {
+    /// Whether the device is held to `prot`: the IOPTEs grant no write that `prot` does not.
+    pub fn is_enforced(&self) -> bool {
+        !self.granted.contains(Prot::WRITE) || self.prot.contains(Prot::WRITE)
+    }
 }
 
 /// What the device's MMU needs to walk this VM: the model reads it, a real driver would write
@@ -88,14 +99,17 @@ pub struct MmuContext {
     pub dummy_page: Option<DmaAddr>,
 }
 
+/// One binding: a VA range of this VM mapping BO bytes `bo_offset..bo_offset + size` through
+/// the device's one mapping of the BO (`drm_gpuva` over a `drm_gpuvm_bo`).
 struct Binding {
     size: u64,
     bo_offset: u64,
     prot: Prot,
-    /// Shared by the pieces a partial unbind leaves; the BO's DMA mapping is released when the
-    /// last piece goes.
+    granted: Prot,
+    /// The device's mapping of the BO, shared with every other binding of the BO on this device
+    /// (in this VM and the device's other VMs) and with the pieces a partial unbind leaves. It
+    /// is released when its last user goes.
     dma: Arc<BoAttachment>,
-    bo: Arc<Bo>,
 }
 
 enum Table {
@@ -142,11 +156,14 @@ impl Vm {
     /// Creates a VM on `device`: an empty page table (root allocated and DMA-mapped) and a VA
     /// space of `[VA_START, 2^iova_bits)`.
     ///
-    /// Errors: [`MmError::PageTable`] (no memory for the root, or a table page the format cannot
-    /// address).
+    /// # Errors
+    /// - [`MmError::DmaDetached`]: the device was detached ([`Device::detach`]).
+    /// - [`MmError::PageTable`]: no memory for the root (or the IPU format's dummy pages), or a
+    ///   table page the format cannot address.
     pub fn new(device: &Arc<Device>) -> Result<Vm, MmError> {
         let cfg = device.config();
         let ops = device.dma_ops();
+        ops.check_attached()?;
         let pool = TablePool::new(
             ops.phys().clone(),
             ops.dma_zone(),
@@ -201,16 +218,27 @@ impl Vm {
 
     /// Binds `size` bytes of `bo` from `bo_offset` into this VM with `prot` and returns the IOVA.
     ///
-    /// Gets the BO's segments from the device's DMA ops (scatter-gather, direction from `prot`:
-    /// read-only -> `ToDevice`, write-only -> `FromDevice`, both -> `Bidirectional`), writes the
-    /// IOPTEs (cleaning them if the walker is not coherent), invalidates the device TLB for what
-    /// the gather says, and only then returns.
+    /// Takes the device's one DMA mapping of the BO ([`Bo::attach`], `Bidirectional` as GEM shmem
+    /// maps objects): the first binding of the BO on this device maps it, later ones (any
+    /// sub-range, this VM or another VM of the device) share that mapping, with no copy and no
+    /// cache maintenance, so what the device wrote through one binding is what it reads through
+    /// another. Then writes the IOPTEs for the sub-range (cleaning them if the walker is not
+    /// coherent), invalidates the device TLB for what the gather says, and only then returns.
     ///
-    /// Errors, each leaving the VM as it was: [`MmError::ZeroSize`], [`MmError::Misaligned`]
-    /// (offset, size or IOVA not a multiple of 4 KiB), [`MmError::OutOfBounds`] (beyond the BO),
-    /// [`MmError::VaInUse`] (a fixed IOVA overlaps a binding), [`MmError::VaOutOfRange`] (beyond
-    /// the VA space), [`MmError::VaSpaceFull`], [`MmError::NoAccess`], DMA mapping errors,
-    /// [`MmError::PageTable`].
+    /// `prot` is what the device may do; the IOPTEs encode it as the format can
+    /// ([`BindingInfo::granted`]). A format that cannot deny writes (the Intel IPU format has no
+    /// permission bits) refuses a protection without [`Prot::WRITE`] unless the device's config
+    /// accepts unenforced protections. A write-only `prot` is accepted where the format can
+    /// only grant read+write (as io-pgtable-arm's stage 1 does).
+    ///
+    /// # Errors
+    /// Each leaves the VM, the BO's mappings and the table pool as they were:
+    /// [`MmError::ZeroSize`], [`MmError::Misaligned`] (offset, size or IOVA not a multiple of
+    /// 4 KiB), [`MmError::OutOfBounds`] (beyond the BO), [`MmError::NoAccess`],
+    /// [`MmError::ProtNotEnforced`], [`MmError::VaInUse`] (a fixed IOVA overlaps a binding),
+    /// [`MmError::VaOutOfRange`] (beyond the VA space), [`MmError::VaSpaceFull`], the errors of
+    /// [`Bo::attach`] (DMA mapping errors, [`MmError::SharedBounce`],
+    /// [`MmError::AttachDirection`]), [`MmError::PageTable`] (no memory for a table).
     pub fn bind(
         &self,
         bo: &Arc<Bo>,
@@ -240,30 +268,42 @@ impl Vm {
         if !prot.grants_access() {
             return Err(MmError::NoAccess { prot });
         }
-        let dir = match (prot.contains(Prot::READ), prot.contains(Prot::WRITE)) {
-            (true, false) => DmaDirection::ToDevice,
-            (false, true) => DmaDirection::FromDevice,
-            _ => DmaDirection::Bidirectional,
+        let cfg = self.device.config();
+        let granted = cfg.mmu.effective_prot(prot);
+        if granted.contains(Prot::WRITE)
+            && !prot.contains(Prot::WRITE)
+            && !cfg.accept_unenforced_prot
+        {
+            return Err(MmError::ProtNotEnforced {
+                format: cfg.mmu.name(),
+                prot,
+                granted,
+            });
+        }
+        let prot = if cfg.coherent {
+            prot | Prot::CACHE
+        } else {
+            prot
         };
+        let granted = cfg.mmu.effective_prot(prot);
         let mut inner = self.inner.lock();
         let va = self.alloc_va(&mut inner, size, placement)?;
-        let attachment = match bo.attach(self.device.dma_ops(), dir) {
-            Ok(a) => Arc::new(a),
+        let attachment = match bo.attach(self.device.dma_ops(), DmaDirection::Bidirectional) {
+            Ok(a) => a,
             Err(e) => {
                 let _ = inner.va.free(va);
                 return Err(e);
             }
         };
         let segs = slice_segments(attachment.sg().dma(), bo_offset, size);
-        let prot = if self.device.config().coherent {
-            prot | Prot::CACHE
-        } else {
-            prot
-        };
+        let pool_mark = with_table!(&inner.table, pt => pt.table_alloc().mark());
         let mut gather = Gather::new();
         let r = with_table!(&mut inner.table, pt => pt.map_segments(Iova(va), &segs, prot, &mut gather));
         complete(&self.device, self.asid, &mut inner.table, &mut gather);
         if let Err(e) = r {
+            // Give back the table-pool growth this bind made (its tables were all freed by the
+            // roll-back above), so that a failed bind holds no frames and no DMA mappings.
+            with_table!(&mut inner.table, pt => pt.table_alloc_mut().shrink_to(pool_mark));
             let _ = inner.va.free(va);
             return Err(e.into());
         }
@@ -273,8 +313,8 @@ impl Vm {
                 size,
                 bo_offset,
                 prot,
+                granted,
                 dma: attachment,
-                bo: bo.clone(),
             },
         );
         Ok(Iova(va))
@@ -343,8 +383,8 @@ impl Vm {
                             size: piece_end - piece_start,
                             bo_offset: b.bo_offset + (piece_start - start),
                             prot: b.prot,
+                            granted: b.granted,
                             dma: b.dma.clone(),
-                            bo: b.bo.clone(),
                         },
                     );
                 }
@@ -366,6 +406,7 @@ impl Vm {
                 size: b.size,
                 bo_offset: b.bo_offset,
                 prot: b.prot,
+                granted: b.granted,
             })
             .collect()
     }
@@ -482,14 +523,12 @@ impl Drop for Vm {
     }
 }
 
-/// Completes a page-table update of address space `asid`: the device TLB is invalidated for the
-/// gathered ranges (one request per range, or one whole-TLB request), then the emptied tables
-/// are freed. All ranges are handed to the device at once so that a whole-TLB device gets one
-/// invalidation, not one per range.
+/// Completes a page-table update of address space `asid` through the gather, in the one order
+/// that is safe: the device TLB is invalidated for the gathered ranges (one request per range,
+/// or a single whole-TLB request, as the device invalidates), then the emptied tables are freed.
 fn complete(device: &Device, asid: u32, table: &mut Table, gather: &mut Gather) {
-    let ranges: Vec<(Iova, u64)> = gather.ranges().collect();
-    device.invalidate_tlb(asid, &ranges);
-    with_table!(table, pt => pt.iotlb_sync(gather, |_, _| {}));
+    let mut invalidate = device.tlb_invalidator(asid);
+    with_table!(table, pt => pt.iotlb_sync(gather, &mut invalidate));
 }
 
 /// Starts of the bindings overlapping `[start, end)`.

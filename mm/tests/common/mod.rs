@@ -112,6 +112,9 @@ pub struct RigOptions {
     /// Whether the hardware's walker snoops the CPU caches, if different from its data path
     /// (`None`: as `combo.coherent`).
     pub hw_coherent_walk: Option<bool>,
+    /// Whether the device accepts protections its MMU format cannot enforce
+    /// (`DeviceConfig::accept_unenforced_prot`).
+    pub accept_unenforced_prot: bool,
 }
 
 impl RigOptions {
@@ -124,6 +127,7 @@ impl RigOptions {
             tlb_entries: 64,
             skip_invalidation: false,
             hw_coherent_walk: None,
+            accept_unenforced_prot: false,
         }
     }
 }
@@ -168,6 +172,7 @@ impl Rig {
                 MmuFormat::Ipu => TlbInvalidation::All,
                 MmuFormat::ArmLpae4k => TlbInvalidation::Range,
             },
+            accept_unenforced_prot: opts.accept_unenforced_prot,
         };
         let mmu = SimMmu::new(SimConfig {
             tlb_entries: opts.tlb_entries,
