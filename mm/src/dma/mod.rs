@@ -1017,7 +1017,7 @@ impl DmaOps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::CacheMode;
+    use crate::phys::CacheMode;
     use crate::phys::{FrameAlloc, MemoryMap};
 
     /// A small deterministic PRNG (xorshift64*), so that the cases are the same on every run.

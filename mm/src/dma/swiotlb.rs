@@ -185,8 +185,7 @@ impl Swiotlb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::CacheMode;
-    use crate::phys::MemoryMap;
+    use crate::phys::{CacheMode, MemoryMap};
 
     #[test]
     fn slots_respect_page_alignment_and_segment_boundaries() {

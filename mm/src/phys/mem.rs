@@ -6,7 +6,7 @@
 //! snoop the caches, and everything in [`CacheMode::Native`]) or to the RAM shadow of
 //! [`CacheMode::Model`] (non-coherent devices). It never decides *when* to sync: that is the
 //! DMA layer's job; it only carries out the cache operations it is asked for
-//! (see [`crate::cache`]).
+//! (`cache/`).
 //!
 //! Concurrency: the allocator sits behind a mutex, the frame table behind a reader-writer lock
 //! that data accesses hold for reading, so that frames cannot be freed and unmapped under a copy.
@@ -24,11 +24,11 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use super::addr::{Pfn, PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use super::backing::Backing;
+use super::cache::CacheMode;
 use super::frame_alloc::{FrameAlloc, FrameAllocator, Zone};
 use super::frames::Frames;
 use super::map::MemoryMap;
 use super::stats::{Counters, PhysStats};
-use crate::cache::CacheMode;
 use crate::MmError;
 
 /// Seed of the scattering PRNG used by [`PhysMem::new`].
