@@ -24,7 +24,7 @@ mod iommu;
 mod iova;
 mod registry;
 mod stats;
-pub(crate) mod swiotlb;
+mod swiotlb;
 mod sync;
 mod table_pool;
 mod types;

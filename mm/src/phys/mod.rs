@@ -17,7 +17,9 @@
 //!
 //! Never does:
 //! - produce a `DmaAddr`: turning physical addresses into bus addresses is the system DMA
-//!   layer's job (`crate::dma`), as is any state of its own (swiotlb pools, IOVA spaces);
+//!   layer's job (`crate::dma`), and so is its state (swiotlb pools, IOVA spaces). A
+//!   [`PhysMem`] only holds a slot for the DMA layer's per-machine state (`PhysMem::dma_state`),
+//!   whose type is private to that layer;
 //! - decide *when* to sync: it carries out the cache operations it is asked for, and the DMA
 //!   layer decides which ones a mapping needs.
 
