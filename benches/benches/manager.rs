@@ -35,11 +35,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
 use criterion::{measurement::WallTime, Throughput};
 use devmmu_mm::bo::{Bo, BoFlags};
-use devmmu_mm::cache::CacheMode;
 use devmmu_mm::device::{Device, DeviceConfig, MmuFormat, TlbInvalidation};
 use devmmu_mm::dma::{DmaDirection, DmaMask, DmaOps, DmaOpsKind, Platform};
 use devmmu_mm::model::{SimConfig, SimMmu};
-use devmmu_mm::phys::{MemoryMap, PhysMem, PhysSegment, PAGE_SIZE};
+use devmmu_mm::phys::{CacheMode, MemoryMap, PhysMem, PhysSegment, PAGE_SIZE};
 use devmmu_mm::vm::{Placement, Vm};
 use devmmu_pagetable::{Iova, Prot};
 
@@ -311,7 +310,7 @@ fn tune_heap() {
         eprintln!(
             "heap: large blocks from the heap, freed memory kept (glibc mmap and trim \
              thresholds raised): {tuned}; cache maintenance: {:?}",
-            devmmu_mm::cache::native::caps()
+            devmmu_mm::phys::native::caps()
         );
     });
 }

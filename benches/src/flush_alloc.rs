@@ -2,7 +2,7 @@
 //! [`HeapTableAlloc`] gives them, and a `sync_for_device` that runs the CPU's real cache
 //! instructions on the written lines.
 //!
-//! The instruction is the one `devmmu_mm::cache::native` uses to invalidate: `clflushopt` where
+//! The instruction is the one `devmmu_mm::phys::native` uses to invalidate: `clflushopt` where
 //! CPUID.(EAX=7,ECX=0):EBX bit 23 reports it, else `clflush` (detected at run time; under
 //! valgrind CPUID hides `clflushopt`), followed by one fence per call (`sfence`, or `mfence` with
 //! plain `clflush`). That is what Linux's `clflush_cache_range` does for a table on x86
@@ -11,7 +11,7 @@
 //! the same per dirty line here (see /work/shared/facts.md), so the choice does not move the
 //! numbers.
 
-use devmmu_mm::cache::native;
+use devmmu_mm::phys::native;
 use devmmu_pagetable::{DmaAddr, HeapTableAlloc, TableAlloc, TablePage, TABLE_SIZE};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -6,7 +6,7 @@
 //! - the same followed by [`LeafTables::clean`] and one [`fence`]: what a non-coherent walker
 //!   needs at the least (every written line cleaned once, one barrier).
 
-use devmmu_mm::cache::native;
+use devmmu_mm::phys::native;
 use devmmu_pagetable::{DmaAddr, Format, TABLE_SIZE};
 
 /// Entries of 8 bytes in one [`TABLE_SIZE`]-byte table.
@@ -78,7 +78,7 @@ impl LeafTables {
 }
 
 /// The one barrier that completes a batch of line cleans: `sfence` after `clflushopt`,
-/// `mfence` after plain `clflush` (devmmu_mm::cache::native::fence).
+/// `mfence` after plain `clflush` (devmmu_mm::phys::native::fence).
 pub fn fence() {
     native::fence();
 }

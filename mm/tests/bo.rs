@@ -8,9 +8,8 @@ use std::sync::{Arc, Weak};
 use devmmu_mm::bo::{
     Bo, BoAttachment, BoFlags, BoHandle, BoHandles, Caching, CpuAccess, ExportOptions, FdKind,
 };
-use devmmu_mm::cache::CacheMode;
 use devmmu_mm::dma::{DmaDevice, DmaDiag, DmaDirection, DmaMask, DmaOps, DmaOpsKind, Platform};
-use devmmu_mm::phys::{MemoryMap, PhysAddr, PhysMem, RamRegion, Zone, PAGE_SIZE};
+use devmmu_mm::phys::{CacheMode, MemoryMap, PhysAddr, PhysMem, RamRegion, Zone, PAGE_SIZE};
 use devmmu_mm::MmError;
 use rustix::fs::{FileType, MemfdFlags, Mode, OFlags, SealFlags};
 use rustix::io::Errno;

@@ -7,12 +7,13 @@
 
 use std::sync::Arc;
 
-use devmmu_mm::cache::CacheMode;
 use devmmu_mm::dma::{
     BusFaultReason, DmaAddr, DmaDevice, DmaDiag, DmaDirection, DmaMask, DmaOps, DmaOpsKind,
     DmaSegment, KindLeak, LeakReport, MappingKind, Platform, TableBus, TablePool, X86_MSI_WINDOW,
 };
-use devmmu_mm::phys::{FrameAlloc, Frames, MemoryMap, PhysAddr, PhysMem, PhysSegment, PAGE_SIZE};
+use devmmu_mm::phys::{
+    CacheMode, FrameAlloc, Frames, MemoryMap, PhysAddr, PhysMem, PhysSegment, PAGE_SIZE,
+};
 use devmmu_mm::MmError;
 use devmmu_pagetable::{
     walk, ArmLpae4k, Gather, Iova, PageTable, PageTableConfig, Prot, TableReader,

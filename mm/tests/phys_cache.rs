@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use devmmu_mm::cache::{lines_touched, CacheMode, LINE_SIZE};
 use devmmu_mm::phys::{
-    FrameAlloc, Frames, MemoryMap, PhysAddr, PhysMem, RamRegion, Zone, PAGE_SIZE,
+    lines_touched, CacheMode, FrameAlloc, Frames, MemoryMap, PhysAddr, PhysMem, RamRegion, Zone,
+    LINE_SIZE, PAGE_SIZE,
 };
 use devmmu_mm::MmError;
 use rustix::fs::{MemfdFlags, SealFlags};
@@ -639,7 +639,7 @@ fn native_maintenance_counts_lines_and_keeps_data() {
 
 #[test]
 fn native_line_primitives_report_the_detected_instructions() {
-    use devmmu_mm::cache::native::{self, LineInstr};
+    use devmmu_mm::phys::native::{self, LineInstr};
     let caps = native::caps();
     assert!(caps.stride.is_power_of_two() && caps.stride as u64 <= LINE_SIZE);
     #[cfg(target_arch = "x86_64")]

@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use devmmu_mm::bo::{Bo, BoFlags, ExportOptions, FdKind};
-use devmmu_mm::cache::CacheMode;
-use devmmu_mm::phys::{MemoryMap, PhysMem, PAGE_SIZE};
+use devmmu_mm::phys::{CacheMode, MemoryMap, PhysMem, PAGE_SIZE};
 use devmmu_mm::share::{recv_fds, send_fds, SCM_MAX_FD};
 use devmmu_mm::MmError;
 use rustix::fs::MemfdFlags;

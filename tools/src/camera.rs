@@ -16,11 +16,10 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use devmmu_mm::bo::{Bo, BoFlags, CpuAccess};
-use devmmu_mm::cache::CacheMode;
 use devmmu_mm::device::{Device, DeviceConfig, MmuFormat, TlbInvalidation};
 use devmmu_mm::dma::{DmaMask, Platform, DEFAULT_SWIOTLB_BYTES};
 use devmmu_mm::model::{SimConfig, SimDevice, SimMmu};
-use devmmu_mm::phys::{MemoryMap, PhysAddr, PhysMem, RamRegion};
+use devmmu_mm::phys::{CacheMode, MemoryMap, PhysAddr, PhysMem, RamRegion};
 use devmmu_mm::vm::{Placement, Vm};
 use devmmu_mm::MmError;
 use devmmu_pagetable::{Iova, Prot};

@@ -343,7 +343,7 @@ impl Bo {
     ///
     /// # Safety
     /// While the slice lives nothing may write the BO's bytes: no [`Bo::write`], no device
-    /// write in [`CacheMode::Native`](crate::cache::CacheMode) or by a coherent device, no
+    /// write in [`CacheMode::Native`](crate::phys::CacheMode) or by a coherent device, no
     /// invalidate of its lines, no other process writing an exported fd. This cannot be made
     /// safe: DMA and other processes write memory behind the CPU's back, which Rust
     /// references cannot express.

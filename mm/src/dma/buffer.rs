@@ -13,8 +13,7 @@ use super::registry::Mapping;
 use super::stats::Counters;
 use super::types::{DmaDirection, MappingKind};
 use super::DmaOps;
-use crate::cache::CacheMode;
-use crate::phys::{pages_for, FrameAlloc, Frames, PhysAddr, Zone, PAGE_SIZE};
+use crate::phys::{pages_for, CacheMode, FrameAlloc, Frames, PhysAddr, Zone, PAGE_SIZE};
 use crate::MmError;
 
 /// Frames and mapping shared by both buffer kinds.

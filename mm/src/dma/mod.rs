@@ -24,7 +24,7 @@ mod iommu;
 mod iova;
 mod registry;
 mod stats;
-pub(crate) mod swiotlb;
+mod swiotlb;
 mod sync;
 mod table_pool;
 mod types;
@@ -1023,7 +1023,7 @@ impl DmaOps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::CacheMode;
+    use crate::phys::CacheMode;
     use crate::phys::{FrameAlloc, MemoryMap};
 
     /// A small deterministic PRNG (xorshift64*), so that the cases are the same on every run.

@@ -10,8 +10,21 @@
 //! of a machine: [`Swiotlb::shared`] hands out the pool already allocated on the same
 //! [`PhysMem`] with the same size if it lies below the new device's reach, and allocates one
 //! otherwise (a device with a smaller mask then gets its own, as with a restricted DMA pool).
+//!
+//! The registry of a machine's live pools ([`SwiotlbPools`]) is DMA-layer state, so its type is
+//! private to this file. It has to be found again from the `PhysMem` alone (that is all
+//! [`DmaOps::attach`](super::DmaOps::attach) gets besides a `Platform`), so it is kept in the
+//! opaque slot a `PhysMem` holds for the DMA layer ([`PhysMem::dma_state`]), created there on
+//! first use. That way the registry lives and dies with its machine, two machines never share
+//! one (tests build many side by side), and the phys layer stores it without knowing its type.
+//! Not chosen: a process-wide registry keyed by `PhysMem` identity (an earlier version; it
+//! outlives the machines and ties unrelated ones to one lock), and a registry the caller passes
+//! (in `Platform` or as an argument of `attach`): that changes the public API, and sharing would
+//! then depend on every caller passing the same registry, where today two direct devices of one
+//! `PhysMem` share a pool whatever `Platform` each was attached with.
 
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -37,6 +50,26 @@ struct Slots {
     hint: usize,
 }
 
+/// The live swiotlb pools of one machine, shared by the direct-DMA devices that can use them, as
+/// the kernel's default `io_tlb_mem` is one per system (kernel/dma/swiotlb.c). Weak: a pool
+/// lives as long as a device holds it.
+#[derive(Debug, Default)]
+struct SwiotlbPools {
+    live: Mutex<Vec<Weak<Swiotlb>>>,
+}
+
+impl SwiotlbPools {
+    /// The registry of `phys`, created in its DMA-layer slot on first use.
+    fn of(phys: &PhysMem) -> &SwiotlbPools {
+        let state: &(dyn Any + Send + Sync) = &**phys
+            .dma_state()
+            .get_or_init(|| Box::new(SwiotlbPools::default()));
+        state
+            .downcast_ref()
+            .expect("a PhysMem's DMA-layer slot holds only its SwiotlbPools")
+    }
+}
+
 /// A swiotlb pool.
 #[derive(Debug)]
 pub(crate) struct Swiotlb {
@@ -58,7 +91,7 @@ impl Swiotlb {
         bytes: u64,
         limit: PhysAddr,
     ) -> Result<Arc<Swiotlb>, MmError> {
-        let mut pools = phys.swiotlb_pools.lock();
+        let mut pools = SwiotlbPools::of(phys).live.lock();
         pools.retain(|s| s.strong_count() > 0);
         let want = crate::phys::pages_for(bytes).map(|p| p * PAGE_SIZE);
         for s in pools.iter() {
@@ -185,8 +218,7 @@ impl Swiotlb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::CacheMode;
-    use crate::phys::MemoryMap;
+    use crate::phys::{CacheMode, MemoryMap};
 
     #[test]
     fn slots_respect_page_alignment_and_segment_boundaries() {

@@ -13,8 +13,8 @@ use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::io::Errno;
 
-use crate::cache::model::Shadow;
-use crate::cache::CacheMode;
+use super::shadow::Shadow;
+use super::CacheMode;
 use crate::MmError;
 
 /// The name memfds of fresh allocations carry (visible in `/proc/<pid>/fd` and `/proc/<pid>/maps`).

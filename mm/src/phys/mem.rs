@@ -6,29 +6,30 @@
 //! snoop the caches, and everything in [`CacheMode::Native`]) or to the RAM shadow of
 //! [`CacheMode::Model`] (non-coherent devices). It never decides *when* to sync: that is the
 //! DMA layer's job; it only carries out the cache operations it is asked for
-//! (see [`crate::cache`]).
+//! (`cache/`).
 //!
 //! Concurrency: the allocator sits behind a mutex, the frame table behind a reader-writer lock
 //! that data accesses hold for reading, so that frames cannot be freed and unmapped under a copy.
 //! Concurrent accesses to the same bytes race like CPU and DMA do on real memory: the bytes
 //! seen are some mix of old and new, which is the caller's synchronisation problem.
 
+use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use super::addr::{Pfn, PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use super::backing::Backing;
+use super::cache::CacheMode;
 use super::frame_alloc::{FrameAlloc, FrameAllocator, Zone};
 use super::frames::Frames;
 use super::map::MemoryMap;
 use super::stats::{Counters, PhysStats};
-use crate::cache::CacheMode;
 use crate::MmError;
 
 /// Seed of the scattering PRNG used by [`PhysMem::new`].
@@ -87,10 +88,9 @@ pub struct PhysMem {
     alloc: Mutex<FrameAllocator>,
     table: RwLock<FrameTable>,
     pub(crate) counters: Counters,
-    /// The machine's live swiotlb pools, shared by the direct-DMA devices that can use them, as
-    /// the kernel's default `io_tlb_mem` is one per system (kernel/dma/swiotlb.c). Weak: a pool
-    /// lives as long as a device holds it.
-    pub(crate) swiotlb_pools: Mutex<Vec<std::sync::Weak<crate::dma::swiotlb::Swiotlb>>>,
+    /// The DMA layer's state for this machine (its swiotlb pools), opaque here: see
+    /// [`PhysMem::dma_state`].
+    dma_state: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl core::fmt::Debug for PhysMem {
@@ -127,7 +127,7 @@ impl PhysMem {
             cache,
             table: RwLock::new(FrameTable::default()),
             counters: Counters::default(),
-            swiotlb_pools: Mutex::new(Vec::new()),
+            dma_state: OnceLock::new(),
         }))
     }
 
@@ -139,6 +139,14 @@ impl PhysMem {
     /// How cache maintenance and non-coherent device accesses behave.
     pub fn cache_mode(&self) -> CacheMode {
         self.cache
+    }
+
+    /// A slot for the system DMA layer's per-machine state (today its registry of swiotlb
+    /// pools, dma/swiotlb.rs), filled by that layer on first use. Its type is private to the DMA
+    /// layer: this layer only holds the slot, so that the state lives and dies with the machine,
+    /// and never looks inside.
+    pub(crate) fn dma_state(&self) -> &OnceLock<Box<dyn Any + Send + Sync>> {
+        &self.dma_state
     }
 
     /// A snapshot of the counters.

@@ -14,11 +14,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use devmmu_mm::bo::{Bo, BoFlags, CpuAccess};
-use devmmu_mm::cache::CacheMode;
 use devmmu_mm::device::{Device, DeviceConfig, DeviceTlb, MmuFormat, TlbInvalidation};
 use devmmu_mm::dma::{DmaMask, Platform};
 use devmmu_mm::model::{FaultReason, SimConfig, SimDevice, SimMmu};
-use devmmu_mm::phys::{MemoryMap, PhysAddr, PhysMem, PAGE_SIZE};
+use devmmu_mm::phys::{CacheMode, MemoryMap, PhysAddr, PhysMem, PAGE_SIZE};
 use devmmu_mm::vm::Vm;
 use devmmu_pagetable::{DmaAddr, Iova};
 

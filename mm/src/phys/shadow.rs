@@ -1,4 +1,4 @@
-//! The model of a non-coherent device's view of memory.
+//! The RAM shadow: the copy of memory a non-coherent device sees in [`CacheMode::Model`].
 //!
 //! The memfd bytes are what the CPU sees through its caches; the shadow is what sits in RAM,
 //! which is all a non-coherent device can see. Only the sync operations move bytes between the
@@ -12,6 +12,8 @@
 //! never cleaned loses that write, as `dc ivac` would on Arm. That is the strictest reading of
 //! the DMA API (Documentation/core-api/dma-api-howto.rst: the CPU must not touch a buffer it has
 //! handed to the device).
+//!
+//! [`CacheMode::Model`]: super::CacheMode::Model
 
 use memmap2::{MmapMut, MmapRaw};
 

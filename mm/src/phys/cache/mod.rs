@@ -1,4 +1,4 @@
-//! CPU cache maintenance for devices that do not snoop the CPU caches.
+//! Cache maintenance on physical ranges, for devices that do not snoop the CPU caches.
 //!
 //! Three operations on physical ranges, at 64-byte line granularity (every line the range
 //! touches, even partly): [`PhysMem::clean`] (write back: CPU view -> RAM, what
@@ -9,14 +9,14 @@
 //! arch/x86/mm/pat/set_memory.c `clflush_cache_range`).
 //!
 //! How they act depends on the [`CacheMode`] chosen when the [`PhysMem`] is built: real
-//! instructions on the CPU mapping ([`native`]), or copies between the CPU view and a RAM shadow
-//! (the model), which makes a missing sync visible as stale data. This module decides nothing
-//! about *when* to sync; the DMA layer does.
+//! instructions on the CPU mapping ([`native`]), or copies between the CPU view and the RAM
+//! shadow (`shadow.rs`), which makes a missing sync visible as stale data. This module decides
+//! nothing about *when* to sync; the DMA layer does.
 
-pub mod model;
 pub mod native;
 
-use crate::phys::{Chunk, FrameView, PhysAddr, PhysMem, Tally};
+use super::shadow;
+use super::{Chunk, FrameView, PhysAddr, PhysMem, Tally};
 use crate::MmError;
 
 /// Size in bytes of the cache line that maintenance works in (64 on every x86-64 CPU and
@@ -31,8 +31,8 @@ pub enum CacheMode {
     /// against real hardware behaviour; cannot show a missing sync.
     Native,
     /// Two views: the CPU view (memfd bytes) and RAM (a shadow copy) that non-coherent devices
-    /// read and write. Only the sync operations move bytes between them ([`model`]), so a
-    /// missing sync shows as stale data. The default, since it is the test oracle.
+    /// read and write. Only the sync operations move bytes between them, a whole line at a
+    /// time, so a missing sync shows as stale data. The default, since it is the test oracle.
     #[default]
     Model,
 }
@@ -134,14 +134,14 @@ impl FrameView<'_> {
         let native = self.cache_mode() == CacheMode::Native;
         self.for_each_chunk(start, end_up - start.0, |c: Chunk| {
             match (native, c.shadow) {
-                (false, Some(shadow)) => {
+                (false, Some(ram)) => {
                     let (src, dst) = match op {
-                        Op::Clean | Op::CleanInvalidate => (c.cpu.cast_const(), shadow),
-                        Op::Invalidate => (shadow.cast_const(), c.cpu),
+                        Op::Clean | Op::CleanInvalidate => (c.cpu.cast_const(), ram),
+                        Op::Invalidate => (ram.cast_const(), c.cpu),
                     };
                     // SAFETY: both views of the same frame are valid for `c.len` bytes while
                     // the frame table is held, and live in different mappings.
-                    unsafe { model::copy_lines(src, dst, c.len) };
+                    unsafe { shadow::copy_lines(src, dst, c.len) };
                 }
                 _ => {
                     // SAFETY: `c.cpu` is mapped for `c.len` bytes while the frame table is held.
