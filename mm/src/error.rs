@@ -250,11 +250,6 @@ pub enum MmError {
         other: String,
     },
 
-    /// An fd's file is the export of one of our BOs, but of a BO of another `PhysMem` than the
-    /// one importing: it cannot be the same object, and a second BO over the same pages would
-    /// keep its own view of them.
-    #[error("the fd is a BO exported from another physical memory")]
-    ForeignExport,
     // ---- end BO / fd ----
 
     // ---- DMA ----

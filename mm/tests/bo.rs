@@ -473,20 +473,113 @@ fn exported_fd_outlives_the_bo() {
 
 // ---------------------------------------------------------------- import
 
+/// Case 3 of issue 8: importing our own export gives back the same BO (DRM PRIME's
+/// self-import), through every kind of fd for the same file, and the size check still holds.
 #[test]
-fn export_import_round_trip_shares_the_bytes() {
+fn importing_our_own_export_gives_the_same_bo() {
     let phys = phys();
     let a = Bo::new(&phys, 4 * PAGE_SIZE, BoFlags::default()).unwrap();
     a.write(0, b"from a").unwrap();
-    let exp = a.export_with(&no_udmabuf()).unwrap();
     let free_before = phys.free_pages(Zone::Any);
-    let b = Bo::import(&phys, exp.fd, Some(a.size())).unwrap();
+    let b = Bo::import(
+        &phys,
+        a.export_with(&no_udmabuf()).unwrap().fd,
+        Some(a.size()),
+    )
+    .unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "same object");
+    assert!(!b.is_imported());
+    assert_eq!(phys.free_pages(Zone::Any), free_before, "no new frames");
+    // Without an expected size, and with flags (which an existing object ignores).
+    let c = Bo::import(&phys, a.export_with(&no_udmabuf()).unwrap().fd, None).unwrap();
+    assert!(Arc::ptr_eq(&a, &c));
+    let d = Bo::import_with(
+        &phys,
+        a.export_with(&no_udmabuf()).unwrap().fd,
+        None,
+        BoFlags::default().contiguous(),
+    )
+    .unwrap();
+    assert!(Arc::ptr_eq(&a, &d));
+    // A wrong announced size is still refused.
+    assert_eq!(
+        Bo::import(
+            &phys,
+            a.export_with(&no_udmabuf()).unwrap().fd,
+            Some(PAGE_SIZE)
+        )
+        .unwrap_err(),
+        MmError::WrongSize {
+            size: a.size(),
+            expected: Some(PAGE_SIZE)
+        }
+    );
+    // Once the BO is gone, the fd is a foreign buffer like any other.
+    let fd = a.export_with(&no_udmabuf()).unwrap().fd;
+    drop((a, b, c, d));
+    let e = Bo::import(&phys, fd, None).unwrap();
+    assert!(e.is_imported());
+    let mut buf = [0u8; 6];
+    e.read(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"from a");
+}
+
+/// The self-import that used to make a second BO: with a non-coherent device attached, the
+/// device's writes reach the CPU through the imported handle, and the original's CPU bracket
+/// does not write stale bytes over the memfd (it is the same object, one view).
+#[test]
+fn self_import_keeps_one_view_of_the_pages() {
+    let phys = phys();
+    let ops = DmaOps::attach(
+        phys.clone(),
+        DmaDevice::new("nc", DmaMask::bits(64), false),
+        &Platform::default(),
+    )
+    .unwrap();
+    let a = Bo::new(&phys, 2 * PAGE_SIZE, BoFlags::default()).unwrap();
+    let b = Bo::import(&phys, a.export_with(&no_udmabuf()).unwrap().fd, None).unwrap();
+    let att = b.attach(&ops, DmaDirection::Bidirectional).unwrap();
+    assert_eq!(
+        a.attachment_count(),
+        1,
+        "the attachment is on the one object"
+    );
+    let data = pattern(2 * PAGE_SIZE as usize, 9);
+    let mut off = 0;
+    for seg in att.dma_segments() {
+        ops.bus_write(seg.dma, &data[off..off + seg.len as usize])
+            .unwrap();
+        off += seg.len as usize;
+    }
+    let g = a.begin_cpu_access(CpuAccess::READ).unwrap();
+    g.end().unwrap();
+    let mut got = vec![0u8; data.len()];
+    let g = b.begin_cpu_access(CpuAccess::READ).unwrap();
+    b.read(0, &mut got).unwrap();
+    g.end().unwrap();
+    assert_eq!(got, data);
+    let fd = a.export_with(&no_udmabuf()).unwrap().fd;
+    assert_eq!(
+        pread_all(&fd, 0, data.len()),
+        data,
+        "the memfd holds the device's data"
+    );
+}
+
+/// An export of a BO of another machine (another `PhysMem` in this process) is a foreign buffer
+/// here: a new, imported BO over the same memory, placed as the flags say.
+#[test]
+fn export_to_another_machine_shares_the_bytes() {
+    let phys = phys();
+    let other = self::phys();
+    let a = Bo::new(&phys, 4 * PAGE_SIZE, BoFlags::default()).unwrap();
+    a.write(0, b"from a").unwrap();
+    let exp = a.export_with(&no_udmabuf()).unwrap();
+    let free_before = other.free_pages(Zone::Any);
+    let b = Bo::import(&other, exp.fd, Some(a.size())).unwrap();
     assert!(b.is_imported());
     assert_eq!(b.size(), a.size());
-    assert_eq!(phys.free_pages(Zone::Any), free_before - 4);
-    // Different frames of the simulated machine, same memory behind them.
-    let pa: HashSet<_> = a.pages().iter().collect();
-    assert!(b.pages().iter().all(|p| !pa.contains(p)));
+    assert_eq!(other.free_pages(Zone::Any), free_before - 4);
 
     let mut buf = [0u8; 6];
     b.read(0, &mut buf).unwrap();
@@ -497,14 +590,19 @@ fn export_import_round_trip_shares_the_bytes() {
     a.read(2 * PAGE_SIZE - 500, &mut back).unwrap();
     assert_eq!(back, data);
 
-    // Without an expected size the file's size is taken.
-    let c = Bo::import(&phys, a.export_with(&no_udmabuf()).unwrap().fd, None).unwrap();
-    assert_eq!(c.size(), a.size());
-
     // Imported with flags: placement is honoured.
     let limit = PhysAddr(FOUR_GIB);
     let d = Bo::import_with(
-        &phys,
+        &other,
+        a.export_with(&no_udmabuf()).unwrap().fd,
+        None,
+        BoFlags::default().below(limit).contiguous(),
+    );
+    // The file was imported into `other` already: the same import comes back.
+    assert!(Arc::ptr_eq(&d.unwrap(), &b));
+    drop(b);
+    let d = Bo::import_with(
+        &other,
         a.export_with(&no_udmabuf()).unwrap().fd,
         None,
         BoFlags::default().below(limit).contiguous(),

@@ -19,7 +19,9 @@ use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use rustix::ioctl::{opcode, Ioctl, IoctlOutput, Opcode};
 
-use super::Bo;
+use std::sync::Arc;
+
+use super::{prime, Bo};
 use crate::MmError;
 
 /// Where udmabuf's device node is on Linux.
@@ -116,12 +118,16 @@ impl Bo {
     ///
     /// # Errors
     /// As [`Bo::export_with`].
-    pub fn export(&self) -> Result<ExportedFd, MmError> {
+    pub fn export(self: &Arc<Self>) -> Result<ExportedFd, MmError> {
         self.export_with(&ExportOptions::default())
     }
 
     /// Exports the BO as an fd, as `opts` says. The fd covers the whole BO (`size()` bytes from
     /// offset 0) and shares its pages: writes through it are writes to the BO's CPU view.
+    ///
+    /// The fd's file is remembered (as PRIME's `dma_buf->priv`), so that [`Bo::import`] of it,
+    /// or of any fd for the same file, on this BO's [`PhysMem`](crate::phys::PhysMem) gives
+    /// back this BO rather than a second object over the same pages.
     ///
     /// # Errors
     /// - [`MmError::UdmabufUnavailable`]: opening the udmabuf device failed and
@@ -130,16 +136,19 @@ impl Bo {
     ///   (`ENOTTY` if the path is not a udmabuf device) and `fallback_to_memfd` is off.
     /// - [`MmError::Os`] with `op == "fcntl(F_DUPFD_CLOEXEC)"`: no fd could be allocated for the
     ///   memfd export (e.g. `EMFILE`).
-    pub fn export_with(&self, opts: &ExportOptions) -> Result<ExportedFd, MmError> {
+    pub fn export_with(self: &Arc<Self>, opts: &ExportOptions) -> Result<ExportedFd, MmError> {
         let mut dma_buf_error = None;
         if let Some(path) = &opts.udmabuf {
             match self.create_udmabuf(path) {
                 Ok(fd) => {
+                    if let Some(key) = prime::file_key(fd.as_fd()) {
+                        prime::remember(key, self);
+                    }
                     return Ok(ExportedFd {
                         fd,
                         kind: FdKind::DmaBuf,
                         dma_buf_error: None,
-                    })
+                    });
                 }
                 Err(e) if opts.fallback_to_memfd => dma_buf_error = Some(e),
                 Err(e) => return Err(e),
@@ -151,6 +160,9 @@ impl Bo {
                 errno,
             }
         })?;
+        if let Some(key) = prime::file_key(fd.as_fd()) {
+            prime::remember(key, self);
+        }
         Ok(ExportedFd {
             fd,
             kind: FdKind::Memfd,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rustix::fs::{FileType, OFlags, SealFlags};
 use rustix::io::Errno;
 
-use super::{check_size, Bo, BoFlags};
+use super::{check_size, prime, Bo, BoFlags};
 use crate::phys::PhysMem;
 use crate::MmError;
 
@@ -107,6 +107,11 @@ impl Bo {
     /// [`Bo::is_imported`]. `expected_size` is the size in bytes the peer announced, if any.
     /// The fd is consumed, also on error.
     ///
+    /// Self-import, as DRM PRIME (drm_prime.c `drm_gem_prime_fd_to_handle`): if `fd` names the
+    /// file of a live BO of `phys` (one this process exported with [`Bo::export`], or imported
+    /// before), that same BO is returned (`Arc::ptr_eq`), after the size check (6. below); no
+    /// second object is made over the same pages and `flags` is not used.
+    ///
     /// Checks, in order (the first failure is returned):
     /// 1. not a dma-buf: [`MmError::ImportUnsupported`]. This machine has no dma-buf exporter
     ///    (no `/dev/udmabuf`, no DRM), so importing one could not be tested; refuse it
@@ -133,10 +138,24 @@ impl Bo {
         expected_size: Option<u64>,
         flags: BoFlags,
     ) -> Result<Arc<Bo>, MmError> {
+        if let Some(bo) = prime::file_key(fd.as_fd()).and_then(|k| prime::lookup(k, phys)) {
+            if expected_size.is_some_and(|e| e != bo.size()) {
+                return Err(MmError::WrongSize {
+                    size: bo.size(),
+                    expected: expected_size,
+                });
+            }
+            return Ok(bo);
+        }
+        let key = prime::file_key(fd.as_fd());
         let size = check_fd(fd.as_fd(), expected_size)?;
         // The checked seals cannot be removed, so the size cannot drop below `size` between the
         // check and the mapping; a write seal added meanwhile makes `mmap` fail (EPERM).
         let frames = phys.adopt_fd(fd, size, flags.frame_alloc())?;
-        Ok(Arc::new(Bo::from_frames(frames, flags, true)))
+        let bo = Arc::new(Bo::from_frames(frames, flags, true));
+        if let Some(key) = key {
+            prime::remember(key, &bo);
+        }
+        Ok(bo)
     }
 }

@@ -19,6 +19,7 @@ mod cpu_access;
 mod export;
 mod handles;
 mod import;
+mod prime;
 
 use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
@@ -141,6 +142,18 @@ pub struct Bo {
     /// the CPU access bracket and the DMA-debug checks. Weak, so that an attachment whose last
     /// user is gone simply disappears from the list.
     attachments: Mutex<Vec<Weak<BoAttachment>>>,
+    /// The identities of the files (memfd, dma-buf) this BO was exported as or imported from,
+    /// for PRIME's self-import lookup (`prime.rs`).
+    prime_keys: Mutex<Vec<prime::FileKey>>,
+}
+
+impl Drop for Bo {
+    fn drop(&mut self) {
+        let keys = self.prime_keys.get_mut();
+        if !keys.is_empty() {
+            prime::forget(keys, self.frames.phys());
+        }
+    }
 }
 
 impl core::fmt::Debug for Bo {
@@ -179,6 +192,7 @@ impl Bo {
             imported,
             pin: Mutex::new(PinState::default()),
             attachments: Mutex::new(Vec::new()),
+            prime_keys: Mutex::new(Vec::new()),
         }
     }
 
