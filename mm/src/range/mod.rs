@@ -231,7 +231,7 @@ pub enum RangeError {
 ///
 /// # Example
 /// ```
-/// use devmmu_mm::vm::range::{AllocMode, RangeAllocator};
+/// use devmmu_mm::range::{AllocMode, RangeAllocator};
 ///
 /// // A 32-bit device VA space that keeps page 0 unmapped to catch NULL IOVAs.
 /// let mut va = RangeAllocator::with_guard(0x1000, 1 << 32, 0x1000)?;
@@ -241,7 +241,7 @@ pub enum RangeError {
 /// assert_eq!(b.start(), 0x1000);
 /// assert_eq!(va.used_bytes(), 0x12_000);
 /// assert_eq!(va.free(a.start())?, 0x10_000);
-/// # Ok::<(), devmmu_mm::vm::range::RangeError>(())
+/// # Ok::<(), devmmu_mm::range::RangeError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct RangeAllocator {
