@@ -1,8 +1,9 @@
 //! The allocator: placement modes, allocated nodes, and [`RangeAllocator`] itself.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use super::treap::HoleTree;
+use super::by_size::HolesBySize;
+use super::treap::HoleTreap;
 use super::{Hole, RangeError};
 
 /// Where in the free space an allocation is placed.
@@ -108,12 +109,12 @@ pub struct RangeAllocator {
     /// Allocated nodes: start -> size. Every node lies inside `[start, end)`, so
     /// `start + size` of a node never wraps; the same holds for holes.
     nodes: BTreeMap<u64, u64>,
-    /// Holes by address: start -> end (exclusive). Together with `nodes` they tile the span.
+    /// Holes by address: start -> size. Together with `nodes` they tile the span.
     holes: BTreeMap<u64, u64>,
-    /// The same holes as (size, start), for best-fit.
-    holes_by_size: BTreeSet<(u64, u64)>,
+    /// The same holes by (size, start), for best-fit.
+    holes_by_size: HolesBySize,
     /// The same holes by address, augmented with subtree maxima, for lowest / highest.
-    hole_tree: HoleTree,
+    hole_treap: HoleTreap,
     used: u64,
 }
 
@@ -141,11 +142,11 @@ impl RangeAllocator {
             guard,
             nodes: BTreeMap::new(),
             holes: BTreeMap::new(),
-            holes_by_size: BTreeSet::new(),
-            hole_tree: HoleTree::new(),
+            holes_by_size: HolesBySize::default(),
+            hole_treap: HoleTreap::new(),
             used: 0,
         };
-        this.add_hole(start, end);
+        this.add_hole(Hole::new(start, end - start));
         Ok(this)
     }
 
@@ -224,20 +225,16 @@ impl RangeAllocator {
         if lo >= hi || hi - lo < size {
             return Err(no_space);
         }
-        match self.holes_by_size.last() {
-            Some(&(largest, _)) if largest >= size => {}
-            _ => return Err(no_space),
+        if self.holes_by_size.largest() < size {
+            return Err(no_space);
         }
 
-        let place = |hs: u64, he: u64| {
-            self.place(hs, he, size, unit, mode, lo, hi)
-                .map(|a| (hs, he, a))
+        let place = |hole: Hole| {
+            self.place(hole, size, unit, mode, lo, hi)
+                .map(|start| (hole, start))
         };
         let found = match mode {
-            AllocMode::BestFit => self
-                .holes_by_size
-                .range((size, 0)..)
-                .find_map(|&(hsize, hs)| place(hs, hs + hsize)),
+            AllocMode::BestFit => self.holes_by_size.at_least(size).find_map(place),
             AllocMode::Lowest => {
                 // The hole holding `lo`, if any, may start below it.
                 let mut key = self
@@ -246,11 +243,11 @@ impl RangeAllocator {
                     .next_back()
                     .map_or(lo, |(&hs, _)| hs);
                 loop {
-                    match self.hole_tree.first_fit_from(key, size) {
-                        Some((hs, he)) if hs < hi => match place(hs, he) {
+                    match self.hole_treap.first_fit_from(key, size) {
+                        Some(hole) if hole.start() < hi => match place(hole) {
                             Some(found) => break Some(found),
-                            // `hs < hi <= u64::MAX`: no wrap.
-                            None => key = hs + 1,
+                            // `hole.start() < hi <= u64::MAX`: no wrap.
+                            None => key = hole.start() + 1,
                         },
                         _ => break None,
                     }
@@ -259,18 +256,18 @@ impl RangeAllocator {
             AllocMode::Highest => {
                 let mut key = hi;
                 loop {
-                    match self.hole_tree.last_fit_before(key, size) {
-                        Some((hs, he)) if he > lo => match place(hs, he) {
+                    match self.hole_treap.last_fit_before(key, size) {
+                        Some(hole) if hole.end() > lo => match place(hole) {
                             Some(found) => break Some(found),
-                            None => key = hs,
+                            None => key = hole.start(),
                         },
                         _ => break None,
                     }
                 }
             }
         };
-        let (hs, he, start) = found.ok_or(no_space)?;
-        self.take_from_hole(hs, he, start, size);
+        let (hole, start) = found.ok_or(no_space)?;
+        self.take_from_hole(hole, start, size);
         Ok(RangeNode { start, size })
     }
 
@@ -331,9 +328,10 @@ impl RangeAllocator {
         if let Some(n) = next.filter(|n| n.start - end < self.guard) {
             return Err(too_close(n));
         }
+        // Free and inside the span, `[start, end)` lies in the hole between the neighbours.
         let hs = prev.map_or(self.start, |p| p.end());
         let he = next.map_or(self.end, |n| n.start);
-        self.take_from_hole(hs, he, start, size);
+        self.take_from_hole(Hole::new(hs, he - hs), start, size);
         Ok(RangeNode { start, size })
     }
 
@@ -355,9 +353,14 @@ impl RangeAllocator {
             .next_back()
             .map_or(self.start, |(&s, &z)| s + z);
         let he = self.nodes.range(end..).next().map_or(self.end, |(&s, _)| s);
-        self.remove_hole(hs, start);
-        self.remove_hole(end, he);
-        self.add_hole(hs, he);
+        // The holes below and above the node, if any, and the node become one hole.
+        if let Some(below) = Hole::between(hs, start) {
+            self.remove_hole(below);
+        }
+        if let Some(above) = Hole::between(end, he) {
+            self.remove_hole(above);
+        }
+        self.add_hole(Hole::new(hs, he - hs));
         self.used -= size;
         Ok(size)
     }
@@ -387,10 +390,9 @@ impl RangeAllocator {
 
     /// Holes (maximal free gaps, see [`Hole`]) in ascending address order.
     pub fn holes(&self) -> impl DoubleEndedIterator<Item = Hole> + '_ {
-        self.holes.iter().map(|(&start, &end)| Hole {
-            start,
-            size: end - start,
-        })
+        self.holes
+            .iter()
+            .map(|(&start, &size)| Hole::new(start, size))
     }
 
     /// Number of allocated nodes.
@@ -413,13 +415,11 @@ impl RangeAllocator {
         (self.end - self.start) - self.used
     }
 
-    /// Where in hole `[hs, he)` a request fits, inside `[lo, hi)`, per `mode`; `None` if it does
-    /// not. `align` >= 1, any value.
-    #[allow(clippy::too_many_arguments)]
+    /// Where in `hole` a request fits, inside `[lo, hi)`, per `mode`; `None` if it does not.
+    /// `align` >= 1, any value.
     fn place(
         &self,
-        hs: u64,
-        he: u64,
+        hole: Hole,
         size: u64,
         align: u64,
         mode: AllocMode,
@@ -428,6 +428,7 @@ impl RangeAllocator {
     ) -> Option<u64> {
         // The guard applies only on sides that border a node; a hole touching a span edge has
         // no node there, since nodes are never empty.
+        let (hs, he) = (hole.start(), hole.end());
         let usable_lo = if hs == self.start {
             hs
         } else {
@@ -457,33 +458,33 @@ impl RangeAllocator {
         }
     }
 
-    /// Turns `[start, start + size)` of hole `[hs, he)` into a node; the leftovers on either side
-    /// stay holes.
-    fn take_from_hole(&mut self, hs: u64, he: u64, start: u64, size: u64) {
+    /// Turns `[start, start + size)` of `hole` into a node; the leftovers on either side stay
+    /// holes.
+    fn take_from_hole(&mut self, hole: Hole, start: u64, size: u64) {
         let end = start + size;
-        self.remove_hole(hs, he);
-        self.add_hole(hs, start);
-        self.add_hole(end, he);
+        self.remove_hole(hole);
+        if let Some(below) = Hole::between(hole.start(), start) {
+            self.add_hole(below);
+        }
+        if let Some(above) = Hole::between(end, hole.end()) {
+            self.add_hole(above);
+        }
         self.nodes.insert(start, size);
         self.used += size;
     }
 
-    /// Records the hole `[hs, he)`; an empty one is not a hole.
-    fn add_hole(&mut self, hs: u64, he: u64) {
-        if hs < he {
-            self.holes.insert(hs, he);
-            self.holes_by_size.insert((he - hs, hs));
-            self.hole_tree.insert(hs, he);
-        }
+    /// Records `hole` in all three hole indices.
+    fn add_hole(&mut self, hole: Hole) {
+        self.holes.insert(hole.start(), hole.size());
+        self.holes_by_size.insert(hole);
+        self.hole_treap.insert(hole);
     }
 
-    /// Forgets the hole `[hs, he)`; an empty one was never recorded.
-    fn remove_hole(&mut self, hs: u64, he: u64) {
-        if hs < he {
-            self.holes.remove(&hs);
-            self.holes_by_size.remove(&(he - hs, hs));
-            self.hole_tree.remove(hs);
-        }
+    /// Forgets `hole` in all three hole indices.
+    fn remove_hole(&mut self, hole: Hole) {
+        self.holes.remove(&hole.start());
+        self.holes_by_size.remove(hole);
+        self.hole_treap.remove(hole.start());
     }
 
     /// The lowest node overlapping `[start, end)`.
@@ -997,7 +998,7 @@ mod tests {
         let mut va = RangeAllocator::new(0, end).unwrap();
         comb(&mut va, 0, N);
         assert_eq!(va.holes().count() as u64, N);
-        assert_eq!(va.hole_tree.check().0 as u64, N);
+        assert_eq!(va.hole_treap.check().0 as u64, N);
         let big = 2 * N * PAGE - PAGE;
         assert_eq!(
             va.holes().last().map(|h| (h.start(), h.size())),
@@ -1022,7 +1023,7 @@ mod tests {
         // is large enough, and its first 8-page multiple is 8008 pages.
         let n = va.alloc(4 * PAGE, 8 * PAGE, AllocMode::Lowest).unwrap();
         assert_eq!(n.start(), 8008 * PAGE);
-        assert_eq!(va.hole_tree.check().0, va.holes().count());
+        assert_eq!(va.hole_treap.check().0, va.holes().count());
 
         // Mirror: big hole at the bottom, 4000 one-page holes above it.
         let mut va = RangeAllocator::new(0, end).unwrap();
@@ -1045,7 +1046,7 @@ mod tests {
         // [2p, 15p) qualifies, the top-most fit.
         let n = va.alloc(4 * PAGE, 8 * PAGE, AllocMode::Highest).unwrap();
         assert_eq!(n.start(), 8 * PAGE);
-        assert_eq!(va.hole_tree.check().0, va.holes().count());
+        assert_eq!(va.hole_treap.check().0, va.holes().count());
     }
 
     #[test]
@@ -1083,6 +1084,6 @@ mod tests {
             .alloc_in_range(4 * PAGE, 0, AllocMode::Highest, 0, 8 * 500 * PAGE)
             .unwrap();
         assert_eq!(n.start(), (8 * 499 + 1) * PAGE);
-        assert_eq!(va.hole_tree.check().0, va.holes().count());
+        assert_eq!(va.hole_treap.check().0, va.holes().count());
     }
 }

@@ -26,6 +26,7 @@
 //! typed [`RangeError`]s rather than `-ENOSPC`; nodes are identified by their start address.
 
 mod allocator;
+mod by_size;
 mod error;
 mod hole;
 mod treap;

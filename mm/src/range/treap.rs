@@ -1,13 +1,16 @@
-//! The holes in a treap keyed by address, augmented with each subtree's largest hole.
+//! The holes in a treap keyed by address, each node augmented with the largest hole of its
+//! subtree: the index behind lowest and highest placement, `drm_mm`'s `holes_addr` tree with
+//! its `subtree_max_hole`.
 
-/// "No node" in [`HoleTree`]'s arena.
+use super::Hole;
+
+/// "No node" in [`HoleTreap`]'s arena.
 const NIL: usize = usize::MAX;
 
-/// One hole `[start, end)` in [`HoleTree`].
+/// One hole of a [`HoleTreap`] and its links.
 #[derive(Debug, Clone)]
-struct TreeNode {
-    start: u64,
-    end: u64,
+struct TreapNode {
+    hole: Hole,
     /// Treap heap key: never below a child's.
     prio: u64,
     left: usize,
@@ -18,8 +21,8 @@ struct TreeNode {
     max: u64,
 }
 
-/// The holes of a [`RangeAllocator`](super::RangeAllocator) in a treap keyed by start address, each node augmented
-/// with the largest hole size in its subtree. Nodes live in an arena `Vec` linked by index;
+/// The holes of a [`RangeAllocator`](super::RangeAllocator) in a treap keyed by start address,
+/// each node augmented with the largest hole size in its subtree. Nodes live in an arena `Vec` linked by index;
 /// freed slots are reused.
 ///
 /// Priorities come from a SplitMix64 sequence private to the tree, so the shape does not
@@ -27,14 +30,14 @@ struct TreeNode {
 /// inserts and removes, and every operation below costs O(depth). The sequence is fixed, so
 /// runs are reproducible.
 #[derive(Debug, Clone)]
-pub(super) struct HoleTree {
-    arena: Vec<TreeNode>,
+pub(super) struct HoleTreap {
+    arena: Vec<TreapNode>,
     vacant: Vec<usize>,
     root: usize,
     prio_state: u64,
 }
 
-impl HoleTree {
+impl HoleTreap {
     pub(super) fn new() -> Self {
         Self {
             arena: Vec::new(),
@@ -62,7 +65,7 @@ impl HoleTree {
     }
 
     fn size_of(&self, t: usize) -> u64 {
-        self.arena[t].end - self.arena[t].start
+        self.arena[t].hole.size()
     }
 
     /// Recomputes `t`'s subtree maximum from its own size and its children's maxima.
@@ -76,7 +79,7 @@ impl HoleTree {
         if t == NIL {
             return (NIL, NIL);
         }
-        if self.arena[t].start < key {
+        if self.arena[t].hole.start() < key {
             let (l, r) = self.split(self.arena[t].right, key);
             self.arena[t].right = l;
             self.pull(t);
@@ -110,15 +113,14 @@ impl HoleTree {
         }
     }
 
-    /// Adds the hole `[start, end)` (`start < end`, overlapping no hole already here).
-    pub(super) fn insert(&mut self, start: u64, end: u64) {
-        let node = TreeNode {
-            start,
-            end,
+    /// Adds `hole` (overlapping no hole already here).
+    pub(super) fn insert(&mut self, hole: Hole) {
+        let node = TreapNode {
+            hole,
             prio: self.next_prio(),
             left: NIL,
             right: NIL,
-            max: end - start,
+            max: hole.size(),
         };
         let t = match self.vacant.pop() {
             Some(t) => {
@@ -130,7 +132,7 @@ impl HoleTree {
                 self.arena.len() - 1
             }
         };
-        let (l, r) = self.split(self.root, start);
+        let (l, r) = self.split(self.root, hole.start());
         let l = self.merge(l, t);
         self.root = self.merge(l, r);
     }
@@ -144,7 +146,7 @@ impl HoleTree {
         if t == NIL {
             return NIL;
         }
-        let here = self.arena[t].start;
+        let here = self.arena[t].hole.start();
         if start == here {
             let m = self.merge(self.arena[t].left, self.arena[t].right);
             self.vacant.push(t);
@@ -161,16 +163,16 @@ impl HoleTree {
         t
     }
 
-    /// The lowest hole starting at or above `key` with at least `size` bytes, as (start, end).
-    pub(super) fn first_fit_from(&self, key: u64, size: u64) -> Option<(u64, u64)> {
+    /// The lowest hole starting at or above `key` with at least `size` bytes.
+    pub(super) fn first_fit_from(&self, key: u64, size: u64) -> Option<Hole> {
         let t = self.first_from(self.root, key, size);
-        (t != NIL).then(|| (self.arena[t].start, self.arena[t].end))
+        (t != NIL).then(|| self.arena[t].hole)
     }
 
-    /// The highest hole starting below `key` with at least `size` bytes, as (start, end).
-    pub(super) fn last_fit_before(&self, key: u64, size: u64) -> Option<(u64, u64)> {
+    /// The highest hole starting below `key` with at least `size` bytes.
+    pub(super) fn last_fit_before(&self, key: u64, size: u64) -> Option<Hole> {
         let t = self.last_before(self.root, key, size);
-        (t != NIL).then(|| (self.arena[t].start, self.arena[t].end))
+        (t != NIL).then(|| self.arena[t].hole)
     }
 
     /// Follows the path to `key`; of the subtrees hanging off it to the right, at most one is
@@ -181,7 +183,7 @@ impl HoleTree {
             return NIL;
         }
         let n = &self.arena[t];
-        if n.start < key {
+        if n.hole.start() < key {
             return self.first_from(n.right, key, size);
         }
         let found = self.first_from(n.left, key, size);
@@ -200,7 +202,7 @@ impl HoleTree {
             return NIL;
         }
         let n = &self.arena[t];
-        if n.start >= key {
+        if n.hole.start() >= key {
             return self.last_before(n.left, key, size);
         }
         let found = self.last_before(n.right, key, size);
@@ -245,25 +247,23 @@ impl HoleTree {
 }
 
 #[cfg(test)]
-impl HoleTree {
+impl HoleTreap {
     /// Checks search order, heap order and every subtree maximum; returns (holes, height).
     pub(super) fn check(&self) -> (usize, usize) {
-        fn walk(tree: &HoleTree, t: usize, lo: u64, hi: u64, prio: u64) -> (usize, usize) {
+        fn walk(tree: &HoleTreap, t: usize, lo: u64, hi: u64, prio: u64) -> (usize, usize) {
             if t == NIL {
                 return (0, 0);
             }
             let n = &tree.arena[t];
-            assert!(
-                n.start >= lo && n.end <= hi && n.start < n.end,
-                "order at {t}"
-            );
+            let (start, end) = (n.hole.start(), n.hole.end());
+            assert!(start >= lo && end <= hi && start < end, "order at {t}");
             assert!(n.prio <= prio, "heap order at {t}");
-            let want = (n.end - n.start)
+            let want = (end - start)
                 .max(tree.max_of(n.left))
                 .max(tree.max_of(n.right));
             assert_eq!(n.max, want, "subtree max at {t}");
-            let (lc, lh) = walk(tree, n.left, lo, n.start, n.prio);
-            let (rc, rh) = walk(tree, n.right, n.end, hi, n.prio);
+            let (lc, lh) = walk(tree, n.left, lo, start, n.prio);
+            let (rc, rh) = walk(tree, n.right, end, hi, n.prio);
             (lc + rc + 1, lh.max(rh) + 1)
         }
         let (count, height) = walk(self, self.root, 0, u64::MAX, u64::MAX);
@@ -279,11 +279,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hole_tree_matches_a_sorted_map() {
+    fn hole_treap_matches_a_sorted_map() {
         // A fixed SplitMix64 stream drives random disjoint inserts and removes; after each,
         // both searches are compared with a scan of a BTreeMap holding the same holes.
-        let mut rng = HoleTree::new();
-        let mut tree = HoleTree::new();
+        let mut rng = HoleTreap::new();
+        let mut tree = HoleTreap::new();
         let mut map: BTreeMap<u64, u64> = BTreeMap::new();
         for step in 0..3000u64 {
             let r = rng.next_prio();
@@ -294,7 +294,7 @@ mod tests {
             } else {
                 let len = (r >> 20) % 64 + 1;
                 map.insert(slot, slot + len);
-                tree.insert(slot, slot + len);
+                tree.insert(Hole::new(slot, len));
             }
             // Removing an absent hole changes nothing.
             tree.remove(1);
@@ -307,13 +307,13 @@ mod tests {
             let first = map
                 .range(key..)
                 .find(|(&s, &e)| e - s >= size)
-                .map(|(&s, &e)| (s, e));
+                .map(|(&s, &e)| Hole::new(s, e - s));
             assert_eq!(tree.first_fit_from(key, size), first, "step {step}");
             let last = map
                 .range(..key)
                 .rev()
                 .find(|(&s, &e)| e - s >= size)
-                .map(|(&s, &e)| (s, e));
+                .map(|(&s, &e)| Hole::new(s, e - s));
             assert_eq!(tree.last_fit_before(key, size), last, "step {step}");
         }
         // Slots are reused, not leaked.
