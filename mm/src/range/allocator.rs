@@ -53,7 +53,8 @@ impl RangeNode {
     }
 }
 
-/// Allocator of ranges inside one span `[span_start, span_end)` of a device VA space.
+/// Allocator of ranges inside one span `[span_start, span_end)` of an IOVA space (a device VM's
+/// or a system IOMMU domain's).
 ///
 /// Addresses and sizes are bytes. The span end is exclusive, so the last byte of the u64 space
 /// (`u64::MAX`) cannot be handed out; spans such as `[0x1000, 1 << 32)` (a 32-bit IPU MMU) or

@@ -1,10 +1,15 @@
-//! Device VA range allocator: hands out ranges of device virtual addresses (IOVAs) inside one
-//! device VM's span, in the manner of the kernel's `drm_mm` (drivers/gpu/drm/drm_mm.c,
-//! include/drm/drm_mm.h).
+//! Range allocation in the manner of the kernel's `drm_mm` (drivers/gpu/drm/drm_mm.c,
+//! include/drm/drm_mm.h): hands out ranges of one address span, placed best-fit, lowest or
+//! highest at any alignment, claims fixed ranges and keeps guard gaps between them.
 //!
-//! This module owns only the bookkeeping of which IOVA ranges are taken. It must never touch
-//! page tables, `DmaAddr`s or memory: the VM that owns a [`RangeAllocator`] maps what it gets
-//! from here and unmaps before it calls [`RangeAllocator::free`].
+//! A shared building block below the address spaces that use it: a device VM
+//! ([`crate::vm::Vm`]) and a system IOMMU domain ([`crate::dma::IommuDomain`]) each own a
+//! [`RangeAllocator`] over their IOVAs.
+//!
+//! This module owns only the bookkeeping of which ranges of a span are taken. It must never
+//! touch page tables, `DmaAddr`s or memory, nor depend on the layers above it (nothing here
+//! uses `crate::vm` or `crate::dma`): the owner of a [`RangeAllocator`] maps what it gets from
+//! here and unmaps before it calls [`RangeAllocator::free`].
 //!
 //! All addresses and sizes are in **bytes**. The allocator is byte-granular: it does not round
 //! sizes up to a granule; callers that map whole pages pass page-multiple sizes and at least
@@ -24,6 +29,15 @@
 //! Alignment may be any value, as in `drm_mm` (old i915 fence regions used non-power-of-two
 //! ones): a node starts at a multiple of it (0 and 1 mean none). Where it differs: failures are
 //! typed [`RangeError`]s rather than `-ENOSPC`; nodes are identified by their start address.
+//!
+//! # Files
+//! - `allocator.rs`: [`RangeAllocator`], its placements ([`AllocMode`]) and the handle of an
+//!   allocated range ([`RangeNode`]);
+//! - `hole.rs`: [`Hole`], the one record of a free gap, shared by the three hole indices;
+//! - `by_size.rs`: the holes by (size, start), best fit's index (`drm_mm`'s `holes_size`);
+//! - `treap.rs`: the holes by address in a treap augmented with each subtree's largest hole,
+//!   for lowest / highest (`drm_mm`'s `holes_addr` with `subtree_max_hole`);
+//! - `error.rs`: [`RangeError`].
 
 mod allocator;
 mod by_size;
