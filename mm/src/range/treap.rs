@@ -22,8 +22,8 @@ struct TreapNode {
 }
 
 /// The holes of a [`RangeAllocator`](super::RangeAllocator) in a treap keyed by start address,
-/// each node augmented with the largest hole size in its subtree. Nodes live in an arena `Vec` linked by index;
-/// freed slots are reused.
+/// each node augmented with the largest hole size in its subtree. Nodes live in an arena `Vec`
+/// linked by index; freed slots are reused.
 ///
 /// Priorities come from a SplitMix64 sequence private to the tree, so the shape does not
 /// depend on the addresses inserted: the expected depth is O(log n) for any sequence of
