@@ -403,9 +403,9 @@ pub enum MmError {
     #[error("device page table: {0}")]
     PageTable(#[from] devmmu_pagetable::Error),
 
-    /// The device VA range allocator refused a request (see [`crate::vm::range::RangeError`]).
+    /// The device VA range allocator refused a request (see [`crate::range::RangeError`]).
     #[error("device VA space: {0}")]
-    Range(#[from] crate::vm::range::RangeError),
+    Range(#[from] crate::range::RangeError),
 
     /// A bind at a fixed IOVA overlaps an existing binding of the VM.
     #[error("IOVA range {iova} + {size:#x} bytes is already bound")]

@@ -2,7 +2,8 @@
 //!
 //! The system side: physical memory and the CPU cache maintenance on it ([`phys`]), the system
 //! DMA ops ([`dma`]). The device side: device VMs ([`vm`]) and the simulated device ([`model`])
-//! that the tests and the demo drive.
+//! that the tests and the demo drive. Below both: the drm_mm-style range allocator ([`range`])
+//! that hands out the IOVAs of a system IOMMU domain and of a device VM alike.
 
 pub mod bo;
 pub mod device;
@@ -11,5 +12,6 @@ pub use error::MmError;
 pub mod dma;
 pub mod model;
 pub mod phys;
+pub mod range;
 pub mod share;
 pub mod vm;

@@ -1,4 +1,4 @@
-//! Property tests of `vm::range::RangeAllocator` against a brute-force model.
+//! Property tests of `range::RangeAllocator` against a brute-force model.
 //!
 //! The model keeps the nodes in a sorted `Vec` and answers an allocation by testing candidate
 //! addresses one by one against the nodes and the guard gap: every multiple of the alignment in
@@ -7,7 +7,7 @@
 //! size of the gap they sit in, so it shares no search logic with the allocator. Every
 //! operation's result (value or exact error) and the whole state afterwards must match.
 
-use devmmu_mm::vm::range::{AllocMode, RangeAllocator, RangeError};
+use devmmu_mm::range::{AllocMode, RangeAllocator, RangeError};
 use proptest::prelude::*;
 
 const UNIT: u64 = 0x1000;

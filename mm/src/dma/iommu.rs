@@ -19,7 +19,7 @@ use super::table_pool::{TableBus, TablePool};
 use super::types::{BusFault, BusFaultReason, Platform};
 use super::Common;
 use crate::phys::{FrameView, PhysAddr, PhysSegment, Zone, PAGE_SIZE};
-use crate::vm::range::{AllocMode, RangeAllocator, RangeError};
+use crate::range::{AllocMode, RangeAllocator, RangeError};
 use crate::MmError;
 
 /// The IOVA granule of the domain, in bytes (4 KiB pages of [`ArmLpae4k`]).

@@ -1,18 +1,16 @@
 //! Device VMs: one device address space each, with its own page-table root, bound to buffer
 //! objects the way a GPU driver's VM_BIND does.
 //!
-//! A [`Vm`] owns a range allocator over its IOVA space ([`range`], in the manner of `drm_mm`), a
-//! page table of the device's MMU format whose table pages are DMA-mapped for the device
-//! ([`crate::dma::TablePool`] with [`crate::dma::TableBus::Dma`], below the DMA mask so they are
-//! never bounced), and its bindings. It writes IOPTEs from the `DmaAddr`s the device's system DMA
-//! ops return for a BO: it never asks for a physical address.
+//! A [`Vm`] owns a range allocator over its IOVA space ([`crate::range`], in the manner of
+//! `drm_mm`), a page table of the device's MMU format whose table pages are DMA-mapped for the
+//! device ([`crate::dma::TablePool`] with [`crate::dma::TableBus::Dma`], below the DMA mask so
+//! they are never bounced), and its bindings. It writes IOPTEs from the `DmaAddr`s the device's
+//! system DMA ops return for a BO: it never asks for a physical address.
 //!
 //! Ordering, as the Asahi driver writes it down: on bind, the IOPTEs are written (and cleaned
 //! for a non-coherent walker), then the TLB is invalidated for what the gather collected, then
 //! the call returns. On unbind: unmap, invalidate, free the emptied tables, and only then
 //! release the DMA mappings of the BO.
-
-pub mod range;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,8 +24,8 @@ use crate::bo::{Bo, BoAttachment};
 use crate::device::{Device, MmuFormat, VmLeak};
 use crate::dma::{DmaDirection, TableBus, TablePool};
 use crate::phys::PAGE_SIZE;
+use crate::range::{AllocMode, RangeAllocator, RangeError};
 use crate::MmError;
-use range::{AllocMode, RangeAllocator, RangeError};
 
 /// Where [`Vm::bind`] places a binding.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

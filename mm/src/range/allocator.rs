@@ -1,33 +1,10 @@
-//! Device VA range allocator: hands out ranges of device virtual addresses (IOVAs) inside one
-//! device VM's span, in the manner of the kernel's `drm_mm` (drivers/gpu/drm/drm_mm.c,
-//! include/drm/drm_mm.h).
-//!
-//! This module owns only the bookkeeping of which IOVA ranges are taken. It must never touch
-//! page tables, `DmaAddr`s or memory: the VM that owns a [`RangeAllocator`] maps what it gets
-//! from here and unmaps before it calls [`RangeAllocator::free`].
-//!
-//! All addresses and sizes are in **bytes**. The allocator is byte-granular: it does not round
-//! sizes up to a granule; callers that map whole pages pass page-multiple sizes and at least
-//! granule alignment.
-//!
-//! What follows `drm_mm`:
-//! - three placements ([`AllocMode`]): smallest fitting hole (`DRM_MM_INSERT_BEST`), lowest
-//!   address (`DRM_MM_INSERT_LOW`), highest address with the node at the top of its hole
-//!   (`DRM_MM_INSERT_HIGH`);
-//! - an optional restriction range per allocation (`drm_mm_insert_node_in_range`);
-//! - claiming a fixed range ([`RangeAllocator::reserve`], `drm_mm_reserve_node`), refused when
-//!   any part of it is taken;
-//! - guard gaps between nodes, the use drivers make of `drm_mm`'s `color_adjust` hook (i915 keeps
-//!   a guard page between nodes of different cache colour); here the gap is one per-allocator
-//!   value applied between every two nodes, not between a node and the edge of the span.
-//!
-//! Alignment may be any value, as in `drm_mm` (old i915 fence regions used non-power-of-two
-//! ones): a node starts at a multiple of it (0 and 1 mean none). Where it differs: failures are
-//! typed [`RangeError`]s rather than `-ENOSPC`; nodes are identified by their start address.
+//! The allocator: placement modes, allocated nodes, and [`RangeAllocator`] itself.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use thiserror::Error;
+use super::by_size::HolesBySize;
+use super::treap::HoleTreap;
+use super::{Hole, RangeError};
 
 /// Where in the free space an allocation is placed.
 ///
@@ -76,126 +53,8 @@ impl RangeNode {
     }
 }
 
-/// A maximal free gap of the span: between two nodes, or between a node and an edge of the
-/// span. Sizes in bytes, never 0.
-///
-/// This is the raw gap; the part usable by an allocation is smaller by the guard gap on each
-/// side that borders a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Hole {
-    start: u64,
-    size: u64,
-}
-
-impl Hole {
-    /// First free address (bytes).
-    pub fn start(&self) -> u64 {
-        self.start
-    }
-
-    /// Length of the gap in bytes (never 0).
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// One past the last free address (bytes).
-    pub fn end(&self) -> u64 {
-        self.start + self.size
-    }
-}
-
-/// Why a [`RangeAllocator`] call failed. A failed call changes nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
-#[non_exhaustive]
-pub enum RangeError {
-    /// [`RangeAllocator::new`]: the span `[start, end)` holds no address (`start >= end`).
-    #[error("empty span [{start:#x}, {end:#x})")]
-    EmptySpan {
-        /// Requested first address of the span.
-        start: u64,
-        /// Requested end (exclusive) of the span.
-        end: u64,
-    },
-    /// An allocation or reservation of 0 bytes was asked for.
-    #[error("zero-sized range requested")]
-    ZeroSize,
-    /// [`RangeAllocator::alloc_in_range`]: the restriction range `[range_start, range_end)` is
-    /// empty or reversed.
-    #[error("empty restriction range [{range_start:#x}, {range_end:#x})")]
-    EmptyRange {
-        /// Requested lowest allowed address.
-        range_start: u64,
-        /// Requested end (exclusive) of the allowed addresses.
-        range_end: u64,
-    },
-    /// No free range of `size` bytes aligned to `align` (with guard gaps) exists within
-    /// `[range_start, range_end)` intersected with the span (`-ENOSPC` in `drm_mm`).
-    #[error(
-        "no free range of {size:#x} bytes aligned to {align:#x} in [{range_start:#x}, {range_end:#x})"
-    )]
-    NoSpace {
-        /// Requested size in bytes.
-        size: u64,
-        /// Requested alignment in bytes, as passed (0 and 1 both mean none).
-        align: u64,
-        /// Lowest allowed address (the span start for [`RangeAllocator::alloc`]).
-        range_start: u64,
-        /// End (exclusive) of the allowed addresses (the span end for
-        /// [`RangeAllocator::alloc`]).
-        range_end: u64,
-    },
-    /// [`RangeAllocator::reserve`]: `[start, start + size)` is not inside the span (or
-    /// `start + size` overflows u64).
-    #[error("[{start:#x} +{size:#x}) is outside the span [{span_start:#x}, {span_end:#x})")]
-    OutOfSpan {
-        /// Requested start.
-        start: u64,
-        /// Requested size in bytes.
-        size: u64,
-        /// First address of the allocator's span.
-        span_start: u64,
-        /// End (exclusive) of the allocator's span.
-        span_end: u64,
-    },
-    /// [`RangeAllocator::reserve`]: the range overlaps an allocated node (the lowest one it
-    /// overlaps is reported).
-    #[error("[{start:#x} +{size:#x}) overlaps node [{existing_start:#x} +{existing_size:#x})")]
-    Overlap {
-        /// Requested start.
-        start: u64,
-        /// Requested size in bytes.
-        size: u64,
-        /// Start of the node already there.
-        existing_start: u64,
-        /// Size in bytes of the node already there.
-        existing_size: u64,
-    },
-    /// [`RangeAllocator::reserve`]: the range is free but closer than the guard gap to a
-    /// neighbouring node (the lower neighbour is reported when both are too close).
-    #[error(
-        "[{start:#x} +{size:#x}) is within the {guard:#x}-byte guard of node [{neighbour_start:#x} +{neighbour_size:#x})"
-    )]
-    GuardViolation {
-        /// Requested start.
-        start: u64,
-        /// Requested size in bytes.
-        size: u64,
-        /// Start of the neighbouring node.
-        neighbour_start: u64,
-        /// Size in bytes of the neighbouring node.
-        neighbour_size: u64,
-        /// The allocator's guard gap in bytes.
-        guard: u64,
-    },
-    /// [`RangeAllocator::free`]: no node starts at this address.
-    #[error("no node starts at {start:#x}")]
-    NotAllocated {
-        /// The address passed.
-        start: u64,
-    },
-}
-
-/// Allocator of ranges inside one span `[span_start, span_end)` of a device VA space.
+/// Allocator of ranges inside one span `[span_start, span_end)` of an IOVA space (a device VM's
+/// or a system IOMMU domain's).
 ///
 /// Addresses and sizes are bytes. The span end is exclusive, so the last byte of the u64 space
 /// (`u64::MAX`) cannot be handed out; spans such as `[0x1000, 1 << 32)` (a 32-bit IPU MMU) or
@@ -231,7 +90,7 @@ pub enum RangeError {
 ///
 /// # Example
 /// ```
-/// use devmmu_mm::vm::range::{AllocMode, RangeAllocator};
+/// use devmmu_mm::range::{AllocMode, RangeAllocator};
 ///
 /// // A 32-bit device VA space that keeps page 0 unmapped to catch NULL IOVAs.
 /// let mut va = RangeAllocator::with_guard(0x1000, 1 << 32, 0x1000)?;
@@ -241,7 +100,7 @@ pub enum RangeError {
 /// assert_eq!(b.start(), 0x1000);
 /// assert_eq!(va.used_bytes(), 0x12_000);
 /// assert_eq!(va.free(a.start())?, 0x10_000);
-/// # Ok::<(), devmmu_mm::vm::range::RangeError>(())
+/// # Ok::<(), devmmu_mm::range::RangeError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct RangeAllocator {
@@ -251,12 +110,12 @@ pub struct RangeAllocator {
     /// Allocated nodes: start -> size. Every node lies inside `[start, end)`, so
     /// `start + size` of a node never wraps; the same holds for holes.
     nodes: BTreeMap<u64, u64>,
-    /// Holes by address: start -> end (exclusive). Together with `nodes` they tile the span.
+    /// Holes by address: start -> size. Together with `nodes` they tile the span.
     holes: BTreeMap<u64, u64>,
-    /// The same holes as (size, start), for best-fit.
-    holes_by_size: BTreeSet<(u64, u64)>,
+    /// The same holes by (size, start), for best-fit.
+    holes_by_size: HolesBySize,
     /// The same holes by address, augmented with subtree maxima, for lowest / highest.
-    hole_tree: HoleTree,
+    hole_treap: HoleTreap,
     used: u64,
 }
 
@@ -284,11 +143,11 @@ impl RangeAllocator {
             guard,
             nodes: BTreeMap::new(),
             holes: BTreeMap::new(),
-            holes_by_size: BTreeSet::new(),
-            hole_tree: HoleTree::new(),
+            holes_by_size: HolesBySize::default(),
+            hole_treap: HoleTreap::new(),
             used: 0,
         };
-        this.add_hole(start, end);
+        this.add_hole(Hole::new(start, end - start));
         Ok(this)
     }
 
@@ -367,20 +226,16 @@ impl RangeAllocator {
         if lo >= hi || hi - lo < size {
             return Err(no_space);
         }
-        match self.holes_by_size.last() {
-            Some(&(largest, _)) if largest >= size => {}
-            _ => return Err(no_space),
+        if self.holes_by_size.largest() < size {
+            return Err(no_space);
         }
 
-        let place = |hs: u64, he: u64| {
-            self.place(hs, he, size, unit, mode, lo, hi)
-                .map(|a| (hs, he, a))
+        let place = |hole: Hole| {
+            self.place(hole, size, unit, mode, lo, hi)
+                .map(|start| (hole, start))
         };
         let found = match mode {
-            AllocMode::BestFit => self
-                .holes_by_size
-                .range((size, 0)..)
-                .find_map(|&(hsize, hs)| place(hs, hs + hsize)),
+            AllocMode::BestFit => self.holes_by_size.at_least(size).find_map(place),
             AllocMode::Lowest => {
                 // The hole holding `lo`, if any, may start below it.
                 let mut key = self
@@ -389,11 +244,11 @@ impl RangeAllocator {
                     .next_back()
                     .map_or(lo, |(&hs, _)| hs);
                 loop {
-                    match self.hole_tree.first_fit_from(key, size) {
-                        Some((hs, he)) if hs < hi => match place(hs, he) {
+                    match self.hole_treap.first_fit_from(key, size) {
+                        Some(hole) if hole.start() < hi => match place(hole) {
                             Some(found) => break Some(found),
-                            // `hs < hi <= u64::MAX`: no wrap.
-                            None => key = hs + 1,
+                            // `hole.start() < hi <= u64::MAX`: no wrap.
+                            None => key = hole.start() + 1,
                         },
                         _ => break None,
                     }
@@ -402,18 +257,18 @@ impl RangeAllocator {
             AllocMode::Highest => {
                 let mut key = hi;
                 loop {
-                    match self.hole_tree.last_fit_before(key, size) {
-                        Some((hs, he)) if he > lo => match place(hs, he) {
+                    match self.hole_treap.last_fit_before(key, size) {
+                        Some(hole) if hole.end() > lo => match place(hole) {
                             Some(found) => break Some(found),
-                            None => key = hs,
+                            None => key = hole.start(),
                         },
                         _ => break None,
                     }
                 }
             }
         };
-        let (hs, he, start) = found.ok_or(no_space)?;
-        self.take_from_hole(hs, he, start, size);
+        let (hole, start) = found.ok_or(no_space)?;
+        self.take_from_hole(hole, start, size);
         Ok(RangeNode { start, size })
     }
 
@@ -474,9 +329,10 @@ impl RangeAllocator {
         if let Some(n) = next.filter(|n| n.start - end < self.guard) {
             return Err(too_close(n));
         }
+        // Free and inside the span, `[start, end)` lies in the hole between the neighbours.
         let hs = prev.map_or(self.start, |p| p.end());
         let he = next.map_or(self.end, |n| n.start);
-        self.take_from_hole(hs, he, start, size);
+        self.take_from_hole(Hole::new(hs, he - hs), start, size);
         Ok(RangeNode { start, size })
     }
 
@@ -498,9 +354,14 @@ impl RangeAllocator {
             .next_back()
             .map_or(self.start, |(&s, &z)| s + z);
         let he = self.nodes.range(end..).next().map_or(self.end, |(&s, _)| s);
-        self.remove_hole(hs, start);
-        self.remove_hole(end, he);
-        self.add_hole(hs, he);
+        // The holes below and above the node, if any, and the node become one hole.
+        if let Some(below) = Hole::between(hs, start) {
+            self.remove_hole(below);
+        }
+        if let Some(above) = Hole::between(end, he) {
+            self.remove_hole(above);
+        }
+        self.add_hole(Hole::new(hs, he - hs));
         self.used -= size;
         Ok(size)
     }
@@ -530,10 +391,9 @@ impl RangeAllocator {
 
     /// Holes (maximal free gaps, see [`Hole`]) in ascending address order.
     pub fn holes(&self) -> impl DoubleEndedIterator<Item = Hole> + '_ {
-        self.holes.iter().map(|(&start, &end)| Hole {
-            start,
-            size: end - start,
-        })
+        self.holes
+            .iter()
+            .map(|(&start, &size)| Hole::new(start, size))
     }
 
     /// Number of allocated nodes.
@@ -556,13 +416,11 @@ impl RangeAllocator {
         (self.end - self.start) - self.used
     }
 
-    /// Where in hole `[hs, he)` a request fits, inside `[lo, hi)`, per `mode`; `None` if it does
-    /// not. `align` >= 1, any value.
-    #[allow(clippy::too_many_arguments)]
+    /// Where in `hole` a request fits, inside `[lo, hi)`, per `mode`; `None` if it does not.
+    /// `align` >= 1, any value.
     fn place(
         &self,
-        hs: u64,
-        he: u64,
+        hole: Hole,
         size: u64,
         align: u64,
         mode: AllocMode,
@@ -571,6 +429,7 @@ impl RangeAllocator {
     ) -> Option<u64> {
         // The guard applies only on sides that border a node; a hole touching a span edge has
         // no node there, since nodes are never empty.
+        let (hs, he) = (hole.start(), hole.end());
         let usable_lo = if hs == self.start {
             hs
         } else {
@@ -600,33 +459,33 @@ impl RangeAllocator {
         }
     }
 
-    /// Turns `[start, start + size)` of hole `[hs, he)` into a node; the leftovers on either side
-    /// stay holes.
-    fn take_from_hole(&mut self, hs: u64, he: u64, start: u64, size: u64) {
+    /// Turns `[start, start + size)` of `hole` into a node; the leftovers on either side stay
+    /// holes.
+    fn take_from_hole(&mut self, hole: Hole, start: u64, size: u64) {
         let end = start + size;
-        self.remove_hole(hs, he);
-        self.add_hole(hs, start);
-        self.add_hole(end, he);
+        self.remove_hole(hole);
+        if let Some(below) = Hole::between(hole.start(), start) {
+            self.add_hole(below);
+        }
+        if let Some(above) = Hole::between(end, hole.end()) {
+            self.add_hole(above);
+        }
         self.nodes.insert(start, size);
         self.used += size;
     }
 
-    /// Records the hole `[hs, he)`; an empty one is not a hole.
-    fn add_hole(&mut self, hs: u64, he: u64) {
-        if hs < he {
-            self.holes.insert(hs, he);
-            self.holes_by_size.insert((he - hs, hs));
-            self.hole_tree.insert(hs, he);
-        }
+    /// Records `hole` in all three hole indices.
+    fn add_hole(&mut self, hole: Hole) {
+        self.holes.insert(hole.start(), hole.size());
+        self.holes_by_size.insert(hole);
+        self.hole_treap.insert(hole);
     }
 
-    /// Forgets the hole `[hs, he)`; an empty one was never recorded.
-    fn remove_hole(&mut self, hs: u64, he: u64) {
-        if hs < he {
-            self.holes.remove(&hs);
-            self.holes_by_size.remove(&(he - hs, hs));
-            self.hole_tree.remove(hs);
-        }
+    /// Forgets `hole` in all three hole indices.
+    fn remove_hole(&mut self, hole: Hole) {
+        self.holes.remove(&hole.start());
+        self.holes_by_size.remove(hole);
+        self.hole_treap.remove(hole.start());
     }
 
     /// The lowest node overlapping `[start, end)`.
@@ -637,278 +496,6 @@ impl RangeAllocator {
                 .next()
                 .map(|(&start, &size)| RangeNode { start, size })
         })
-    }
-}
-
-/// "No node" in [`HoleTree`]'s arena.
-const NIL: usize = usize::MAX;
-
-/// One hole `[start, end)` in [`HoleTree`].
-#[derive(Debug, Clone)]
-struct TreeNode {
-    start: u64,
-    end: u64,
-    /// Treap heap key: never below a child's.
-    prio: u64,
-    left: usize,
-    right: usize,
-    /// Size in bytes of the largest hole in the subtree rooted here, this one included: what
-    /// lets a search skip a subtree of holes that are all too small (`drm_mm`'s
-    /// `subtree_max_hole`).
-    max: u64,
-}
-
-/// The holes of a [`RangeAllocator`] in a treap keyed by start address, each node augmented
-/// with the largest hole size in its subtree. Nodes live in an arena `Vec` linked by index;
-/// freed slots are reused.
-///
-/// Priorities come from a SplitMix64 sequence private to the tree, so the shape does not
-/// depend on the addresses inserted: the expected depth is O(log n) for any sequence of
-/// inserts and removes, and every operation below costs O(depth). The sequence is fixed, so
-/// runs are reproducible.
-#[derive(Debug, Clone)]
-struct HoleTree {
-    arena: Vec<TreeNode>,
-    vacant: Vec<usize>,
-    root: usize,
-    prio_state: u64,
-}
-
-impl HoleTree {
-    fn new() -> Self {
-        Self {
-            arena: Vec::new(),
-            vacant: Vec::new(),
-            root: NIL,
-            prio_state: 0,
-        }
-    }
-
-    /// The next SplitMix64 output (Steele, Lea, Flood 2014).
-    fn next_prio(&mut self) -> u64 {
-        self.prio_state = self.prio_state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.prio_state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn max_of(&self, t: usize) -> u64 {
-        if t == NIL {
-            0
-        } else {
-            self.arena[t].max
-        }
-    }
-
-    fn size_of(&self, t: usize) -> u64 {
-        self.arena[t].end - self.arena[t].start
-    }
-
-    /// Recomputes `t`'s subtree maximum from its own size and its children's maxima.
-    fn pull(&mut self, t: usize) {
-        let (l, r) = (self.arena[t].left, self.arena[t].right);
-        self.arena[t].max = self.size_of(t).max(self.max_of(l)).max(self.max_of(r));
-    }
-
-    /// Splits subtree `t` into the holes starting below `key` and those starting at or above.
-    fn split(&mut self, t: usize, key: u64) -> (usize, usize) {
-        if t == NIL {
-            return (NIL, NIL);
-        }
-        if self.arena[t].start < key {
-            let (l, r) = self.split(self.arena[t].right, key);
-            self.arena[t].right = l;
-            self.pull(t);
-            (t, r)
-        } else {
-            let (l, r) = self.split(self.arena[t].left, key);
-            self.arena[t].left = r;
-            self.pull(t);
-            (l, t)
-        }
-    }
-
-    /// Joins subtrees `a` and `b`, every hole of `a` lying below every hole of `b`.
-    fn merge(&mut self, a: usize, b: usize) -> usize {
-        if a == NIL {
-            return b;
-        }
-        if b == NIL {
-            return a;
-        }
-        if self.arena[a].prio >= self.arena[b].prio {
-            let r = self.merge(self.arena[a].right, b);
-            self.arena[a].right = r;
-            self.pull(a);
-            a
-        } else {
-            let l = self.merge(a, self.arena[b].left);
-            self.arena[b].left = l;
-            self.pull(b);
-            b
-        }
-    }
-
-    /// Adds the hole `[start, end)` (`start < end`, overlapping no hole already here).
-    fn insert(&mut self, start: u64, end: u64) {
-        let node = TreeNode {
-            start,
-            end,
-            prio: self.next_prio(),
-            left: NIL,
-            right: NIL,
-            max: end - start,
-        };
-        let t = match self.vacant.pop() {
-            Some(t) => {
-                self.arena[t] = node;
-                t
-            }
-            None => {
-                self.arena.push(node);
-                self.arena.len() - 1
-            }
-        };
-        let (l, r) = self.split(self.root, start);
-        let l = self.merge(l, t);
-        self.root = self.merge(l, r);
-    }
-
-    /// Removes the hole starting at `start`; nothing happens if there is none.
-    fn remove(&mut self, start: u64) {
-        self.root = self.remove_from(self.root, start);
-    }
-
-    fn remove_from(&mut self, t: usize, start: u64) -> usize {
-        if t == NIL {
-            return NIL;
-        }
-        let here = self.arena[t].start;
-        if start == here {
-            let m = self.merge(self.arena[t].left, self.arena[t].right);
-            self.vacant.push(t);
-            return m;
-        }
-        if start < here {
-            let l = self.remove_from(self.arena[t].left, start);
-            self.arena[t].left = l;
-        } else {
-            let r = self.remove_from(self.arena[t].right, start);
-            self.arena[t].right = r;
-        }
-        self.pull(t);
-        t
-    }
-
-    /// The lowest hole starting at or above `key` with at least `size` bytes, as (start, end).
-    fn first_fit_from(&self, key: u64, size: u64) -> Option<(u64, u64)> {
-        let t = self.first_from(self.root, key, size);
-        (t != NIL).then(|| (self.arena[t].start, self.arena[t].end))
-    }
-
-    /// The highest hole starting below `key` with at least `size` bytes, as (start, end).
-    fn last_fit_before(&self, key: u64, size: u64) -> Option<(u64, u64)> {
-        let t = self.last_before(self.root, key, size);
-        (t != NIL).then(|| (self.arena[t].start, self.arena[t].end))
-    }
-
-    /// Follows the path to `key`; of the subtrees hanging off it to the right, at most one is
-    /// descended (the first whose maximum fits, which then surely holds the answer), so the
-    /// cost is O(depth).
-    fn first_from(&self, t: usize, key: u64, size: u64) -> usize {
-        if t == NIL || self.arena[t].max < size {
-            return NIL;
-        }
-        let n = &self.arena[t];
-        if n.start < key {
-            return self.first_from(n.right, key, size);
-        }
-        let found = self.first_from(n.left, key, size);
-        if found != NIL {
-            found
-        } else if self.size_of(t) >= size {
-            t
-        } else {
-            self.first_in(n.right, size)
-        }
-    }
-
-    /// Mirror of [`first_from`](Self::first_from).
-    fn last_before(&self, t: usize, key: u64, size: u64) -> usize {
-        if t == NIL || self.arena[t].max < size {
-            return NIL;
-        }
-        let n = &self.arena[t];
-        if n.start >= key {
-            return self.last_before(n.left, key, size);
-        }
-        let found = self.last_before(n.right, key, size);
-        if found != NIL {
-            found
-        } else if self.size_of(t) >= size {
-            t
-        } else {
-            self.last_in(n.left, size)
-        }
-    }
-
-    /// The lowest hole of subtree `t` with at least `size` bytes.
-    fn first_in(&self, mut t: usize, size: u64) -> usize {
-        while t != NIL && self.arena[t].max >= size {
-            let n = &self.arena[t];
-            if self.max_of(n.left) >= size {
-                t = n.left;
-            } else if self.size_of(t) >= size {
-                return t;
-            } else {
-                t = n.right;
-            }
-        }
-        NIL
-    }
-
-    /// The highest hole of subtree `t` with at least `size` bytes.
-    fn last_in(&self, mut t: usize, size: u64) -> usize {
-        while t != NIL && self.arena[t].max >= size {
-            let n = &self.arena[t];
-            if self.max_of(n.right) >= size {
-                t = n.right;
-            } else if self.size_of(t) >= size {
-                return t;
-            } else {
-                t = n.left;
-            }
-        }
-        NIL
-    }
-}
-
-#[cfg(test)]
-impl HoleTree {
-    /// Checks search order, heap order and every subtree maximum; returns (holes, height).
-    fn check(&self) -> (usize, usize) {
-        fn walk(tree: &HoleTree, t: usize, lo: u64, hi: u64, prio: u64) -> (usize, usize) {
-            if t == NIL {
-                return (0, 0);
-            }
-            let n = &tree.arena[t];
-            assert!(
-                n.start >= lo && n.end <= hi && n.start < n.end,
-                "order at {t}"
-            );
-            assert!(n.prio <= prio, "heap order at {t}");
-            let want = (n.end - n.start)
-                .max(tree.max_of(n.left))
-                .max(tree.max_of(n.right));
-            assert_eq!(n.max, want, "subtree max at {t}");
-            let (lc, lh) = walk(tree, n.left, lo, n.start, n.prio);
-            let (rc, rh) = walk(tree, n.right, n.end, hi, n.prio);
-            (lc + rc + 1, lh.max(rh) + 1)
-        }
-        let (count, height) = walk(self, self.root, 0, u64::MAX, u64::MAX);
-        assert_eq!(count + self.vacant.len(), self.arena.len());
-        (count, height)
     }
 }
 
@@ -1397,48 +984,6 @@ mod tests {
         assert_eq!(tiled, 0x10_000);
     }
 
-    #[test]
-    fn hole_tree_matches_a_sorted_map() {
-        // A fixed SplitMix64 stream drives random disjoint inserts and removes; after each,
-        // both searches are compared with a scan of a BTreeMap holding the same holes.
-        let mut rng = HoleTree::new();
-        let mut tree = HoleTree::new();
-        let mut map: BTreeMap<u64, u64> = BTreeMap::new();
-        for step in 0..3000u64 {
-            let r = rng.next_prio();
-            // Slots of 64 bytes; a hole takes 1..=64 bytes at the start of its slot.
-            let slot = (r % 512) * 64;
-            if map.remove(&slot).is_some() {
-                tree.remove(slot);
-            } else {
-                let len = (r >> 20) % 64 + 1;
-                map.insert(slot, slot + len);
-                tree.insert(slot, slot + len);
-            }
-            // Removing an absent hole changes nothing.
-            tree.remove(1);
-            let (count, height) = tree.check();
-            assert_eq!(count, map.len());
-            // Expected treap depth is about 2.99 log2 n; allow a generous margin.
-            assert!(height <= 64, "height {height} for {count} holes");
-            let key = rng.next_prio() % (512 * 64 + 64);
-            let size = rng.next_prio() % 66;
-            let first = map
-                .range(key..)
-                .find(|(&s, &e)| e - s >= size)
-                .map(|(&s, &e)| (s, e));
-            assert_eq!(tree.first_fit_from(key, size), first, "step {step}");
-            let last = map
-                .range(..key)
-                .rev()
-                .find(|(&s, &e)| e - s >= size)
-                .map(|(&s, &e)| (s, e));
-            assert_eq!(tree.last_fit_before(key, size), last, "step {step}");
-        }
-        // Slots are reused, not leaked.
-        assert!(tree.arena.len() <= 512);
-    }
-
     /// `n` one-page nodes each followed by a one-page hole, from `base`: 2n pages.
     fn comb(va: &mut RangeAllocator, base: u64, n: u64) {
         for i in 0..n {
@@ -1454,7 +999,7 @@ mod tests {
         let mut va = RangeAllocator::new(0, end).unwrap();
         comb(&mut va, 0, N);
         assert_eq!(va.holes().count() as u64, N);
-        assert_eq!(va.hole_tree.check().0 as u64, N);
+        assert_eq!(va.hole_treap.check().0 as u64, N);
         let big = 2 * N * PAGE - PAGE;
         assert_eq!(
             va.holes().last().map(|h| (h.start(), h.size())),
@@ -1479,7 +1024,7 @@ mod tests {
         // is large enough, and its first 8-page multiple is 8008 pages.
         let n = va.alloc(4 * PAGE, 8 * PAGE, AllocMode::Lowest).unwrap();
         assert_eq!(n.start(), 8008 * PAGE);
-        assert_eq!(va.hole_tree.check().0, va.holes().count());
+        assert_eq!(va.hole_treap.check().0, va.holes().count());
 
         // Mirror: big hole at the bottom, 4000 one-page holes above it.
         let mut va = RangeAllocator::new(0, end).unwrap();
@@ -1502,7 +1047,7 @@ mod tests {
         // [2p, 15p) qualifies, the top-most fit.
         let n = va.alloc(4 * PAGE, 8 * PAGE, AllocMode::Highest).unwrap();
         assert_eq!(n.start(), 8 * PAGE);
-        assert_eq!(va.hole_tree.check().0, va.holes().count());
+        assert_eq!(va.hole_treap.check().0, va.holes().count());
     }
 
     #[test]
@@ -1540,6 +1085,6 @@ mod tests {
             .alloc_in_range(4 * PAGE, 0, AllocMode::Highest, 0, 8 * 500 * PAGE)
             .unwrap();
         assert_eq!(n.start(), (8 * 499 + 1) * PAGE);
-        assert_eq!(va.hole_tree.check().0, va.holes().count());
+        assert_eq!(va.hole_treap.check().0, va.holes().count());
     }
 }
