@@ -8,6 +8,13 @@
 //! writes the sensor's frame through its MMU, and the driver syncs for the CPU and checks the
 //! frame byte for byte against the sensor's NV12. Cache maintenance uses the model, so a
 //! missing sync shows up as a mismatch.
+//!
+//! The sensor stamps the frame number into every frame ([`stamp_frame`]: the first 4 luma bytes),
+//! so each frame is checked against its own bytes. Without it a still scene gives the same bytes
+//! every frame, and a buffer that was never written could pass: with direct DMA the device
+//! writes a swiotlb bounce buffer, which the CPU's clear does not reach when the mapping is one
+//! the device only writes (`FromDevice`), so the sync for the CPU brings back the previous lap's
+//! frame.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -26,8 +33,9 @@ use devmmu_pagetable::{Iova, Prot};
 use serde::Serialize;
 
 use crate::sensor::{
-    check_output_path, compare_frames, load_image, nv12_to_rgb, rgb_to_nv12, test_chart, write_png,
-    LoadLimits, SensorError, DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH,
+    check_output_path, compare_frames, load_image, nv12_to_rgb, read_stamp, rgb_to_nv12,
+    stamp_frame, test_chart, write_png, LoadLimits, SensorError, DEFAULT_CHART_HEIGHT,
+    DEFAULT_CHART_WIDTH,
 };
 
 /// Buffers in the capture ring.
@@ -75,7 +83,8 @@ pub struct CameraArgs {
     /// Unbind and bind each frame's buffer again before the frame (IOPTE updates every frame).
     #[arg(long)]
     pub rebind: bool,
-    /// Write the last captured frame, converted back to RGB, to this PNG file.
+    /// Write the last captured frame, converted back to RGB, to this PNG file (its first 4 pixels
+    /// hold the frame number stamp).
     #[arg(long, value_name = "PNG")]
     pub output: Option<PathBuf>,
     /// Print the device page table while the ring is bound, one line per mapped run (on stderr
@@ -85,6 +94,11 @@ pub struct CameraArgs {
     /// Print exactly one JSON object on stdout instead of the human summary.
     #[arg(long)]
     pub json: bool,
+    /// Fault injection for tests, not a command-line option (always `None` from the command
+    /// line): the simulated device does not write frame `N` (counted from 0), as a device that
+    /// dropped a frame. The frame check must then report frame `N` as a mismatch.
+    #[arg(skip)]
+    pub skip_frame: Option<u32>,
 }
 
 /// Why the scenario could not run.
@@ -139,11 +153,15 @@ pub struct Report {
     pub bounced_bytes: u64,
     /// Faults recorded by the device MMU.
     pub faults: u64,
-    /// Frames whose bytes all matched the sensor's NV12.
+    /// Frames whose bytes all matched the sensor's NV12 for that frame: the scene with that
+    /// frame's number stamped in (see [`stamp_frame`]), so a buffer still holding an earlier
+    /// frame does not count.
     pub frames_matched: u32,
     /// True only if every frame matched.
     pub nv12_match: bool,
-    /// First mismatch, if any, as text.
+    /// First mismatch, if any, as text: `frame K: ...` (K counted from 0), the number of
+    /// differing bytes, the first one, and the number the buffer's stamp reads (an earlier
+    /// frame's number if the buffer still holds that frame).
     pub first_mismatch: Option<String>,
     /// DMA mappings leaked at detach (should be 0).
     pub dma_leaks: u64,
@@ -201,6 +219,8 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     };
     let sensor = rgb_to_nv12(&image).map_err(CameraError::Input)?;
     let layout = *sensor.layout();
+    // The device's source frame: the scene, converted once; each frame only its stamp changes.
+    let mut source = sensor.into_data();
     let frame_bytes = layout.total_size() as u64;
     let bo_bytes = layout.bo_size() as u64;
 
@@ -270,19 +290,31 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
             let _cpu = bo.begin_cpu_access(CpuAccess::WRITE)?;
             bo.write(0, &poison)?;
         }
-        // The ISP writes the frame through its MMU; a fault is recorded by the model.
-        let _ = sim.dma_write(&vm, *va, sensor.data());
+        // The sensor numbers the frame; the ISP writes it through its MMU (a fault is recorded
+        // by the model), unless a test made it drop this frame.
+        stamp_frame(&mut source, &layout, frame).map_err(CameraError::Input)?;
+        if args.skip_frame != Some(frame) {
+            let _ = sim.dma_write(&vm, *va, &source);
+        }
         {
             let _cpu = bo.begin_cpu_access(CpuAccess::READ)?;
             bo.read(0, &mut got)?;
         }
-        let cmp = compare_frames(&layout, sensor.data(), &got).map_err(CameraError::Input)?;
+        let cmp = compare_frames(&layout, &source, &got).map_err(CameraError::Input)?;
         if cmp.is_match() {
             matched += 1;
         } else if first_mismatch.is_none() {
+            // A buffer the device did not write holds the driver's clear (stamp 0xa5a5a5a5) or
+            // an earlier frame, whose number the stamp gives.
+            let stamp = read_stamp(&got, &layout).map_err(CameraError::Input)?;
+            let first = cmp
+                .first_mismatch
+                .map(|m| format!(", first at {m}"))
+                .unwrap_or_default();
             first_mismatch = Some(format!(
-                "frame {frame}: {} of {} bytes differ, first {:?}",
-                cmp.mismatched_bytes, cmp.compared_bytes, cmp.first_mismatch
+                "frame {frame}: {} of {} bytes differ{first}; the buffer's stamp reads {stamp} \
+                 ({stamp:#010x})",
+                cmp.mismatched_bytes, cmp.compared_bytes
             ));
         }
         if let Some(p) = &progress {

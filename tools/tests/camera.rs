@@ -1,8 +1,9 @@
 //! Tests of the `devmmu camera` scenario through [`devmmu_tools::camera::capture`], in process:
 //! both photographs of tests/data in every combination of MMU format, system DMA ops and
 //! coherency (with and without `--rebind`), with the counters worked out from the frame and BO
-//! sizes; the `--dump-pt` listing; the `--output` PNG; and the errors that stop a run before it
-//! does any work.
+//! sizes; a frame the device drops, reported as a mismatch in every configuration; the
+//! `--dump-pt` listing; the `--output` PNG; and the errors that stop a run before it does any
+//! work.
 //!
 //! Where the expected counters come from (F frames, a ring of N = 4 BOs of B bytes = P pages,
 //! each BO DMA-mapped once for the device, `Bidirectional` as GEM shmem maps objects, however
@@ -63,6 +64,7 @@ fn args(input: Option<PathBuf>, mmu: MmuArg, dma: DmaArg, coherent: bool) -> Cam
         output: None,
         dump_pt: false,
         json: false,
+        skip_frame: None,
     }
 }
 
@@ -353,6 +355,80 @@ fn the_built_in_chart_runs_without_input() {
     assert_eq!(bo / PAGE, 338);
     assert_eq!(r.iopte_stores, RING as u64 * 338 + 2);
     assert_eq!(r.tables_allocated, 3 + 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The frame check can fail: a frame the device did not write is a mismatch.
+//
+// Every frame carries its number (the sensor's stamp), so a buffer the device skipped fails the
+// check whatever it holds: the driver's clear, or, with direct DMA, the frame of the previous lap
+// that the sync for the CPU copies back from the bounce buffer (the CPU's clear never reaches a
+// bounce buffer of a `FromDevice` mapping). Without the stamp the second case passed, since a
+// still image gives the same bytes every frame.
+
+/// Every counter of a report, with the verdict, the timing and the mismatch text left out.
+fn counters(r: &Report) -> [u64; 13] {
+    [
+        r.frames.into(),
+        r.width.into(),
+        r.height.into(),
+        r.frame_bytes,
+        r.bo_bytes,
+        r.iopte_stores,
+        r.pte_lines_cleaned,
+        r.tlb_invalidations,
+        r.tables_allocated,
+        r.synced_bytes_for_device,
+        r.synced_bytes_for_cpu,
+        r.bounced_bytes,
+        r.dma_leaks,
+    ]
+}
+
+#[test]
+fn a_dropped_frame_is_a_mismatch_in_every_configuration() {
+    let (name, w, h) = PHOTOS[1];
+    // A frame of the first lap (its buffer has held no frame yet) and one of the second (its
+    // buffer, or its bounce buffer, held frame `skip - RING`).
+    let skips = [0, RING as u32];
+    assert!(FRAMES > RING as u32, "the run must reach the second lap");
+    let mut runs = 0;
+    for mmu in MMUS {
+        for dma in DMAS {
+            for coherent in [false, true] {
+                for rebind in [false, true] {
+                    let a = CameraArgs {
+                        rebind,
+                        ..args(Some(photo(name)), mmu, dma, coherent)
+                    };
+                    // Without a dropped frame, every frame matches (run checks it).
+                    let (clean, _) = run(&a);
+                    check_counters(&clean, &a, w, h);
+                    for skip in skips {
+                        let s = CameraArgs {
+                            skip_frame: Some(skip),
+                            ..a.clone()
+                        };
+                        let ctx = format!("{s:?}");
+                        let outcome = capture(&s, |_| {}).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+                        assert!(!outcome.success(), "{ctx}: {:?}", outcome.report);
+                        let r = outcome.report;
+                        assert!(!r.nv12_match, "{ctx}");
+                        assert_eq!(r.frames_matched, FRAMES - 1, "{ctx}");
+                        let m = r.first_mismatch.as_deref().unwrap_or("");
+                        assert!(m.starts_with(&format!("frame {skip}: ")), "{ctx}: {m:?}");
+                        assert_eq!(r.faults, 0, "{ctx}");
+                        // Dropping a frame changes the verdict, nothing else: the driver did the
+                        // same maps, syncs and bounces.
+                        assert_eq!(counters(&r), counters(&clean), "{ctx}");
+                    }
+                    runs += 1;
+                }
+            }
+        }
+    }
+    // --mmu {ipu, arm-lpae-4k} x --dma {iommu, direct} x --coherent {no, yes} x --rebind {no, yes}.
+    assert_eq!(runs, 16);
 }
 
 // ---------------------------------------------------------------------------------------------

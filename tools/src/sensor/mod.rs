@@ -9,6 +9,8 @@
 //! - [`test_chart`]: a deterministic built-in test chart, so the command runs with no input file;
 //! - [`load_image`] / [`write_png`]: reading any image the `image` crate decodes, with the size
 //!   checked before decoding, and writing PNG without leaving a partial file behind;
+//! - [`stamp_frame`] / [`read_stamp`]: the frame counter stamped into each frame, so that no two
+//!   frames of a capture are alike even when the scene is a still image;
 //! - [`compare_frames`]: the frame checker that says where a captured frame differs from the
 //!   expected one.
 //!
@@ -22,6 +24,7 @@ mod error;
 mod input;
 mod layout;
 mod output;
+mod stamp;
 
 pub use chart::{test_chart, DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH};
 pub use check::{compare_frames, FrameComparison, Mismatch};
@@ -30,3 +33,4 @@ pub use error::SensorError;
 pub use input::{load_image, LoadLimits};
 pub use layout::{Nv12Layout, Plane, BO_ALIGN, MAX_DIMENSION, STRIDE_ALIGN};
 pub use output::{check_output_path, write_png};
+pub use stamp::{read_stamp, stamp_frame, stamp_len, STAMP_BYTES};
