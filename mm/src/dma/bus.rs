@@ -8,7 +8,7 @@
 use devmmu_pagetable::DmaAddr;
 
 use super::types::{BusFault, BusFaultReason};
-use super::DmaOps;
+use super::{Backend, DmaOps};
 use crate::phys::{PhysAddr, PAGE_SIZE};
 use crate::MmError;
 
@@ -25,9 +25,11 @@ impl DmaOps {
     /// # Errors
     /// A [`BusFault`] naming the address and the reason.
     pub fn bus_to_phys(&self, dma: DmaAddr, len: u64, write: bool) -> Result<PhysAddr, BusFault> {
-        match self {
-            DmaOps::Direct(d) => d.bus_to_phys(dma, len),
-            DmaOps::Iommu(i) => i.bus_to_phys(dma, len, write),
+        match &self.backend {
+            Backend::Direct(d) => {
+                d.bus_to_phys(self.dev.mask, &self.phys, &self.registry, dma, len)
+            }
+            Backend::Iommu(i) => i.bus_to_phys(self.dev.mask, &self.phys, dma, len, write),
         }
     }
 
@@ -40,8 +42,8 @@ impl DmaOps {
     ///
     /// [`PhysMem::device_read`]: crate::phys::PhysMem::device_read
     pub fn bus_read(&self, dma: DmaAddr, buf: &mut [u8]) -> Result<(), BusFault> {
-        let coherent = self.common().dev.coherent;
-        let phys = &self.common().phys;
+        let coherent = self.dev.coherent;
+        let phys = &self.phys;
         self.bus_pages(dma, buf.len() as u64, false, |pa, pos, n| {
             phys.device_read(pa, &mut buf[pos..pos + n], coherent)
         })
@@ -53,8 +55,8 @@ impl DmaOps {
     /// # Errors
     /// The first [`BusFault`]; the pages before it were written.
     pub fn bus_write(&self, dma: DmaAddr, data: &[u8]) -> Result<(), BusFault> {
-        let coherent = self.common().dev.coherent;
-        let phys = &self.common().phys;
+        let coherent = self.dev.coherent;
+        let phys = &self.phys;
         self.bus_pages(dma, data.len() as u64, true, |pa, pos, n| {
             phys.device_write(pa, &data[pos..pos + n], coherent)
         })
@@ -78,7 +80,7 @@ impl DmaOps {
         let end = dma.0.checked_add(len).ok_or(BusFault {
             dma,
             reason: BusFaultReason::BeyondMask {
-                mask: self.common().dev.mask.0,
+                mask: self.dev.mask.0,
             },
         })?;
         let mut cur = dma.0;

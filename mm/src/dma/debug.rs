@@ -287,6 +287,11 @@ impl PaIndex {
 }
 
 impl DmaOps {
+    /// Logs `diag` if debugging is on.
+    pub(super) fn report(&self, diag: DmaDiag) {
+        self.debug.report(&self.counters, diag);
+    }
+
     /// The live mapping at `dma` that a release of `kind` names, found under `reg` (debug.c's
     /// `check_unmap` up to its kind check): of several mappings at `dma`, the one that matches
     /// in kind, then length, then direction, as debug.c's `hash_bucket_find` picks the best of
@@ -304,7 +309,6 @@ impl DmaOps {
         len: u64,
         dir: Option<DmaDirection>,
     ) -> Result<(MutexGuard<'a, Registry>, u64), MmError> {
-        let c = self.common();
         let ids = reg.at_handle(dma);
         let best = ids.iter().copied().max_by_key(|&id| {
             let m = reg.get(id);
@@ -314,7 +318,7 @@ impl DmaOps {
         });
         let Some(id) = best else {
             drop(reg);
-            c.report(DmaDiag::UnmapNotMapped {
+            self.report(DmaDiag::UnmapNotMapped {
                 dma,
                 len,
                 dir,
@@ -325,7 +329,7 @@ impl DmaOps {
         let mapped_as = reg.get(id).map_or(kind, |m| m.kind);
         if mapped_as != kind {
             drop(reg);
-            c.report(DmaDiag::UnmapWrongKind {
+            self.report(DmaDiag::UnmapWrongKind {
                 dma,
                 mapped_as,
                 released_as: kind,
@@ -341,9 +345,8 @@ impl DmaOps {
 
     /// Debug checks of a release that found its mapping.
     pub(super) fn check_release(&self, m: &Mapping, len: u64, dir: Option<DmaDirection>) {
-        let c = self.common();
         if m.len != len {
-            c.report(DmaDiag::UnmapWrongSize {
+            self.report(DmaDiag::UnmapWrongSize {
                 dma: m.handle,
                 mapped_len: m.len,
                 unmap_len: len,
@@ -351,15 +354,15 @@ impl DmaOps {
         }
         if let Some(d) = dir {
             if d != m.dir {
-                c.report(DmaDiag::UnmapWrongDirection {
+                self.report(DmaDiag::UnmapWrongDirection {
                     dma: m.handle,
                     mapped_dir: m.dir,
                     unmap_dir: d,
                 });
             }
         }
-        if c.debug.strict_check && !m.checked {
-            c.report(DmaDiag::MappingNotChecked {
+        if self.debug.strict_check && !m.checked {
+            self.report(DmaDiag::MappingNotChecked {
                 dma: m.handle,
                 len: m.len,
                 kind: m.kind,
@@ -370,7 +373,7 @@ impl DmaOps {
     /// Drops the [`PaIndex`] entry of mapping `id`, just removed from the registry (whose lock
     /// the caller still holds).
     pub(super) fn forget_pa_index(&self, id: u64) {
-        self.common().pa_index.lock().remove(&id);
+        self.pa_index.lock().remove(&id);
     }
 
     /// `dma_mapping_error`: whether `dma` is *not* the address of a live mapping of this device
@@ -382,7 +385,7 @@ impl DmaOps {
         if dma.0 == u64::MAX {
             return true;
         }
-        let mut reg = self.common().registry.lock();
+        let mut reg = self.registry.lock();
         let ids = reg.at_handle(dma);
         for &id in &ids {
             if let Some(m) = reg.get_mut(id) {
@@ -407,14 +410,13 @@ impl DmaOps {
     /// order, as one call per range, but with one look at the live mappings for all of them (a
     /// scattered BO is one range per page). Returns `false` if any range was reported.
     pub(crate) fn check_cpu_access_ranges(&self, ranges: &[PhysSegment], write: bool) -> bool {
-        let c = self.common();
-        if !c.debug.enabled || ranges.iter().all(|r| r.len == 0) {
+        if !self.debug.enabled || ranges.iter().all(|r| r.len == 0) {
             return true;
         }
         let mut reports = Vec::new();
         {
-            let reg = c.registry.lock();
-            let mut index = c.pa_index.lock();
+            let reg = self.registry.lock();
+            let mut index = self.pa_index.lock();
             // The mappings whose bytes the device owns and may write.
             let mut owned = Vec::new();
             // Entries of live mappings seen; any other entry belongs to a released mapping.
@@ -474,7 +476,7 @@ impl DmaOps {
         }
         let clean = reports.is_empty();
         for diag in reports {
-            c.report(diag);
+            self.report(diag);
         }
         clean
     }
@@ -482,10 +484,9 @@ impl DmaOps {
     /// What [`DmaOps::detach`] reports: every live mapping (IOVA links counted in their range)
     /// and IOVA range, also logged as a [`DmaDiag::LeakAtDetach`] if there is any.
     pub(super) fn leak_report(&self) -> LeakReport {
-        let c = self.common();
         let mut report = LeakReport::default();
         {
-            let reg = c.registry.lock();
+            let reg = self.registry.lock();
             for (_, m) in reg.iter() {
                 if m.kind != MappingKind::IovaLink {
                     report.add(m.kind, m.len);
@@ -496,7 +497,7 @@ impl DmaOps {
             }
         }
         if !report.is_empty() {
-            c.report(DmaDiag::LeakAtDetach {
+            self.report(DmaDiag::LeakAtDetach {
                 report: report.clone(),
             });
         }
@@ -620,17 +621,17 @@ mod tests {
             .all(|&pa| ops.check_cpu_access(pa, 1, false)));
         ops.sync_sg_for_device(&sg).unwrap();
         assert!(!ops.check_cpu_access(f.pages()[pages as usize - 1], 1, false));
-        assert_eq!(ops.common().pa_index.lock().len(), 1);
+        assert_eq!(ops.pa_index.lock().len(), 1);
 
         // Once unmapped, the index entry is gone and nothing is reported.
         ops.unmap_sg(&sg).unwrap();
-        assert!(ops.common().pa_index.lock().is_empty());
+        assert!(ops.pa_index.lock().is_empty());
         ops.take_diagnostics();
         assert!(f
             .pages()
             .iter()
             .all(|&pa| ops.check_cpu_access(pa, 1, true)));
         assert!(ops.diagnostics().is_empty());
-        assert!(ops.common().pa_index.lock().is_empty());
+        assert!(ops.pa_index.lock().is_empty());
     }
 }

@@ -4,8 +4,10 @@
 //! minus the platform's reserved regions, allocating top-down like drivers/iommu/iova.c) and its
 //! ARM LPAE page table, whose table pages are [`PhysMem`](crate::phys::PhysMem) frames addressed
 //! physically (the IOMMU walks physical memory, coherently). It maps and unmaps IOVA ranges and
-//! counts IOTLB invalidations; cache maintenance of the data and the DMA-API bookkeeping are the
-//! parent module's.
+//! counts IOTLB invalidations (in the counters of its [`DmaOps`](super::DmaOps), passed in);
+//! cache maintenance of the data and the DMA-API bookkeeping are the parent module's.
+
+use std::sync::Arc;
 
 use devmmu_pagetable::{
     walk, ArmLpae4k, DmaAddr, Format, Gather, Iova, PageTable, PageTableConfig, Prot, TableReader,
@@ -16,9 +18,8 @@ use parking_lot::Mutex;
 use super::registry::Seg;
 use super::stats::Counters;
 use super::table_pool::{TableBus, TablePool};
-use super::types::{BusFault, BusFaultReason, Platform};
-use super::Common;
-use crate::phys::{FrameView, PhysAddr, PhysSegment, Zone, PAGE_SIZE};
+use super::types::{BusFault, BusFaultReason, DmaMask, Platform};
+use crate::phys::{FrameView, PhysAddr, PhysMem, PhysSegment, Zone, PAGE_SIZE};
 use crate::vm::range::{AllocMode, RangeAllocator, RangeError};
 use crate::MmError;
 
@@ -52,9 +53,9 @@ struct State {
     reserved_bytes: u64,
 }
 
-/// The system IOMMU domain of one device: bus address = IOVA.
+/// The system IOMMU domain of one device: bus address = IOVA. The device's mask, memory and
+/// counters are its [`DmaOps`](super::DmaOps)'s, passed to the operations that need them.
 pub struct IommuDomain {
-    pub(crate) common: Common,
     root: DmaAddr,
     /// `[start, end)` of the IOVA space.
     span: (u64, u64),
@@ -64,7 +65,6 @@ pub struct IommuDomain {
 impl core::fmt::Debug for IommuDomain {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("IommuDomain")
-            .field("device", &self.common.dev)
             .field("root", &self.root)
             .field("span", &self.span)
             .finish()
@@ -75,11 +75,23 @@ fn map_err(iova: u64, size: u64) -> impl Fn(devmmu_pagetable::Error) -> MmError 
     move |error| MmError::IommuMap { iova, size, error }
 }
 
+/// Invalidates the IOTLB for what `g` gathered, counting each invalidation in `counters`.
+fn sync_gather(counters: &Counters, st: &mut State, g: &mut Gather) {
+    st.pt.iotlb_sync(g, |_, _| {
+        Counters::add(&counters.iotlb_invalidations, 1);
+    });
+}
+
 impl IommuDomain {
-    /// A domain for `common`'s device: IOVA space `[granule, min(mask, 2^48 - 1)]`, the platform's
-    /// reserved regions taken out of it, an empty page table (its root allocated now).
-    pub(crate) fn new(common: Common, platform: &Platform) -> Result<IommuDomain, MmError> {
-        let top = common.dev.mask.0.min((1u64 << 48) - 1);
+    /// A domain for a device with DMA mask `mask` over `phys`: IOVA space
+    /// `[granule, min(mask, 2^48 - 1)]`, the platform's reserved regions taken out of it, an
+    /// empty page table (its root allocated now, from `phys`).
+    pub(crate) fn new(
+        phys: &Arc<PhysMem>,
+        mask: DmaMask,
+        platform: &Platform,
+    ) -> Result<IommuDomain, MmError> {
+        let top = mask.0.min((1u64 << 48) - 1);
         // `top + 1` cannot overflow: `top < 2^48`.
         let span = (IOVA_GRANULE, (top + 1) & !(IOVA_GRANULE - 1));
         let mut iova = RangeAllocator::new(span.0, span.1)
@@ -114,7 +126,7 @@ impl IommuDomain {
         }
         // The IOMMU reaches only what its 48-bit output address can name, tables included.
         let pool = TablePool::new(
-            common.phys.clone(),
+            phys.clone(),
             Zone::Below(PhysAddr(1 << ArmLpae4k::OA_BITS)),
             TableBus::Identity,
         );
@@ -126,7 +138,6 @@ impl IommuDomain {
         )
         .map_err(map_err(0, 0))?;
         Ok(IommuDomain {
-            common,
             root: pt.root(),
             span,
             state: Mutex::new(State {
@@ -200,12 +211,13 @@ impl IommuDomain {
     /// Maps `segs` contiguously in a fresh IOVA node, as `iommu_dma_map_sg`: each segment is
     /// widened to whole granules (its in-page offset kept), so a segment that ends mid-page is
     /// followed by padding. Returns one [`Seg`] per input (bus address = IOVA of its first
-    /// byte) and the node `(start, size)`.
+    /// byte) and the node `(start, size)`. IOTLB invalidations are counted in `counters`.
     ///
     /// # Errors
     /// [`MmError::IovaExhausted`], [`MmError::IommuMap`] (nothing stays mapped or allocated).
     pub(crate) fn map_phys(
         &self,
+        counters: &Counters,
         segs: &[PhysSegment],
         prot: Prot,
     ) -> Result<(Vec<Seg>, (u64, u64)), MmError> {
@@ -224,7 +236,7 @@ impl IommuDomain {
         let (start, node) = self.alloc_locked(&mut st, total)?;
         let mut g = Gather::new();
         let r = st.pt.map_segments(Iova(start), &pieces, prot, &mut g);
-        self.sync_gather(&mut st, &mut g);
+        sync_gather(counters, &mut st, &mut g);
         if let Err(e) = r {
             let _ = st.iova.free(start);
             return Err(map_err(start, total)(e));
@@ -250,6 +262,7 @@ impl IommuDomain {
     /// [`MmError::IommuMap`] (e.g. `AlreadyMapped`); nothing stays mapped.
     pub(crate) fn map_at(
         &self,
+        counters: &Counters,
         iova: u64,
         pa: PhysAddr,
         size: u64,
@@ -258,45 +271,45 @@ impl IommuDomain {
         let mut st = self.state.lock();
         let mut g = Gather::new();
         let r = st.pt.map(Iova(iova), DmaAddr(pa.0), size, prot, &mut g);
-        self.sync_gather(&mut st, &mut g);
+        sync_gather(counters, &mut st, &mut g);
         r.map_err(map_err(iova, size))
     }
 
     /// Unmaps `[iova, iova + size)` (granule multiples inside the space) and invalidates the
-    /// IOTLB for it.
+    /// IOTLB for it, counting the invalidations in `counters`.
     ///
     /// # Errors
     /// [`MmError::IommuMap`] with `NoMemory` if a block mapping had to be split and no table
     /// page was left: nothing was unmapped.
-    pub(crate) fn unmap_range(&self, iova: u64, size: u64) -> Result<(), MmError> {
+    pub(crate) fn unmap_range(
+        &self,
+        counters: &Counters,
+        iova: u64,
+        size: u64,
+    ) -> Result<(), MmError> {
         let mut st = self.state.lock();
         let mut g = Gather::new();
         let r = st.pt.unmap(Iova(iova), size, &mut g);
-        self.sync_gather(&mut st, &mut g);
+        sync_gather(counters, &mut st, &mut g);
         r.map(|_| ()).map_err(map_err(iova, size))
     }
 
     /// Unmaps a whole node and frees its IOVA (`__iommu_dma_unmap`: unmap, IOTLB sync, free
     /// the IOVA only after the sync).
-    pub(crate) fn unmap_node(&self, node: (u64, u64)) {
+    pub(crate) fn unmap_node(&self, counters: &Counters, node: (u64, u64)) {
         // Unmapping exactly a whole node never splits a block (blocks never cross the node,
         // which is where they were mapped), so this cannot fail.
-        let _ = self.unmap_range(node.0, node.1);
+        let _ = self.unmap_range(counters, node.0, node.1);
         self.free_iova(node.0);
     }
 
-    fn sync_gather(&self, st: &mut State, g: &mut Gather) {
-        let counters: &Counters = &self.common.counters;
-        st.pt.iotlb_sync(g, |_, _| {
-            Counters::add(&counters.iotlb_invalidations, 1);
-        });
-    }
-
-    /// What the IOMMU does with a device access to `dma..dma + len`: walk the tables (not
-    /// cached: no IOTLB is modelled) for every page of the range; it must be mapped, writable if
-    /// `write`, and physically contiguous.
+    /// What the IOMMU does with a device access to `dma..dma + len` by a device with `mask`:
+    /// walk the tables in `phys` (not cached: no IOTLB is modelled) for every page of the range;
+    /// it must be mapped, writable if `write`, and physically contiguous.
     pub(crate) fn bus_to_phys(
         &self,
+        mask: DmaMask,
+        phys: &PhysMem,
         dma: DmaAddr,
         len: u64,
         write: bool,
@@ -305,12 +318,11 @@ impl IommuDomain {
         if len == 0 {
             return Err(fault(BusFaultReason::ZeroLength));
         }
-        let mask = self.common.dev.mask;
         if !mask.covers(dma.0, len) {
             return Err(fault(BusFaultReason::BeyondMask { mask: mask.0 }));
         }
         let end = dma.0 + len;
-        let reader = PhysReader(self.common.phys.frames());
+        let reader = PhysReader(phys.frames());
         let mut cur = dma.0;
         let mut first = 0;
         while cur < end {

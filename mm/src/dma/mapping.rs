@@ -13,7 +13,7 @@ use super::registry::{Mapping, Seg};
 use super::stats::Counters;
 use super::sync::{self, Piece};
 use super::types::{DmaDirection, DmaSegment, MappingKind, SgTable};
-use super::{DmaDiag, DmaOps};
+use super::{Backend, DmaDiag, DmaOps};
 use crate::phys::{PhysAddr, PhysSegment};
 use crate::MmError;
 
@@ -25,11 +25,11 @@ impl DmaOps {
 
     /// Gives back what mapping `segs` (and the IOVA `node`) took.
     pub(super) fn release(&self, segs: &[Seg], node: Option<IovaNode>) {
-        match self {
-            DmaOps::Direct(d) => d.release(segs),
-            DmaOps::Iommu(i) => {
+        match &self.backend {
+            Backend::Direct(d) => d.release(segs),
+            Backend::Iommu(i) => {
                 if let Some(n) = node {
-                    i.unmap_node(n);
+                    i.unmap_node(&self.counters, n);
                 }
             }
         }
@@ -41,11 +41,11 @@ impl DmaOps {
         phys: &[PhysSegment],
         dir: DmaDirection,
     ) -> Result<(Vec<Seg>, Option<IovaNode>), MmError> {
-        match self {
-            DmaOps::Direct(d) => {
+        match &self.backend {
+            Backend::Direct(d) => {
                 let mut out: Vec<Seg> = Vec::with_capacity(phys.len());
                 for s in phys {
-                    match d.map_one(s.addr, s.len) {
+                    match d.map_one(self.dev.mask, s.addr, s.len) {
                         Ok(seg) => out.push(seg),
                         Err(e) => {
                             d.release(&out);
@@ -55,8 +55,9 @@ impl DmaOps {
                 }
                 Ok((out, None))
             }
-            DmaOps::Iommu(i) => {
-                let (segs, node) = i.map_phys(phys, dir.prot(self.common().dev.coherent))?;
+            Backend::Iommu(i) => {
+                let prot = dir.prot(self.dev.coherent);
+                let (segs, node) = i.map_phys(&self.counters, phys, prot)?;
                 Ok((segs, Some(node)))
             }
         }
@@ -69,14 +70,13 @@ impl DmaOps {
         dir: DmaDirection,
         kind: MappingKind,
     ) -> Result<(u64, Mapping), MmError> {
-        let c = self.common();
-        c.check_attached()?;
+        self.check_attached()?;
         if phys.is_empty() {
             return Err(MmError::ZeroSize);
         }
         let mut len: u64 = 0;
         for s in phys {
-            c.check_ram(s.addr, s.len)?;
+            self.check_ram(s.addr, s.len)?;
             len = len.checked_add(s.len).ok_or(MmError::AddrOverflow {
                 addr: s.addr,
                 len: s.len,
@@ -84,7 +84,7 @@ impl DmaOps {
         }
         let (segs, node) = self.map_segments(phys, dir)?;
         let pieces: Vec<Piece> = segs.iter().map(Piece::whole).collect();
-        if let Err(e) = sync::for_device(c, &pieces, dir, true) {
+        if let Err(e) = sync::for_device(self, &pieces, dir, true) {
             self.release(&segs, node);
             return Err(e);
         }
@@ -98,8 +98,8 @@ impl DmaOps {
             device_owned: true,
             checked: false,
         };
-        let id = c.registry.lock().insert(m.clone());
-        Counters::add(&c.counters.maps, 1);
+        let id = self.registry.lock().insert(m.clone());
+        Counters::add(&self.counters.maps, 1);
         Ok((id, m))
     }
 
@@ -113,8 +113,7 @@ impl DmaOps {
         len: u64,
         dir: Option<DmaDirection>,
     ) -> Result<Mapping, MmError> {
-        let c = self.common();
-        let (mut reg, id) = self.find_release(c.registry.lock(), kind, dma, len, dir)?;
+        let (mut reg, id) = self.find_release(self.registry.lock(), kind, dma, len, dir)?;
         let m = reg.remove(id).ok_or(MmError::DmaNotMapped { dma, len })?;
         self.forget_pa_index(id);
         drop(reg);
@@ -126,17 +125,24 @@ impl DmaOps {
     /// kinds), then give back the bus addresses. The bus addresses are released even if the
     /// sync fails (its frames were freed under the mapping), and the sync's error is returned.
     fn finish_release(&self, m: &Mapping) -> Result<(), MmError> {
-        let c = self.common();
         let synced = match m.kind {
             MappingKind::Page | MappingKind::Sg => {
                 let pieces: Vec<Piece> = m.segs.iter().map(Piece::whole).collect();
-                sync::for_cpu(c, &pieces, m.dir)
+                sync::for_cpu(self, &pieces, m.dir)
             }
             _ => Ok(()),
         };
         self.release(&m.segs, m.iova);
-        Counters::add(&c.counters.unmaps, 1);
+        Counters::add(&self.counters.unmaps, 1);
         synced
+    }
+
+    /// Checks that `pa..pa + len` is allocated RAM.
+    pub(super) fn check_ram(&self, pa: PhysAddr, len: u64) -> Result<(), MmError> {
+        if len == 0 {
+            return Err(MmError::ZeroSize);
+        }
+        self.phys.for_each_chunk(pa, len, |_| {})
     }
 
     // ---- streaming mappings ----
@@ -227,16 +233,15 @@ impl DmaOps {
     }
 
     fn take_by_id(&self, sg: &SgTable) -> Result<Mapping, MmError> {
-        let c = self.common();
         let dma = sg.dma.first().map_or(DmaAddr(0), |s| s.dma);
         let taken = {
-            let mut reg = c.registry.lock();
+            let mut reg = self.registry.lock();
             let taken = reg.remove(sg.id);
             self.forget_pa_index(sg.id);
             taken
         };
         taken.ok_or_else(|| {
-            c.report(DmaDiag::UnmapNotMapped {
+            self.report(DmaDiag::UnmapNotMapped {
                 dma,
                 len: sg.len_bytes(),
                 dir: Some(sg.dir),
@@ -301,12 +306,11 @@ impl DmaOps {
     }
 
     fn sync_sg(&self, sg: &SgTable, for_cpu: bool) -> Result<(), MmError> {
-        let c = self.common();
-        let mut reg = c.registry.lock();
+        let mut reg = self.registry.lock();
         let Some(m) = reg.get_mut(sg.id) else {
             drop(reg);
             let dma = sg.dma.first().map_or(DmaAddr(0), |s| s.dma);
-            c.report(DmaDiag::SyncNotMapped {
+            self.report(DmaDiag::SyncNotMapped {
                 dma,
                 len: sg.len_bytes(),
                 dir: sg.dir,
@@ -322,9 +326,9 @@ impl DmaOps {
         let dir = m.dir;
         drop(reg);
         if for_cpu {
-            sync::for_cpu(c, &pieces, dir)
+            sync::for_cpu(self, &pieces, dir)
         } else {
-            sync::for_device(c, &pieces, dir, false)
+            sync::for_device(self, &pieces, dir, false)
         }
     }
 
@@ -335,12 +339,11 @@ impl DmaOps {
         dir: DmaDirection,
         for_cpu: bool,
     ) -> Result<(), MmError> {
-        let c = self.common();
         if len == 0 {
             return Err(MmError::ZeroSize);
         }
         let end = dma.0.saturating_add(len);
-        let mut reg = c.registry.lock();
+        let mut reg = self.registry.lock();
         let syncable = |k: MappingKind| {
             matches!(
                 k,
@@ -376,7 +379,7 @@ impl DmaOps {
         }
         let Some((id, pieces, covered)) = best else {
             drop(reg);
-            c.report(DmaDiag::SyncNotMapped {
+            self.report(DmaDiag::SyncNotMapped {
                 dma,
                 len,
                 dir,
@@ -391,7 +394,7 @@ impl DmaOps {
         let (mapped_dir, handle, mlen) = (m.dir, m.handle, m.len);
         drop(reg);
         if covered < len {
-            c.report(DmaDiag::SyncOutOfRange {
+            self.report(DmaDiag::SyncOutOfRange {
                 dma,
                 len,
                 for_cpu,
@@ -403,7 +406,7 @@ impl DmaOps {
             dir
         } else {
             if dir != mapped_dir {
-                c.report(DmaDiag::SyncWrongDirection {
+                self.report(DmaDiag::SyncWrongDirection {
                     dma,
                     len,
                     for_cpu,
@@ -414,9 +417,9 @@ impl DmaOps {
             mapped_dir
         };
         if for_cpu {
-            sync::for_cpu(c, &pieces, eff)
+            sync::for_cpu(self, &pieces, eff)
         } else {
-            sync::for_device(c, &pieces, eff, false)
+            sync::for_device(self, &pieces, eff, false)
         }
     }
 
@@ -436,31 +439,31 @@ impl DmaOps {
         len: u64,
         dir: DmaDirection,
     ) -> Result<DmaAddr, MmError> {
-        let c = self.common();
-        c.check_attached()?;
+        self.check_attached()?;
         if len == 0 {
             return Err(MmError::ZeroSize);
         }
         let end =
             pa.0.checked_add(len)
                 .ok_or(MmError::AddrOverflow { addr: pa, len })?;
-        let is_ram = c.phys.memory_map().regions().iter().any(|r| {
+        let is_ram = self.phys.memory_map().regions().iter().any(|r| {
             let r_end = r.base.0.saturating_add(r.size);
             r.base.0 < end && pa.0 < r_end
         });
         if is_ram {
             return Err(MmError::ResourceIsRam { addr: pa, len });
         }
-        let (segs, node) = match self {
-            DmaOps::Direct(d) => (vec![d.map_resource(pa, len)?], None),
-            DmaOps::Iommu(i) => {
+        let (segs, node) = match &self.backend {
+            Backend::Direct(d) => (vec![d.map_resource(self.dev.mask, pa, len)?], None),
+            Backend::Iommu(i) => {
                 let prot = dir.prot(false) | devmmu_pagetable::Prot::MMIO;
-                let (segs, node) = i.map_phys(&[PhysSegment { addr: pa, len }], prot)?;
+                let one = [PhysSegment { addr: pa, len }];
+                let (segs, node) = i.map_phys(&self.counters, &one, prot)?;
                 (segs, Some(node))
             }
         };
         let handle = DmaAddr(segs[0].dma);
-        c.registry.lock().insert(Mapping {
+        self.registry.lock().insert(Mapping {
             kind: MappingKind::Resource,
             dir,
             handle,
@@ -470,7 +473,7 @@ impl DmaOps {
             device_owned: false,
             checked: false,
         });
-        Counters::add(&c.counters.maps, 1);
+        Counters::add(&self.counters.maps, 1);
         Ok(handle)
     }
 

@@ -2,7 +2,8 @@
 //! bytes change hands between CPU and device (Linux's DMA API: Documentation/core-api/dma-api.rst,
 //! dma-api-howto.rst; kernel/dma/direct.c, swiotlb.c, debug.c; drivers/iommu/dma-iommu.c).
 //!
-//! [`DmaOps`] is an enum of peers, chosen once at [`DmaOps::attach`]:
+//! [`DmaOps`] holds what every backend shares (device, memory, counters, live mappings, debug
+//! log) and one backend, a peer of the other, chosen once at [`DmaOps::attach`]:
 //! - [`Direct`]: `DmaAddr = phys + bus_offset`; a range beyond the device's DMA mask is bounced
 //!   through a swiotlb pool (`swiotlb.rs`) or refused when the platform has none;
 //! - [`IommuDomain`]: the device sits behind a system IOMMU; every mapping gets an IOVA in the
@@ -69,17 +70,23 @@ use debug::{DebugLog, PaIndex};
 use registry::Registry;
 use stats::Counters;
 
-use crate::phys::{PhysAddr, PhysMem, Zone, PAGE_SIZE};
+use crate::phys::{PhysMem, Zone, PAGE_SIZE};
 use crate::MmError;
 
-/// What every backend shares: the device, its memory, counters, live mappings and debug log.
+/// The system DMA ops of one device: the state every backend shares (the device, its memory,
+/// counters, live mappings, debug log) and the backend, a peer per kind matched once per call, no
+/// `dyn`.
+///
+/// Obtained from [`DmaOps::attach`] as `Arc<DmaOps>`; every method takes `&self` (state sits
+/// behind mutexes), and it is `Send + Sync`. Several mappings of one device may be live at once,
+/// including of the same bytes.
 #[derive(Debug)]
-pub(crate) struct Common {
-    pub(crate) phys: Arc<PhysMem>,
-    pub(crate) dev: DmaDevice,
-    pub(crate) counters: Counters,
-    pub(crate) registry: Mutex<Registry>,
-    pub(crate) debug: DebugLog,
+pub struct DmaOps {
+    phys: Arc<PhysMem>,
+    dev: DmaDevice,
+    counters: Counters,
+    registry: Mutex<Registry>,
+    debug: DebugLog,
     detached: AtomicBool,
     /// Per mapping id, its segments' physical ranges sorted for [`DmaOps::check_cpu_access`]
     /// (built there, for mappings of more than [`debug::PA_INDEX_MIN_SEGS`] segments). Ids are
@@ -87,53 +94,15 @@ pub(crate) struct Common {
     /// for as long as its mapping lives. Unmaps remove their entry; the next check drops any
     /// other entry of a released mapping. Locked only while `registry` is held, after it.
     pa_index: Mutex<HashMap<u64, PaIndex>>,
+    backend: Backend,
 }
 
-impl Common {
-    fn new(phys: Arc<PhysMem>, dev: DmaDevice, platform: &Platform) -> Common {
-        Common {
-            phys,
-            dev,
-            counters: Counters::default(),
-            registry: Mutex::new(Registry::default()),
-            debug: DebugLog::new(platform.debug, platform.debug_strict_check),
-            detached: AtomicBool::new(false),
-            pa_index: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn check_attached(&self) -> Result<(), MmError> {
-        if self.detached.load(Ordering::Acquire) {
-            Err(MmError::DmaDetached {
-                device: self.dev.name.clone(),
-            })
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Checks that `pa..pa + len` is allocated RAM.
-    fn check_ram(&self, pa: PhysAddr, len: u64) -> Result<(), MmError> {
-        if len == 0 {
-            return Err(MmError::ZeroSize);
-        }
-        self.phys.for_each_chunk(pa, len, |_| {})
-    }
-
-    fn report(&self, diag: DmaDiag) {
-        self.debug.report(&self.counters, diag);
-    }
-}
-
-/// The system DMA ops of one device: a peer per backend, matched once per call, no `dyn`.
-///
-/// Obtained from [`DmaOps::attach`] as `Arc<DmaOps>`; every method takes `&self` (state sits
-/// behind mutexes), and it is `Send + Sync`. Several mappings of one device may be live at once,
-/// including of the same bytes.
+/// The backend of a [`DmaOps`], chosen once at [`DmaOps::attach`]. Only what differs between
+/// the two lives here; operations that need the shared state are given it by the caller.
 // One per device and always behind an `Arc`, so the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum DmaOps {
+enum Backend {
     /// Direct DMA, with a swiotlb bounce pool when the platform has one.
     Direct(Direct),
     /// Behind a system IOMMU.
@@ -175,72 +144,90 @@ impl DmaOps {
         if let Some(&(start, end)) = platform.reserved.iter().find(|(s, e)| s >= e) {
             return Err(MmError::BadReservedRegion { start, end });
         }
-        let common = Common::new(phys, dev, platform);
-        let ops = if platform.system_iommu {
-            DmaOps::Iommu(IommuDomain::new(common, platform)?)
+        let backend = if platform.system_iommu {
+            Backend::Iommu(IommuDomain::new(&phys, dev.mask, platform)?)
         } else {
-            DmaOps::Direct(Direct::new(common, platform)?)
+            Backend::Direct(Direct::new(&phys, dev.mask, platform)?)
         };
-        Ok(Arc::new(ops))
-    }
-
-    pub(crate) fn common(&self) -> &Common {
-        match self {
-            DmaOps::Direct(d) => &d.common,
-            DmaOps::Iommu(i) => &i.common,
-        }
+        Ok(Arc::new(DmaOps {
+            phys,
+            dev,
+            counters: Counters::default(),
+            registry: Mutex::new(Registry::default()),
+            debug: DebugLog::new(platform.debug, platform.debug_strict_check),
+            detached: AtomicBool::new(false),
+            pa_index: Mutex::new(HashMap::new()),
+            backend,
+        }))
     }
 
     /// Which backend this is.
     pub fn kind(&self) -> DmaOpsKind {
-        match self {
-            DmaOps::Direct(_) => DmaOpsKind::Direct,
-            DmaOps::Iommu(_) => DmaOpsKind::Iommu,
+        match self.backend {
+            Backend::Direct(_) => DmaOpsKind::Direct,
+            Backend::Iommu(_) => DmaOpsKind::Iommu,
+        }
+    }
+
+    /// The direct backend (its bus offset and swiotlb pool), if this is [`DmaOpsKind::Direct`].
+    pub fn as_direct(&self) -> Option<&Direct> {
+        match &self.backend {
+            Backend::Direct(d) => Some(d),
+            Backend::Iommu(_) => None,
+        }
+    }
+
+    /// The system IOMMU domain (its aperture and page table), if this is
+    /// [`DmaOpsKind::Iommu`].
+    pub fn as_iommu(&self) -> Option<&IommuDomain> {
+        match &self.backend {
+            Backend::Iommu(i) => Some(i),
+            Backend::Direct(_) => None,
         }
     }
 
     /// The device.
     pub fn device(&self) -> &DmaDevice {
-        &self.common().dev
+        &self.dev
     }
 
     /// The physical memory the device reaches.
     pub fn phys(&self) -> &Arc<PhysMem> {
-        &self.common().phys
+        &self.phys
     }
 
     /// Where to allocate frames the device reaches without bouncing: below its reach for direct
     /// DMA, anywhere behind an IOMMU.
     pub fn dma_zone(&self) -> Zone {
-        match self {
-            DmaOps::Direct(d) => d.zone(),
-            DmaOps::Iommu(_) => Zone::Any,
+        match &self.backend {
+            Backend::Direct(d) => d.zone(),
+            Backend::Iommu(_) => Zone::Any,
         }
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> DmaStats {
-        let mut s = self.common().counters.snapshot();
-        match self {
-            DmaOps::Direct(d) => s.swiotlb_slots_in_use = d.slots_in_use(),
-            DmaOps::Iommu(i) => s.iova_bytes_in_use = i.iova_bytes_in_use(),
+        let mut s = self.counters.snapshot();
+        match &self.backend {
+            Backend::Direct(d) => s.swiotlb_slots_in_use = d.slots_in_use(),
+            Backend::Iommu(i) => s.iova_bytes_in_use = i.iova_bytes_in_use(),
         }
         s
     }
 
     /// The DMA-API debug diagnostics logged so far (empty unless [`Platform::debug`]).
     pub fn diagnostics(&self) -> Vec<DmaDiag> {
-        self.common().debug.snapshot()
+        self.debug.snapshot()
     }
 
     /// Returns the diagnostics logged so far and clears the log.
     pub fn take_diagnostics(&self) -> Vec<DmaDiag> {
-        self.common().debug.take()
+        self.debug.take()
     }
 
     /// Number of live mappings (every kind, IOVA links included, IOVA ranges not).
     pub fn live_mappings(&self) -> usize {
-        self.common().registry.lock().len()
+        self.registry.lock().len()
     }
 
     /// Detaches the device: refuses new mappings and allocations from now on
@@ -248,7 +235,21 @@ impl DmaOps {
     /// [`DmaDiag::LeakAtDetach`] if anything is and debugging is on). Live mappings stay valid
     /// and can still be unmapped; buffers can still be dropped. Calling it again reports again.
     pub fn detach(&self) -> LeakReport {
-        self.common().detached.store(true, Ordering::Release);
+        self.detached.store(true, Ordering::Release);
         self.leak_report()
+    }
+
+    /// Refuses new mappings and allocations once the device is detached.
+    ///
+    /// # Errors
+    /// [`MmError::DmaDetached`].
+    fn check_attached(&self) -> Result<(), MmError> {
+        if self.detached.load(Ordering::Acquire) {
+            Err(MmError::DmaDetached {
+                device: self.dev.name.clone(),
+            })
+        } else {
+            Ok(())
+        }
     }
 }
