@@ -76,7 +76,7 @@ impl Inner {
                 }
             }
         }
-        let dma = DmaAddr(segs[0].dma);
+        let dma = segs[0].dma;
         let id = ops.registry.lock().insert(Mapping {
             kind,
             dir,
@@ -299,7 +299,7 @@ impl NonCoherentBuffer {
         self.inner.check_range(offset, len as usize)?;
         self.inner
             .ops
-            .sync_single_for_device(DmaAddr(self.inner.dma.0 + offset), len, self.dir)
+            .sync_single_for_device(self.inner.dma + offset, len, self.dir)
     }
 
     /// Hands `len` bytes at `offset` back to the CPU, in the buffer's direction.
@@ -310,7 +310,7 @@ impl NonCoherentBuffer {
         self.inner.check_range(offset, len as usize)?;
         self.inner
             .ops
-            .sync_single_for_cpu(DmaAddr(self.inner.dma.0 + offset), len, self.dir)
+            .sync_single_for_cpu(self.inner.dma + offset, len, self.dir)
     }
 }
 

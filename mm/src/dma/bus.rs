@@ -77,18 +77,18 @@ impl DmaOps {
                 reason: BusFaultReason::ZeroLength,
             });
         }
-        let end = dma.0.checked_add(len).ok_or(BusFault {
+        let end = dma.checked_add(len).ok_or(BusFault {
             dma,
             reason: BusFaultReason::BeyondMask {
                 mask: self.dev.mask.0,
             },
         })?;
-        let mut cur = dma.0;
+        let mut cur = dma;
         while cur < end {
-            let n = (end - cur).min(PAGE_SIZE - (cur % PAGE_SIZE));
-            let pa = self.bus_to_phys(DmaAddr(cur), n, write)?;
-            access(pa, (cur - dma.0) as usize, n as usize).map_err(|_| BusFault {
-                dma: DmaAddr(cur),
+            let n = (end - cur).min(PAGE_SIZE - (cur - cur.align_down(PAGE_SIZE)));
+            let pa = self.bus_to_phys(cur, n, write)?;
+            access(pa, (cur - dma) as usize, n as usize).map_err(|_| BusFault {
+                dma: cur,
                 reason: BusFaultReason::NoMemory { addr: pa },
             })?;
             cur += n;

@@ -26,6 +26,9 @@ use crate::MmError;
 /// [`DmaOps::check_cpu_access`]; longer ones through a cached [`PaIndex`].
 pub(super) const PA_INDEX_MIN_SEGS: usize = 16;
 
+/// The kernel's `DMA_MAPPING_ERROR`: never the address of a mapping.
+const DMA_MAPPING_ERROR: DmaAddr = DmaAddr(u64::MAX);
+
 /// Diagnostics kept per device; later ones are counted in
 /// [`DmaStats::diagnostics`](super::DmaStats::diagnostics) but dropped, as debug.c stops printing
 /// after its error limit.
@@ -249,19 +252,19 @@ impl DebugLog {
 #[derive(Debug)]
 pub(super) struct PaIndex {
     /// Segment starts (physical, bytes), ascending.
-    starts: Vec<u64>,
+    starts: Vec<PhysAddr>,
     /// `max_end[i]`: the largest segment end among the first `i + 1` starts.
-    max_end: Vec<u64>,
+    max_end: Vec<PhysAddr>,
 }
 
 impl PaIndex {
     fn new(segs: &[Seg]) -> PaIndex {
-        let mut ranges: Vec<(u64, u64)> = segs
+        let mut ranges: Vec<(PhysAddr, PhysAddr)> = segs
             .iter()
-            .map(|s| (s.pa.0, s.pa.0.saturating_add(s.len)))
+            .map(|s| (s.pa, s.pa.saturating_add(s.len)))
             .collect();
         ranges.sort_unstable();
-        let mut max = 0;
+        let mut max = PhysAddr(0);
         let max_end = ranges
             .iter()
             .map(|&(_, e)| {
@@ -276,7 +279,7 @@ impl PaIndex {
     }
 
     /// Whether some segment `[start, end)` has `start < hi && end > lo`.
-    fn overlaps(&self, lo: u64, hi: u64) -> bool {
+    fn overlaps(&self, lo: PhysAddr, hi: PhysAddr) -> bool {
         // Segments starting at or after `hi` cannot overlap; among the others, one overlaps iff
         // the furthest end passes `lo`.
         match self.starts.partition_point(|&s| s < hi) {
@@ -382,7 +385,7 @@ impl DmaOps {
     /// every map here returns a `Result`, a Rust caller has checked by construction; this exists
     /// for code ported from C.
     pub fn mapping_error(&self, dma: DmaAddr) -> bool {
-        if dma.0 == u64::MAX {
+        if dma == DMA_MAPPING_ERROR {
             return true;
         }
         let mut reg = self.registry.lock();
@@ -454,13 +457,13 @@ impl DmaOps {
                 .map(|(handle, dir, id, segs)| (handle, dir, index.get(&id), segs))
                 .collect();
             for r in ranges.iter().filter(|r| r.len > 0) {
-                let (lo, hi) = (r.addr.0, r.addr.0.saturating_add(r.len));
+                let (lo, hi) = (r.addr, r.addr.saturating_add(r.len));
                 for &(mapping_dma, dir, idx, segs) in &owned {
                     let overlaps = match idx {
                         Some(idx) => idx.overlaps(lo, hi),
                         None => segs
                             .iter()
-                            .any(|s| s.pa.0 < hi && lo < s.pa.0.saturating_add(s.len)),
+                            .any(|s| s.pa < hi && lo < s.pa.saturating_add(s.len)),
                     };
                     if overlaps {
                         reports.push(DmaDiag::CpuAccessWhileDeviceOwns {
@@ -531,7 +534,7 @@ mod tests {
             // segments all occur.
             let segs: Vec<Seg> = (0..1 + next(40))
                 .map(|i| Seg {
-                    dma: i * 0x1000,
+                    dma: DmaAddr(i * 0x1000),
                     len: next(5) * 64,
                     pa: PhysAddr(next(64) * 64),
                     bounce: None,
@@ -543,7 +546,7 @@ mod tests {
                 let hi = lo + 1 + next(300);
                 let scan = segs.iter().any(|s| s.pa.0 < hi && lo < s.pa.0 + s.len);
                 assert_eq!(
-                    index.overlaps(lo, hi),
+                    index.overlaps(PhysAddr(lo), PhysAddr(hi)),
                     scan,
                     "case {case}: [{lo:#x}, {hi:#x}) against {segs:?}"
                 );

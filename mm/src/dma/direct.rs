@@ -24,15 +24,15 @@ pub struct Direct {
     bus_offset: u64,
     /// Exclusive upper bound of the physical addresses the device reaches unbounced, `None` when
     /// it reaches every address.
-    phys_limit: Option<u64>,
+    phys_limit: Option<PhysAddr>,
     swiotlb: Option<Arc<Swiotlb>>,
 }
 
 /// The exclusive physical limit a device with `mask` reaches at `offset`: `None` if unlimited.
-fn phys_limit(mask: u64, offset: u64) -> Option<u64> {
+fn phys_limit(mask: u64, offset: u64) -> Option<PhysAddr> {
     match mask.checked_sub(offset) {
-        None => Some(0),
-        Some(top) => top.checked_add(1),
+        None => Some(PhysAddr(0)),
+        Some(top) => top.checked_add(1).map(PhysAddr),
     }
 }
 
@@ -57,13 +57,10 @@ impl Direct {
             .regions()
             .iter()
             .filter_map(|r| r.end())
-            .map(|e| e.0)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(PhysAddr(0));
         let swiotlb = match (limit, platform.swiotlb) {
-            (Some(l), Some(bytes)) if ram_end > l => {
-                Some(Swiotlb::shared(phys, bytes, PhysAddr(l))?)
-            }
+            (Some(l), Some(bytes)) if ram_end > l => Some(Swiotlb::shared(phys, bytes, l)?),
             _ => None,
         };
         Ok(Direct {
@@ -93,14 +90,25 @@ impl Direct {
     pub(crate) fn zone(&self) -> Zone {
         match self.phys_limit {
             None => Zone::Any,
-            Some(l) => Zone::Below(PhysAddr(l)),
+            Some(l) => Zone::Below(l),
         }
     }
 
+    /// The bus address of `pa`: `pa + bus_offset`, or `None` past 2^64.
+    fn bus_addr(&self, pa: PhysAddr) -> Option<DmaAddr> {
+        pa.as_u64().checked_add(self.bus_offset).map(DmaAddr)
+    }
+
+    /// The physical address behind bus address `dma`: `dma - bus_offset`, or `None` below the
+    /// offset.
+    fn phys_addr(&self, dma: DmaAddr) -> Option<PhysAddr> {
+        dma.get().checked_sub(self.bus_offset).map(PhysAddr)
+    }
+
     /// The bus address of `pa` if `pa..pa + len` is reachable unbounced by a device with `mask`.
-    fn reachable(&self, mask: DmaMask, pa: PhysAddr, len: u64) -> Option<u64> {
-        let dma = pa.0.checked_add(self.bus_offset)?;
-        mask.covers(dma, len).then_some(dma)
+    fn reachable(&self, mask: DmaMask, pa: PhysAddr, len: u64) -> Option<DmaAddr> {
+        let dma = self.bus_addr(pa)?;
+        mask.covers(dma.get(), len).then_some(dma)
     }
 
     /// Assigns bus addresses to `pa..pa + len` (`len > 0`, RAM, checked by the caller): direct
@@ -202,32 +210,30 @@ impl Direct {
         if len == 0 {
             return Err(fault(BusFaultReason::ZeroLength));
         }
-        if !mask.covers(dma.0, len) {
+        if !mask.covers(dma.get(), len) {
             return Err(fault(BusFaultReason::BeyondMask { mask: mask.0 }));
         }
-        let pa =
-            dma.0
-                .checked_sub(self.bus_offset)
-                .ok_or(fault(BusFaultReason::BelowBusOffset {
-                    offset: self.bus_offset,
-                }))?;
+        let pa = self
+            .phys_addr(dma)
+            .ok_or(fault(BusFaultReason::BelowBusOffset {
+                offset: self.bus_offset,
+            }))?;
         let end = pa + len;
-        let mut page = pa & !(PAGE_SIZE - 1);
+        let mut page = pa.align_down(PAGE_SIZE);
         while page < end {
-            let addr = PhysAddr(page.max(pa));
+            let addr = page.max(pa);
             if !phys.is_allocated(addr) && !self.resource_at(registry, addr) {
                 return Err(fault(BusFaultReason::NoMemory { addr }));
             }
-            page += PAGE_SIZE;
+            page = page + PAGE_SIZE;
         }
-        Ok(PhysAddr(pa))
+        Ok(pa)
     }
 
     /// Whether a live `map_resource` mapping of `registry` covers `pa`.
     fn resource_at(&self, registry: &Mutex<Registry>, pa: PhysAddr) -> bool {
-        let dma = match pa.0.checked_add(self.bus_offset) {
-            Some(d) => d,
-            None => return false,
+        let Some(dma) = self.bus_addr(pa) else {
+            return false;
         };
         let reg = registry.lock();
         reg.intersecting(dma, dma.saturating_add(1))

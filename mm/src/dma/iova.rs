@@ -84,9 +84,9 @@ impl DmaOps {
             .checked_next_multiple_of(PAGE_SIZE)
             .ok_or(MmError::IovaExhausted {
                 size,
-                limit: dom.aperture().1 .0 - 1,
+                limit: dom.limit(),
             })?;
-        let (start, _node_size) = dom.alloc_iova(usable)?;
+        let start = dom.alloc_iova(usable)?.start;
         let mut reg = self.registry.lock();
         let id = reg.new_id();
         reg.iova_ranges.insert(
@@ -97,7 +97,7 @@ impl DmaOps {
             },
         );
         Ok(IovaRange {
-            start: DmaAddr(start),
+            start,
             size: usable,
             id,
         })
@@ -126,7 +126,7 @@ impl DmaOps {
         let dom = self.iommu()?;
         self.check_attached()?;
         let rec = self.iova_rec(range, offset, len)?;
-        for v in [offset, pa.0] {
+        for v in [offset, pa.as_u64()] {
             if !v.is_multiple_of(PAGE_SIZE) {
                 return Err(MmError::Misaligned {
                     value: v,
@@ -153,7 +153,7 @@ impl DmaOps {
         self.registry.lock().insert(Mapping {
             kind: MappingKind::IovaLink,
             dir,
-            handle: DmaAddr(iova),
+            handle: iova,
             len,
             segs: vec![seg],
             iova: None,
@@ -206,9 +206,11 @@ impl DmaOps {
             });
         }
         let lo = rec.start + offset;
+        let end = rec.start + rec.size;
+        // `offset + len <= size` and the range ends on a page: rounding up stays inside it.
         let hi = (lo + len)
-            .next_multiple_of(PAGE_SIZE)
-            .min(rec.start + rec.size);
+            .checked_align_up(PAGE_SIZE)
+            .map_or(end, |h| h.min(end));
         self.unlink(dom, lo, hi, Some(dir))
     }
 
@@ -219,8 +221,8 @@ impl DmaOps {
     fn unlink(
         &self,
         dom: &IommuDomain,
-        lo: u64,
-        hi: u64,
+        lo: DmaAddr,
+        hi: DmaAddr,
         dir: Option<DmaDirection>,
     ) -> Result<(), MmError> {
         dom.unmap_range(&self.counters, lo, hi - lo)?;
@@ -241,11 +243,11 @@ impl DmaOps {
                         let seg = Seg {
                             dma: a,
                             len: b - a,
-                            pa: PhysAddr(s.pa.0 + (a - s.dma)),
+                            pa: s.pa + (a - s.dma),
                             bounce: None,
                         };
                         reg.insert(Mapping {
-                            handle: DmaAddr(a),
+                            handle: a,
                             len: b - a,
                             segs: vec![seg],
                             ..m.clone()

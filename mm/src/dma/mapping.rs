@@ -9,6 +9,7 @@
 
 use devmmu_pagetable::DmaAddr;
 
+use super::iommu::IovaNode;
 use super::registry::{Mapping, Seg};
 use super::stats::Counters;
 use super::sync::{self, Piece};
@@ -16,9 +17,6 @@ use super::types::{DmaDirection, DmaSegment, MappingKind, SgTable};
 use super::{Backend, DmaDiag, DmaOps};
 use crate::phys::{PhysAddr, PhysSegment};
 use crate::MmError;
-
-/// An IOVA allocation of the system IOMMU: `(start, size)` in bytes.
-pub(super) type IovaNode = (u64, u64);
 
 impl DmaOps {
     // ---- backend dispatch ----
@@ -91,7 +89,7 @@ impl DmaOps {
         let m = Mapping {
             kind,
             dir,
-            handle: DmaAddr(segs[0].dma),
+            handle: segs[0].dma,
             len,
             segs,
             iova: node,
@@ -202,11 +200,11 @@ impl DmaOps {
         for s in &m.segs {
             let bounced = s.bounce.is_some();
             match dma.last_mut() {
-                Some(last) if !bounced && !prev_bounced && last.dma.0 + last.len == s.dma => {
+                Some(last) if !bounced && !prev_bounced && last.dma + last.len == s.dma => {
                     last.len += s.len;
                 }
                 _ => dma.push(DmaSegment {
-                    dma: DmaAddr(s.dma),
+                    dma: s.dma,
                     len: s.len,
                 }),
             }
@@ -342,7 +340,7 @@ impl DmaOps {
         if len == 0 {
             return Err(MmError::ZeroSize);
         }
-        let end = dma.0.saturating_add(len);
+        let end = dma.saturating_add(len);
         let mut reg = self.registry.lock();
         let syncable = |k: MappingKind| {
             matches!(
@@ -355,14 +353,14 @@ impl DmaOps {
         };
         // The mapping with a segment holding `dma` that covers most of the range.
         let mut best: Option<(u64, Vec<Piece>, u64)> = None;
-        for id in reg.intersecting(dma.0, dma.0.saturating_add(1)) {
+        for id in reg.intersecting(dma, dma.saturating_add(1)) {
             let Some(m) = reg.get(id).filter(|m| syncable(m.kind)) else {
                 continue;
             };
             let mut pieces = Vec::new();
             let mut covered = 0;
             for s in &m.segs {
-                let lo = s.dma.max(dma.0);
+                let lo = s.dma.max(dma);
                 let hi = s.end().min(end);
                 if lo < hi {
                     pieces.push(Piece {
@@ -443,13 +441,15 @@ impl DmaOps {
         if len == 0 {
             return Err(MmError::ZeroSize);
         }
-        let end =
-            pa.0.checked_add(len)
-                .ok_or(MmError::AddrOverflow { addr: pa, len })?;
-        let is_ram = self.phys.memory_map().regions().iter().any(|r| {
-            let r_end = r.base.0.saturating_add(r.size);
-            r.base.0 < end && pa.0 < r_end
-        });
+        let end = pa
+            .checked_add(len)
+            .ok_or(MmError::AddrOverflow { addr: pa, len })?;
+        let is_ram = self
+            .phys
+            .memory_map()
+            .regions()
+            .iter()
+            .any(|r| r.base < end && pa < r.base.saturating_add(r.size));
         if is_ram {
             return Err(MmError::ResourceIsRam { addr: pa, len });
         }
@@ -462,7 +462,7 @@ impl DmaOps {
                 (segs, Some(node))
             }
         };
-        let handle = DmaAddr(segs[0].dma);
+        let handle = segs[0].dma;
         self.registry.lock().insert(Mapping {
             kind: MappingKind::Resource,
             dir,

@@ -62,13 +62,13 @@ pub(crate) fn for_device(
         let mut did = false;
         if let Some(b) = p.seg.bounce {
             if at_map || dir.device_reads() {
-                let (from, to) = (PhysAddr(p.seg.pa.0 + p.off), PhysAddr(b.0 + p.off));
+                let (from, to) = (p.seg.pa + p.off, b + p.off);
                 cpu_copy(&ops.counters, &mem, from, to, p.n)?;
                 did = true;
             }
         }
         if !ops.dev.coherent {
-            mem.clean(PhysAddr(p.seg.target().0 + p.off), p.n)?;
+            mem.clean(p.seg.target() + p.off, p.n)?;
             did = true;
         }
         if did {
@@ -90,12 +90,12 @@ pub(crate) fn for_cpu(ops: &DmaOps, pieces: &[Piece], dir: DmaDirection) -> Resu
     for p in pieces {
         let mut did = false;
         if !ops.dev.coherent && dir != DmaDirection::ToDevice {
-            mem.invalidate(PhysAddr(p.seg.target().0 + p.off), p.n)?;
+            mem.invalidate(p.seg.target() + p.off, p.n)?;
             did = true;
         }
         if let Some(b) = p.seg.bounce {
             if dir.device_writes() {
-                let (from, to) = (PhysAddr(b.0 + p.off), PhysAddr(p.seg.pa.0 + p.off));
+                let (from, to) = (b + p.off, p.seg.pa + p.off);
                 cpu_copy(&ops.counters, &mem, from, to, p.n)?;
                 did = true;
             }
