@@ -11,8 +11,9 @@
 //!
 //! This module owns the DMA-API semantics common to both, one concept per file, as kernel/dma
 //! cuts its own:
-//! - `mod.rs` (kernel/dma/mapping.c's dispatch): [`DmaOps`], attach and detach, and the small
-//!   dispatch over the backends (kind, zone, stats);
+//! - `mod.rs` (kernel/dma/mapping.c's dispatch): [`DmaOps`] (the shared state and its private
+//!   `Backend` enum), attach and detach, and the small dispatch over the backends (kind,
+//!   [`DmaOps::as_direct`] / [`DmaOps::as_iommu`], zone, stats);
 //! - `mapping.rs`: streaming mappings (map / unmap / sync of pages and scatter-gather lists,
 //!   resources), the release of a mapping, and the dispatch of map and release to the backend;
 //! - `sync.rs`: the cache maintenance and bounce copies a sync does, in the kernel's order;
@@ -24,13 +25,15 @@
 //!   the leak report of [`DmaOps::detach`]);
 //! - `bus.rs`: what the bus does with an address a device emits ([`DmaOps::bus_to_phys`],
 //!   [`DmaOps::bus_read`], [`DmaOps::bus_write`]);
-//! - `direct.rs`, `swiotlb.rs`, `iommu.rs`: the backends; `table_pool.rs`: page-table pages from
+//! - `direct.rs`, `swiotlb.rs`, `iommu.rs`: the backends, which own only what differs between
+//!   them and are handed the shared state they need; `table_pool.rs`: page-table pages from
 //!   physical frames; `stats.rs`: counters; `types.rs`: the value types.
 //!
 //! It never writes a device's own page table: the device VM does, from the `DmaAddr`s returned
 //! here.
 //!
-//! Units: addresses and lengths in bytes throughout; granule 4 KiB.
+//! Units: addresses and lengths in bytes throughout (bus addresses as [`DmaAddr`], CPU physical
+//! ones as `PhysAddr`); granule 4 KiB.
 
 mod buffer;
 mod bus;
