@@ -152,13 +152,17 @@ mod tests {
         assert_eq!(PhysAddr(u64::MAX).checked_add(1), None);
         assert_eq!(PhysAddr(0x10).offset_from(PhysAddr(0x20)), None);
         assert_eq!(PhysAddr(0x30).offset_from(PhysAddr(0x20)), Some(0x10));
-        assert_eq!(PhysAddr(u64::MAX - 1).saturating_add(4), PhysAddr(u64::MAX));
-        assert_eq!(PhysAddr(0x20) + 0x10, PhysAddr(0x30));
-        assert_eq!(PhysAddr(0x30) - PhysAddr(0x20), 0x10);
         assert_eq!(pages_for(1), Some(1));
         assert_eq!(pages_for(4096), Some(1));
         assert_eq!(pages_for(4097), Some(2));
         assert_eq!(pages_for(u64::MAX), None);
         assert_eq!(format!("{pa}"), "0x123456789");
+    }
+
+    #[test]
+    fn saturating_add_and_operators() {
+        assert_eq!(PhysAddr(u64::MAX - 1).saturating_add(4), PhysAddr(u64::MAX));
+        assert_eq!(PhysAddr(0x20) + 0x10, PhysAddr(0x30));
+        assert_eq!(PhysAddr(0x30) - PhysAddr(0x20), 0x10);
     }
 }
