@@ -36,7 +36,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Samp
 use criterion::{measurement::WallTime, Throughput};
 use devmmu_mm::bo::{Bo, BoFlags};
 use devmmu_mm::device::{Device, DeviceConfig, MmuFormat, TlbInvalidation};
-use devmmu_mm::dma::{DmaDirection, DmaMask, DmaOps, DmaOpsKind, Platform};
+use devmmu_mm::dma::{DmaDirection, DmaMask, DmaOpsKind, Platform};
 use devmmu_mm::model::{SimConfig, SimMmu};
 use devmmu_mm::phys::{CacheMode, MemoryMap, PhysMem, PhysSegment, PAGE_SIZE};
 use devmmu_mm::vm::{Placement, Vm};
@@ -132,13 +132,14 @@ fn setup(case: Case) -> Setup {
         coherent: case.coherent,
     });
     let device = Device::attach(&phys, config, &platform, sim).expect("attach");
-    match (case.ops, &**device.dma_ops()) {
-        (Ops::Direct64, DmaOps::Direct(d)) => {
+    let dma_ops = device.dma_ops();
+    match (case.ops, dma_ops.as_direct(), dma_ops.as_iommu()) {
+        (Ops::Direct64, Some(d), _) => {
             assert_eq!(d.swiotlb_pool(), None, "a 64-bit mask needs no swiotlb")
         }
-        (Ops::Swiotlb32, DmaOps::Direct(d)) => assert!(d.swiotlb_pool().is_some()),
-        (Ops::Iommu, DmaOps::Iommu(_)) => {}
-        (ops, d) => panic!("{ops:?} attached as {:?}", d.kind()),
+        (Ops::Swiotlb32, Some(d), _) => assert!(d.swiotlb_pool().is_some()),
+        (Ops::Iommu, _, Some(_)) => {}
+        (ops, _, _) => panic!("{ops:?} attached as {:?}", dma_ops.kind()),
     }
     let vm = Vm::new(&device).expect("Vm::new");
     let bo = Bo::new(&phys, BO_SIZE, BoFlags::default()).expect("64 MiB BO");

@@ -177,9 +177,9 @@ fn from_device(setup: Setup, coherent: bool) {
     let dma = ops.map_page(pa, len as u64, FromDevice).unwrap();
     if setup == Setup::Bounce {
         let slot = ops.bus_to_phys(dma, 1, true).unwrap();
-        let (pool, size) = match &*ops {
-            DmaOps::Direct(d) => d.swiotlb_pool().unwrap(),
-            DmaOps::Iommu(_) => unreachable!(),
+        let (pool, size) = match ops.as_direct() {
+            Some(d) => d.swiotlb_pool().unwrap(),
+            None => unreachable!(),
         };
         assert!(
             slot.0 >= pool.0 && slot.0 < pool.0 + size,
@@ -1281,33 +1281,33 @@ fn attach_validates_and_chooses_once() {
     );
     let d = DmaOps::attach(p.clone(), dev(64), &Platform::default()).unwrap();
     assert_eq!(d.kind(), DmaOpsKind::Direct);
-    match &*d {
-        DmaOps::Direct(x) => assert_eq!(x.swiotlb_pool(), None, "a 64-bit device needs no pool"),
-        DmaOps::Iommu(_) => unreachable!(),
+    match d.as_direct() {
+        Some(x) => assert_eq!(x.swiotlb_pool(), None, "a 64-bit device needs no pool"),
+        None => unreachable!(),
     }
     let d32 = DmaOps::attach(p.clone(), dev(32), &Platform::default()).unwrap();
-    match &*d32 {
-        DmaOps::Direct(x) => {
+    match d32.as_direct() {
+        Some(x) => {
             let (base, size) = x.swiotlb_pool().unwrap();
             assert_eq!(size, 64 << 20);
             assert!(base.0 + size <= FOUR_GIB);
         }
-        DmaOps::Iommu(_) => unreachable!(),
+        None => unreachable!(),
     }
     // Every 32-bit direct device of this machine shares that one pool (the low 256 MiB would
     // hold only three 64 MiB pools otherwise); a device reaching less needs its own pool.
     let pools: Vec<_> = (0..6)
         .map(|_| {
             let o = DmaOps::attach(p.clone(), dev(32), &Platform::default()).unwrap();
-            match &*o {
-                DmaOps::Direct(x) => x.swiotlb_pool().unwrap(),
-                DmaOps::Iommu(_) => unreachable!(),
+            match o.as_direct() {
+                Some(x) => x.swiotlb_pool().unwrap(),
+                None => unreachable!(),
             }
         })
         .collect();
-    match &*d32 {
-        DmaOps::Direct(x) => assert!(pools.iter().all(|&q| Some(q) == x.swiotlb_pool())),
-        DmaOps::Iommu(_) => unreachable!(),
+    match d32.as_direct() {
+        Some(x) => assert!(pools.iter().all(|&q| Some(q) == x.swiotlb_pool())),
+        None => unreachable!(),
     }
     let limit = 0x8800_0000;
     let d30 = DmaOps::attach(
@@ -1319,13 +1319,13 @@ fn attach_validates_and_chooses_once() {
         },
     )
     .unwrap();
-    match &*d30 {
-        DmaOps::Direct(x) => {
+    match d30.as_direct() {
+        Some(x) => {
             let (base, size) = x.swiotlb_pool().unwrap();
             assert!(base.0 + size <= limit);
             assert_eq!(size, 1 << 20);
         }
-        DmaOps::Iommu(_) => unreachable!(),
+        None => unreachable!(),
     }
     // No RAM below 4 GiB: the pool cannot be placed.
     let high = PhysMem::new(MemoryMap::high_only(), CacheMode::Model).unwrap();
@@ -1343,12 +1343,12 @@ fn attach_validates_and_chooses_once() {
     )
     .unwrap();
     assert_eq!(i.kind(), DmaOpsKind::Iommu);
-    match &*i {
-        DmaOps::Iommu(dom) => {
+    match i.as_iommu() {
+        Some(dom) => {
             assert_eq!(dom.aperture(), (DmaAddr(PAGE_SIZE), DmaAddr(FOUR_GIB)));
             assert_eq!(dom.table_pages(), 1);
         }
-        DmaOps::Direct(_) => unreachable!(),
+        None => unreachable!(),
     }
 }
 

@@ -12,7 +12,7 @@ use devmmu_pagetable::{DmaAddr, Prot};
 use super::registry::Mapping;
 use super::stats::Counters;
 use super::types::{DmaDirection, MappingKind};
-use super::DmaOps;
+use super::{Backend, DmaOps};
 use crate::phys::{pages_for, CacheMode, FrameAlloc, Frames, PhysAddr, Zone, PAGE_SIZE};
 use crate::MmError;
 
@@ -32,8 +32,7 @@ impl Inner {
         kind: MappingKind,
         dir: DmaDirection,
     ) -> Result<Inner, MmError> {
-        let c = ops.common();
-        c.check_attached()?;
+        ops.check_attached()?;
         if size == 0 {
             return Err(MmError::ZeroSize);
         }
@@ -44,40 +43,40 @@ impl Inner {
         } else {
             dir.prot(false)
         };
-        let (frames, segs, node) = match &**ops {
-            DmaOps::Direct(d) => {
+        let (frames, segs, node) = match &ops.backend {
+            Backend::Direct(d) => {
                 // One bus-contiguous run: the device has no MMU of the system's to gather pages.
                 let req = match d.zone() {
                     Zone::Any => FrameAlloc::contiguous(),
                     Zone::Below(limit) => FrameAlloc::contiguous().below(limit),
                 };
-                let frames = c.phys.alloc_frames(pages, req)?;
-                let seg = d.map_buffer(frames.pages()[0], bytes)?;
+                let frames = ops.phys.alloc_frames(pages, req)?;
+                let seg = d.map_buffer(ops.dev.mask, frames.pages()[0], bytes)?;
                 (frames, vec![seg], None)
             }
-            DmaOps::Iommu(i) => {
-                let frames = c.phys.alloc_frames(pages, FrameAlloc::scattered())?;
-                let prot = if c.dev.coherent {
+            Backend::Iommu(i) => {
+                let frames = ops.phys.alloc_frames(pages, FrameAlloc::scattered())?;
+                let prot = if ops.dev.coherent {
                     base_prot | Prot::CACHE
                 } else {
                     base_prot
                 };
-                let (segs, node) = i.map_phys(&frames.segments(), prot)?;
+                let (segs, node) = i.map_phys(&ops.counters, &frames.segments(), prot)?;
                 (frames, segs, Some(node))
             }
         };
-        if kind == MappingKind::Coherent && !c.dev.coherent {
+        if kind == MappingKind::Coherent && !ops.dev.coherent {
             // arch_dma_prep_coherent: no dirty line of the buffer may be written back over
             // what the device writes through its uncached view.
             for s in &segs {
-                if let Err(e) = c.phys.clean_invalidate(s.pa, s.len) {
+                if let Err(e) = ops.phys.clean_invalidate(s.pa, s.len) {
                     ops.release(&segs, node);
                     return Err(e);
                 }
             }
         }
-        let dma = DmaAddr(segs[0].dma);
-        let id = c.registry.lock().insert(Mapping {
+        let dma = segs[0].dma;
+        let id = ops.registry.lock().insert(Mapping {
             kind,
             dir,
             handle: dma,
@@ -87,7 +86,7 @@ impl Inner {
             device_owned: false,
             checked: false,
         });
-        Counters::add(&c.counters.maps, 1);
+        Counters::add(&ops.counters.maps, 1);
         Ok(Inner {
             ops: Arc::clone(ops),
             frames,
@@ -138,11 +137,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Unmap before the frames go (they drop after this body): an IOPTE must never point at
         // a frame that could be handed out again.
-        let c = self.ops.common();
-        let m = c.registry.lock().remove(self.id);
+        let m = self.ops.registry.lock().remove(self.id);
         if let Some(m) = m {
             self.ops.release(&m.segs, m.iova);
-            Counters::add(&c.counters.unmaps, 1);
+            Counters::add(&self.ops.counters.unmaps, 1);
         }
     }
 }
@@ -190,8 +188,8 @@ impl CoherentBuffer {
     }
 
     fn uncached(&self) -> bool {
-        let c = self.inner.ops.common();
-        !c.dev.coherent && c.phys.cache_mode() == CacheMode::Model
+        let ops = &self.inner.ops;
+        !ops.dev.coherent && ops.phys.cache_mode() == CacheMode::Model
     }
 
     /// Reads `buf.len()` bytes at `offset` as the CPU's uncached view sees them: what the device
@@ -202,7 +200,7 @@ impl CoherentBuffer {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MmError> {
         self.inner.check_range(offset, buf.len())?;
         if self.uncached() {
-            let phys = &self.inner.ops.common().phys;
+            let phys = &self.inner.ops.phys;
             for (pa, n) in self.inner.phys_pieces(offset, buf.len() as u64)? {
                 phys.invalidate(pa, n)?;
             }
@@ -218,7 +216,7 @@ impl CoherentBuffer {
         self.inner.check_range(offset, data.len())?;
         self.inner.frames.write(offset, data)?;
         if self.uncached() {
-            let phys = &self.inner.ops.common().phys;
+            let phys = &self.inner.ops.phys;
             for (pa, n) in self.inner.phys_pieces(offset, data.len() as u64)? {
                 phys.clean(pa, n)?;
             }
@@ -300,7 +298,7 @@ impl NonCoherentBuffer {
         self.inner.check_range(offset, len as usize)?;
         self.inner
             .ops
-            .sync_single_for_device(DmaAddr(self.inner.dma.0 + offset), len, self.dir)
+            .sync_single_for_device(self.inner.dma + offset, len, self.dir)
     }
 
     /// Hands `len` bytes at `offset` back to the CPU, in the buffer's direction.
@@ -311,7 +309,7 @@ impl NonCoherentBuffer {
         self.inner.check_range(offset, len as usize)?;
         self.inner
             .ops
-            .sync_single_for_cpu(DmaAddr(self.inner.dma.0 + offset), len, self.dir)
+            .sync_single_for_cpu(self.inner.dma + offset, len, self.dir)
     }
 }
 

@@ -6,13 +6,28 @@
 //! (unmap with the recorded size and direction, sync the part of a range that is mapped) does it
 //! and returns its normal result; one that cannot (unmap of an address that is not mapped) returns
 //! an error *and* logs a diagnostic. This module must never change a mapping.
+//!
+//! The checks live here too, each as a method of [`DmaOps`](super::DmaOps) that the operations
+//! call: the lookup and checks of a release (debug.c's `check_unmap`), `mapping_error`, the CPU
+//! access check (with [`PaIndex`], its per-mapping index of physical ranges) and the leak report
+//! of a detach.
 
 use devmmu_pagetable::DmaAddr;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
+use super::registry::{Mapping, Registry, Seg};
 use super::stats::Counters;
 use super::types::{DmaDirection, MappingKind};
-use crate::phys::PhysAddr;
+use super::DmaOps;
+use crate::phys::{PhysAddr, PhysSegment};
+use crate::MmError;
+
+/// Mappings with at most this many segments are checked by a plain scan in
+/// [`DmaOps::check_cpu_access`]; longer ones through a cached [`PaIndex`].
+pub(super) const PA_INDEX_MIN_SEGS: usize = 16;
+
+/// The kernel's `DMA_MAPPING_ERROR`: never the address of a mapping.
+const DMA_MAPPING_ERROR: DmaAddr = DmaAddr(u64::MAX);
 
 /// Diagnostics kept per device; later ones are counted in
 /// [`DmaStats::diagnostics`](super::DmaStats::diagnostics) but dropped, as debug.c stops printing
@@ -228,5 +243,398 @@ impl DebugLog {
 
     pub(crate) fn take(&self) -> Vec<DmaDiag> {
         core::mem::take(&mut *self.diags.lock())
+    }
+}
+
+/// The physical ranges of one mapping's segments, sorted by start, so that "does any segment
+/// overlap `[lo, hi)`" costs a binary search instead of a scan of every segment (a CPU access
+/// check of a scattered BO asks it once per page, which made the scan quadratic).
+#[derive(Debug)]
+pub(super) struct PaIndex {
+    /// Segment starts (physical, bytes), ascending.
+    starts: Vec<PhysAddr>,
+    /// `max_end[i]`: the largest segment end among the first `i + 1` starts.
+    max_end: Vec<PhysAddr>,
+}
+
+impl PaIndex {
+    fn new(segs: &[Seg]) -> PaIndex {
+        let mut ranges: Vec<(PhysAddr, PhysAddr)> = segs
+            .iter()
+            .map(|s| (s.pa, s.pa.saturating_add(s.len)))
+            .collect();
+        ranges.sort_unstable();
+        let mut max = PhysAddr(0);
+        let max_end = ranges
+            .iter()
+            .map(|&(_, e)| {
+                max = max.max(e);
+                max
+            })
+            .collect();
+        PaIndex {
+            starts: ranges.into_iter().map(|(s, _)| s).collect(),
+            max_end,
+        }
+    }
+
+    /// Whether some segment `[start, end)` has `start < hi && end > lo`.
+    fn overlaps(&self, lo: PhysAddr, hi: PhysAddr) -> bool {
+        // Segments starting at or after `hi` cannot overlap; among the others, one overlaps iff
+        // the furthest end passes `lo`.
+        match self.starts.partition_point(|&s| s < hi) {
+            0 => false,
+            k => self.max_end[k - 1] > lo,
+        }
+    }
+}
+
+impl DmaOps {
+    /// Logs `diag` if debugging is on.
+    pub(super) fn report(&self, diag: DmaDiag) {
+        self.debug.report(&self.counters, diag);
+    }
+
+    /// The live mapping at `dma` that a release of `kind` names, found under `reg` (debug.c's
+    /// `check_unmap` up to its kind check): of several mappings at `dma`, the one that matches
+    /// in kind, then length, then direction, as debug.c's `hash_bucket_find` picks the best of
+    /// several entries at one address. Returns the registry still locked and the mapping's id.
+    ///
+    /// # Errors
+    /// [`MmError::DmaNotMapped`] (also a [`DmaDiag::UnmapNotMapped`]) or
+    /// [`MmError::DmaWrongKind`] (also a [`DmaDiag::UnmapWrongKind`]); the registry is unlocked
+    /// before the diagnostic is logged.
+    pub(super) fn find_release<'a>(
+        &self,
+        reg: MutexGuard<'a, Registry>,
+        kind: MappingKind,
+        dma: DmaAddr,
+        len: u64,
+        dir: Option<DmaDirection>,
+    ) -> Result<(MutexGuard<'a, Registry>, u64), MmError> {
+        let ids = reg.at_handle(dma);
+        let best = ids.iter().copied().max_by_key(|&id| {
+            let m = reg.get(id);
+            m.map_or((false, false, false), |m| {
+                (m.kind == kind, m.len == len, Some(m.dir) == dir)
+            })
+        });
+        let Some(id) = best else {
+            drop(reg);
+            self.report(DmaDiag::UnmapNotMapped {
+                dma,
+                len,
+                dir,
+                released_as: kind,
+            });
+            return Err(MmError::DmaNotMapped { dma, len });
+        };
+        let mapped_as = reg.get(id).map_or(kind, |m| m.kind);
+        if mapped_as != kind {
+            drop(reg);
+            self.report(DmaDiag::UnmapWrongKind {
+                dma,
+                mapped_as,
+                released_as: kind,
+            });
+            return Err(MmError::DmaWrongKind {
+                dma,
+                mapped_as,
+                released_as: kind,
+            });
+        }
+        Ok((reg, id))
+    }
+
+    /// Debug checks of a release that found its mapping.
+    pub(super) fn check_release(&self, m: &Mapping, len: u64, dir: Option<DmaDirection>) {
+        if m.len != len {
+            self.report(DmaDiag::UnmapWrongSize {
+                dma: m.handle,
+                mapped_len: m.len,
+                unmap_len: len,
+            });
+        }
+        if let Some(d) = dir {
+            if d != m.dir {
+                self.report(DmaDiag::UnmapWrongDirection {
+                    dma: m.handle,
+                    mapped_dir: m.dir,
+                    unmap_dir: d,
+                });
+            }
+        }
+        if self.debug.strict_check && !m.checked {
+            self.report(DmaDiag::MappingNotChecked {
+                dma: m.handle,
+                len: m.len,
+                kind: m.kind,
+            });
+        }
+    }
+
+    /// Drops the [`PaIndex`] entry of mapping `id`, just removed from the registry (whose lock
+    /// the caller still holds).
+    pub(super) fn forget_pa_index(&self, id: u64) {
+        self.pa_index.lock().remove(&id);
+    }
+
+    /// `dma_mapping_error`: whether `dma` is *not* the address of a live mapping of this device
+    /// (`u64::MAX`, the kernel's `DMA_MAPPING_ERROR`, never is). Marks the mappings at `dma` as
+    /// checked, for [`Platform::debug_strict_check`](super::Platform::debug_strict_check). Since
+    /// every map here returns a `Result`, a Rust caller has checked by construction; this exists
+    /// for code ported from C.
+    pub fn mapping_error(&self, dma: DmaAddr) -> bool {
+        if dma == DMA_MAPPING_ERROR {
+            return true;
+        }
+        let mut reg = self.registry.lock();
+        let ids = reg.at_handle(dma);
+        for &id in &ids {
+            if let Some(m) = reg.get_mut(id) {
+                m.checked = true;
+            }
+        }
+        ids.is_empty()
+    }
+
+    /// Called when the CPU begins to access `len` bytes at `pa` (`write`: it writes), e.g. by a
+    /// BO's `begin_cpu_access`. With debugging on, reports a
+    /// [`DmaDiag::CpuAccessWhileDeviceOwns`] for each `FromDevice`/`Bidirectional` streaming
+    /// mapping (or non-coherent buffer) of these bytes that the device owns (mapped or synced
+    /// for the device, not synced for the CPU since; a partial sync for the CPU hands the whole
+    /// mapping back, so this never reports a false positive for that pattern), and returns
+    /// `false` if there was any. With debugging off it checks nothing and returns `true`.
+    pub fn check_cpu_access(&self, pa: PhysAddr, len: u64, write: bool) -> bool {
+        self.check_cpu_access_ranges(&[PhysSegment { addr: pa, len }], write)
+    }
+
+    /// [`DmaOps::check_cpu_access`] of each of `ranges` in turn: the same reports, in the same
+    /// order, as one call per range, but with one look at the live mappings for all of them (a
+    /// scattered BO is one range per page). Returns `false` if any range was reported.
+    pub(crate) fn check_cpu_access_ranges(&self, ranges: &[PhysSegment], write: bool) -> bool {
+        if !self.debug.enabled || ranges.iter().all(|r| r.len == 0) {
+            return true;
+        }
+        let mut reports = Vec::new();
+        {
+            let reg = self.registry.lock();
+            let mut index = self.pa_index.lock();
+            // The mappings whose bytes the device owns and may write.
+            let mut owned = Vec::new();
+            // Entries of live mappings seen; any other entry belongs to a released mapping.
+            let mut live = 0;
+            for (id, m) in reg.iter() {
+                let streaming = matches!(
+                    m.kind,
+                    MappingKind::Page
+                        | MappingKind::Sg
+                        | MappingKind::NonCoherent
+                        | MappingKind::IovaLink
+                );
+                let indexed = m.segs.len() > PA_INDEX_MIN_SEGS;
+                if !streaming || !m.device_owned || !m.dir.device_writes() {
+                    if indexed && index.contains_key(&id) {
+                        live += 1;
+                    }
+                    continue;
+                }
+                if indexed {
+                    index.entry(id).or_insert_with(|| PaIndex::new(&m.segs));
+                    live += 1;
+                }
+                owned.push((m.handle, m.dir, id, m.segs.as_slice()));
+            }
+            // Releases through other paths (non-coherent buffers, IOVA links) leave their entry
+            // behind: drop those here, so the cache never outgrows the live mappings.
+            if index.len() > live {
+                index.retain(|id, _| reg.get(*id).is_some());
+            }
+            // Sorted once, so that each range's reports come in (handle, direction) order.
+            owned.sort_unstable_by_key(|&(handle, dir, _, _)| (handle, dir));
+            let owned: Vec<_> = owned
+                .into_iter()
+                .map(|(handle, dir, id, segs)| (handle, dir, index.get(&id), segs))
+                .collect();
+            for r in ranges.iter().filter(|r| r.len > 0) {
+                let (lo, hi) = (r.addr, r.addr.saturating_add(r.len));
+                for &(mapping_dma, dir, idx, segs) in &owned {
+                    let overlaps = match idx {
+                        Some(idx) => idx.overlaps(lo, hi),
+                        None => segs
+                            .iter()
+                            .any(|s| s.pa < hi && lo < s.pa.saturating_add(s.len)),
+                    };
+                    if overlaps {
+                        reports.push(DmaDiag::CpuAccessWhileDeviceOwns {
+                            pa: r.addr,
+                            len: r.len,
+                            write,
+                            mapping_dma,
+                            dir,
+                        });
+                    }
+                }
+            }
+        }
+        let clean = reports.is_empty();
+        for diag in reports {
+            self.report(diag);
+        }
+        clean
+    }
+
+    /// What [`DmaOps::detach`] reports: every live mapping (IOVA links counted in their range)
+    /// and IOVA range, also logged as a [`DmaDiag::LeakAtDetach`] if there is any.
+    pub(super) fn leak_report(&self) -> LeakReport {
+        let mut report = LeakReport::default();
+        {
+            let reg = self.registry.lock();
+            for (_, m) in reg.iter() {
+                if m.kind != MappingKind::IovaLink {
+                    report.add(m.kind, m.len);
+                }
+            }
+            for r in reg.iova_ranges.values() {
+                report.add(MappingKind::IovaRange, r.size);
+            }
+        }
+        if !report.is_empty() {
+            self.report(DmaDiag::LeakAtDetach {
+                report: report.clone(),
+            });
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::{DmaDevice, DmaMask, Platform};
+    use crate::phys::CacheMode;
+    use crate::phys::{FrameAlloc, MemoryMap, PhysMem, PAGE_SIZE};
+
+    /// A small deterministic PRNG (xorshift64*), so that the cases are the same on every run.
+    fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed | 1;
+        move |bound| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+        }
+    }
+
+    #[test]
+    fn pa_index_agrees_with_a_scan() {
+        let mut next = rng(7);
+        for case in 0..200 {
+            // Segments in a small space, so that overlaps, shared edges, nesting and empty
+            // segments all occur.
+            let segs: Vec<Seg> = (0..1 + next(40))
+                .map(|i| Seg {
+                    dma: DmaAddr(i * 0x1000),
+                    len: next(5) * 64,
+                    pa: PhysAddr(next(64) * 64),
+                    bounce: None,
+                })
+                .collect();
+            let index = PaIndex::new(&segs);
+            for _ in 0..100 {
+                let lo = next(70) * 32;
+                let hi = lo + 1 + next(300);
+                let scan = segs.iter().any(|s| s.pa.0 < hi && lo < s.pa.0 + s.len);
+                assert_eq!(
+                    index.overlaps(PhysAddr(lo), PhysAddr(hi)),
+                    scan,
+                    "case {case}: [{lo:#x}, {hi:#x}) against {segs:?}"
+                );
+            }
+        }
+    }
+
+    /// A scattered mapping has one segment per page, more than [`PA_INDEX_MIN_SEGS`], so the
+    /// check goes through the index: it must report exactly what the scan did.
+    #[test]
+    fn cpu_access_check_of_a_scattered_mapping() {
+        let phys = PhysMem::new(MemoryMap::default(), CacheMode::Model).unwrap();
+        let ops = DmaOps::attach(
+            phys.clone(),
+            DmaDevice::new("scattered", DmaMask::bits(64), false),
+            &Platform {
+                debug: true,
+                ..Platform::default()
+            },
+        )
+        .unwrap();
+        let pages = 3 * PA_INDEX_MIN_SEGS as u64;
+        let f = phys.alloc_frames(pages, FrameAlloc::scattered()).unwrap();
+        let other = phys.alloc_frames(1, FrameAlloc::scattered()).unwrap();
+        let segs: Vec<PhysSegment> = f
+            .pages()
+            .iter()
+            .map(|&addr| PhysSegment {
+                addr,
+                len: PAGE_SIZE,
+            })
+            .collect();
+        let sg = ops.map_sg(&segs, DmaDirection::Bidirectional).unwrap();
+        assert!(
+            sg.phys.len() > PA_INDEX_MIN_SEGS,
+            "scattered frames: one segment per page"
+        );
+
+        let first = f.pages()[5];
+        assert!(!ops.check_cpu_access(first, PAGE_SIZE, true));
+        // Ranges that only touch a mapped page at one byte overlap it; ranges that end where it
+        // starts, or start where it ends, do not (unless a neighbour page is mapped too).
+        assert!(!ops.check_cpu_access(PhysAddr(first.0 + PAGE_SIZE - 1), 1, false));
+        let before = PhysAddr(first.0 - 8);
+        let after = PhysAddr(first.0 + PAGE_SIZE);
+        let mapped = |pa: PhysAddr| f.pages().iter().any(|p| p.0 == pa.0 & !(PAGE_SIZE - 1));
+        assert_eq!(ops.check_cpu_access(before, 8, false), !mapped(before));
+        assert_eq!(ops.check_cpu_access(after, 8, false), !mapped(after));
+        assert!(ops.check_cpu_access(other.pages()[0], PAGE_SIZE, true));
+        let diags = ops.take_diagnostics();
+        assert_eq!(
+            diags[0],
+            DmaDiag::CpuAccessWhileDeviceOwns {
+                pa: first,
+                len: PAGE_SIZE,
+                write: true,
+                mapping_dma: sg.dma[0].dma,
+                dir: DmaDirection::Bidirectional,
+            }
+        );
+        assert_eq!(
+            diags.len(),
+            2 + usize::from(mapped(before)) + usize::from(mapped(after))
+        );
+
+        // Every page is found, and ownership is read live, not from the cached index.
+        assert!(f
+            .pages()
+            .iter()
+            .all(|&pa| !ops.check_cpu_access(pa, 1, false)));
+        ops.sync_sg_for_cpu(&sg).unwrap();
+        assert!(f
+            .pages()
+            .iter()
+            .all(|&pa| ops.check_cpu_access(pa, 1, false)));
+        ops.sync_sg_for_device(&sg).unwrap();
+        assert!(!ops.check_cpu_access(f.pages()[pages as usize - 1], 1, false));
+        assert_eq!(ops.pa_index.lock().len(), 1);
+
+        // Once unmapped, the index entry is gone and nothing is reported.
+        ops.unmap_sg(&sg).unwrap();
+        assert!(ops.pa_index.lock().is_empty());
+        ops.take_diagnostics();
+        assert!(f
+            .pages()
+            .iter()
+            .all(|&pa| ops.check_cpu_access(pa, 1, true)));
+        assert!(ops.diagnostics().is_empty());
+        assert!(ops.pa_index.lock().is_empty());
     }
 }

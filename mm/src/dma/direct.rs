@@ -2,68 +2,68 @@
 //!
 //! Owns the address rule and, when the device's mask does not reach all RAM, the swiotlb pool
 //! that bounces what lies beyond it. It never does cache maintenance or bounce copies itself: the
-//! streaming code in the parent module does both, in the order the kernel does them.
+//! streaming code (`mapping.rs`, `sync.rs`) does both, in the order the kernel does them.
 
 use std::sync::Arc;
 
 use devmmu_pagetable::DmaAddr;
 
-use super::registry::Seg;
+use parking_lot::Mutex;
+
+use super::registry::{Registry, Seg};
 use super::swiotlb::Swiotlb;
-use super::types::{BusFault, BusFaultReason, MappingKind, Platform};
-use super::Common;
-use crate::phys::{PhysAddr, Zone, PAGE_SIZE};
+use super::types::{BusFault, BusFaultReason, DmaMask, MappingKind, Platform};
+use crate::phys::{PhysAddr, PhysMem, Zone, PAGE_SIZE};
 use crate::MmError;
 
 /// The direct DMA backend of one device: `DmaAddr = phys + bus_offset`, bounced through its own
-/// swiotlb pool where that address would be beyond the DMA mask.
+/// swiotlb pool where that address would be beyond the DMA mask. The device's mask, memory and
+/// live mappings are its [`DmaOps`](super::DmaOps)'s, passed to the operations that need them.
 #[derive(Debug)]
 pub struct Direct {
-    pub(crate) common: Common,
     bus_offset: u64,
     /// Exclusive upper bound of the physical addresses the device reaches unbounced, `None` when
     /// it reaches every address.
-    phys_limit: Option<u64>,
+    phys_limit: Option<PhysAddr>,
     swiotlb: Option<Arc<Swiotlb>>,
 }
 
 /// The exclusive physical limit a device with `mask` reaches at `offset`: `None` if unlimited.
-fn phys_limit(mask: u64, offset: u64) -> Option<u64> {
+fn phys_limit(mask: u64, offset: u64) -> Option<PhysAddr> {
     match mask.checked_sub(offset) {
-        None => Some(0),
-        Some(top) => top.checked_add(1),
+        None => Some(PhysAddr(0)),
+        Some(top) => top.checked_add(1).map(PhysAddr),
     }
 }
 
 impl Direct {
-    /// The backend for `common`'s device on `platform`. The swiotlb pool is allocated here when
-    /// the platform has one and some RAM lies beyond the device's reach: contiguous frames below
-    /// that reach, so that every slot is reachable.
-    pub(crate) fn new(common: Common, platform: &Platform) -> Result<Direct, MmError> {
+    /// The backend for a device with DMA mask `mask` over `phys` on `platform`. The swiotlb pool
+    /// is allocated here when the platform has one and some RAM lies beyond the device's reach:
+    /// contiguous frames below that reach, so that every slot is reachable.
+    pub(crate) fn new(
+        phys: &Arc<PhysMem>,
+        mask: DmaMask,
+        platform: &Platform,
+    ) -> Result<Direct, MmError> {
         if !platform.bus_offset.is_multiple_of(PAGE_SIZE) {
             return Err(MmError::Misaligned {
                 value: platform.bus_offset,
                 align: PAGE_SIZE,
             });
         }
-        let limit = phys_limit(common.dev.mask.0, platform.bus_offset);
-        let ram_end = common
-            .phys
+        let limit = phys_limit(mask.0, platform.bus_offset);
+        let ram_end = phys
             .memory_map()
             .regions()
             .iter()
             .filter_map(|r| r.end())
-            .map(|e| e.0)
             .max()
-            .unwrap_or(0);
+            .unwrap_or(PhysAddr(0));
         let swiotlb = match (limit, platform.swiotlb) {
-            (Some(l), Some(bytes)) if ram_end > l => {
-                Some(Swiotlb::shared(&common.phys, bytes, PhysAddr(l))?)
-            }
+            (Some(l), Some(bytes)) if ram_end > l => Some(Swiotlb::shared(phys, bytes, l)?),
             _ => None,
         };
         Ok(Direct {
-            common,
             bus_offset: platform.bus_offset,
             phys_limit: limit,
             swiotlb,
@@ -90,24 +90,35 @@ impl Direct {
     pub(crate) fn zone(&self) -> Zone {
         match self.phys_limit {
             None => Zone::Any,
-            Some(l) => Zone::Below(PhysAddr(l)),
+            Some(l) => Zone::Below(l),
         }
     }
 
-    /// The bus address of `pa` if `pa..pa + len` is reachable unbounced.
-    fn reachable(&self, pa: PhysAddr, len: u64) -> Option<u64> {
-        let dma = pa.0.checked_add(self.bus_offset)?;
-        self.common.dev.mask.covers(dma, len).then_some(dma)
+    /// The bus address of `pa`: `pa + bus_offset`, or `None` past 2^64.
+    fn bus_addr(&self, pa: PhysAddr) -> Option<DmaAddr> {
+        pa.as_u64().checked_add(self.bus_offset).map(DmaAddr)
+    }
+
+    /// The physical address behind bus address `dma`: `dma - bus_offset`, or `None` below the
+    /// offset.
+    fn phys_addr(&self, dma: DmaAddr) -> Option<PhysAddr> {
+        dma.get().checked_sub(self.bus_offset).map(PhysAddr)
+    }
+
+    /// The bus address of `pa` if `pa..pa + len` is reachable unbounced by a device with `mask`.
+    fn reachable(&self, mask: DmaMask, pa: PhysAddr, len: u64) -> Option<DmaAddr> {
+        let dma = self.bus_addr(pa)?;
+        mask.covers(dma.get(), len).then_some(dma)
     }
 
     /// Assigns bus addresses to `pa..pa + len` (`len > 0`, RAM, checked by the caller): direct
-    /// if reachable, else a bounce buffer (slots taken here; the caller copies).
+    /// if reachable with `mask`, else a bounce buffer (slots taken here; the caller copies).
     ///
     /// # Errors
     /// [`MmError::BeyondDmaMask`] (no pool), [`MmError::SwiotlbTooLarge`],
     /// [`MmError::SwiotlbFull`].
-    pub(crate) fn map_one(&self, pa: PhysAddr, len: u64) -> Result<Seg, MmError> {
-        if let Some(dma) = self.reachable(pa, len) {
+    pub(crate) fn map_one(&self, mask: DmaMask, pa: PhysAddr, len: u64) -> Result<Seg, MmError> {
+        if let Some(dma) = self.reachable(mask, pa, len) {
             return Ok(Seg {
                 dma,
                 len,
@@ -118,10 +129,10 @@ impl Direct {
         let pool = self.swiotlb.as_ref().ok_or(MmError::BeyondDmaMask {
             addr: pa,
             len,
-            mask: self.common.dev.mask.0,
+            mask: mask.0,
         })?;
         let (bounce, _slots) = pool.alloc(len)?;
-        match self.reachable(bounce, len) {
+        match self.reachable(mask, bounce, len) {
             Some(dma) => Ok(Seg {
                 dma,
                 len,
@@ -133,22 +144,30 @@ impl Direct {
                 Err(MmError::BeyondDmaMask {
                     addr: bounce,
                     len,
-                    mask: self.common.dev.mask.0,
+                    mask: mask.0,
                 })
             }
         }
     }
 
-    /// Bus address of an MMIO / peer range (never bounced: a bounce buffer is RAM).
+    /// Bus address of an MMIO / peer range (never bounced: a bounce buffer is RAM) for a device
+    /// with `mask`.
     ///
     /// # Errors
     /// [`MmError::BeyondDmaMask`].
-    pub(crate) fn map_resource(&self, pa: PhysAddr, len: u64) -> Result<Seg, MmError> {
-        let dma = self.reachable(pa, len).ok_or(MmError::BeyondDmaMask {
-            addr: pa,
-            len,
-            mask: self.common.dev.mask.0,
-        })?;
+    pub(crate) fn map_resource(
+        &self,
+        mask: DmaMask,
+        pa: PhysAddr,
+        len: u64,
+    ) -> Result<Seg, MmError> {
+        let dma = self
+            .reachable(mask, pa, len)
+            .ok_or(MmError::BeyondDmaMask {
+                addr: pa,
+                len,
+                mask: mask.0,
+            })?;
         Ok(Seg {
             dma,
             len,
@@ -157,12 +176,12 @@ impl Direct {
         })
     }
 
-    /// The bus address of a buffer allocated in [`Direct::zone`].
+    /// The bus address of a buffer allocated in [`Direct::zone`], for a device with `mask`.
     ///
     /// # Errors
     /// [`MmError::BeyondDmaMask`] if it is not reachable after all.
-    pub(crate) fn map_buffer(&self, pa: PhysAddr, len: u64) -> Result<Seg, MmError> {
-        self.map_resource(pa, len)
+    pub(crate) fn map_buffer(&self, mask: DmaMask, pa: PhysAddr, len: u64) -> Result<Seg, MmError> {
+        self.map_resource(mask, pa, len)
     }
 
     /// Gives back the bounce slots of `segs`.
@@ -177,42 +196,46 @@ impl Direct {
     }
 
     /// What the bus does with `dma..dma + len`: subtract the offset; the range must be within
-    /// the mask and have RAM (an allocated frame, a swiotlb slot being just RAM) or a mapped
-    /// resource behind every page.
-    pub(crate) fn bus_to_phys(&self, dma: DmaAddr, len: u64) -> Result<PhysAddr, BusFault> {
+    /// the mask and have RAM (an allocated frame of `phys`, a swiotlb slot being just RAM) or a
+    /// mapped resource (a live mapping of `registry`) behind every page.
+    pub(crate) fn bus_to_phys(
+        &self,
+        mask: DmaMask,
+        phys: &PhysMem,
+        registry: &Mutex<Registry>,
+        dma: DmaAddr,
+        len: u64,
+    ) -> Result<PhysAddr, BusFault> {
         let fault = |reason| BusFault { dma, reason };
         if len == 0 {
             return Err(fault(BusFaultReason::ZeroLength));
         }
-        let mask = self.common.dev.mask.0;
-        if !self.common.dev.mask.covers(dma.0, len) {
-            return Err(fault(BusFaultReason::BeyondMask { mask }));
+        if !mask.covers(dma.get(), len) {
+            return Err(fault(BusFaultReason::BeyondMask { mask: mask.0 }));
         }
-        let pa =
-            dma.0
-                .checked_sub(self.bus_offset)
-                .ok_or(fault(BusFaultReason::BelowBusOffset {
-                    offset: self.bus_offset,
-                }))?;
+        let pa = self
+            .phys_addr(dma)
+            .ok_or(fault(BusFaultReason::BelowBusOffset {
+                offset: self.bus_offset,
+            }))?;
         let end = pa + len;
-        let mut page = pa & !(PAGE_SIZE - 1);
+        let mut page = pa.align_down(PAGE_SIZE);
         while page < end {
-            let addr = PhysAddr(page.max(pa));
-            if !self.common.phys.is_allocated(addr) && !self.resource_at(addr) {
+            let addr = page.max(pa);
+            if !phys.is_allocated(addr) && !self.resource_at(registry, addr) {
                 return Err(fault(BusFaultReason::NoMemory { addr }));
             }
-            page += PAGE_SIZE;
+            page = page + PAGE_SIZE;
         }
-        Ok(PhysAddr(pa))
+        Ok(pa)
     }
 
-    /// Whether a live `map_resource` mapping covers `pa`.
-    fn resource_at(&self, pa: PhysAddr) -> bool {
-        let dma = match pa.0.checked_add(self.bus_offset) {
-            Some(d) => d,
-            None => return false,
+    /// Whether a live `map_resource` mapping of `registry` covers `pa`.
+    fn resource_at(&self, registry: &Mutex<Registry>, pa: PhysAddr) -> bool {
+        let Some(dma) = self.bus_addr(pa) else {
+            return false;
         };
-        let reg = self.common.registry.lock();
+        let reg = registry.lock();
         reg.intersecting(dma, dma.saturating_add(1))
             .into_iter()
             .any(|id| reg.get(id).is_some_and(|m| m.kind == MappingKind::Resource))

@@ -4,8 +4,10 @@
 //! minus the platform's reserved regions, allocating top-down like drivers/iommu/iova.c) and its
 //! ARM LPAE page table, whose table pages are [`PhysMem`](crate::phys::PhysMem) frames addressed
 //! physically (the IOMMU walks physical memory, coherently). It maps and unmaps IOVA ranges and
-//! counts IOTLB invalidations; cache maintenance of the data and the DMA-API bookkeeping are the
-//! parent module's.
+//! counts IOTLB invalidations (in the counters of its [`DmaOps`](super::DmaOps), passed in);
+//! cache maintenance of the data and the DMA-API bookkeeping are the parent module's.
+
+use std::sync::Arc;
 
 use devmmu_pagetable::{
     walk, ArmLpae4k, DmaAddr, Format, Gather, Iova, PageTable, PageTableConfig, Prot, TableReader,
@@ -16,9 +18,8 @@ use parking_lot::Mutex;
 use super::registry::Seg;
 use super::stats::Counters;
 use super::table_pool::{TableBus, TablePool};
-use super::types::{BusFault, BusFaultReason, Platform};
-use super::Common;
-use crate::phys::{FrameView, PhysAddr, PhysSegment, Zone, PAGE_SIZE};
+use super::types::{BusFault, BusFaultReason, DmaMask, Platform};
+use crate::phys::{FrameView, PhysAddr, PhysMem, PhysSegment, Zone, PAGE_SIZE};
 use crate::range::{AllocMode, RangeAllocator, RangeError};
 use crate::MmError;
 
@@ -38,11 +39,43 @@ struct PhysReader<'a>(FrameView<'a>);
 impl TableReader for PhysReader<'_> {
     fn read_pte(&self, addr: DmaAddr, bytes: usize) -> Option<u64> {
         let mut b = [0u8; 8];
-        self.0
-            .cpu_read(PhysAddr(addr.0), b.get_mut(..bytes)?)
-            .ok()?;
+        self.0.cpu_read(phys_of(addr), b.get_mut(..bytes)?).ok()?;
         Some(u64::from_le_bytes(b))
     }
+}
+
+// The system IOMMU's addresses. Its input is the bus address a device emits (bus address = IOVA),
+// an `Iova` to the page table; its table addresses and output addresses are CPU physical
+// addresses (it walks physical memory), `DmaAddr`s to the page table. These four are the only
+// conversions between the types here.
+
+/// The page-table input address of bus address `dma`.
+fn table_iova(dma: DmaAddr) -> Iova {
+    Iova(dma.get())
+}
+
+/// The bus address of page-table input address `iova`.
+fn bus_addr(iova: Iova) -> DmaAddr {
+    DmaAddr(iova.get())
+}
+
+/// The page-table output (or table) address of physical address `pa`.
+fn table_oa(pa: PhysAddr) -> DmaAddr {
+    DmaAddr(pa.as_u64())
+}
+
+/// The physical address of page-table output (or table) address `oa`.
+fn phys_of(oa: DmaAddr) -> PhysAddr {
+    PhysAddr(oa.get())
+}
+
+/// An IOVA allocation of the domain: bytes `[start, start + size)` of the IOVA space, all
+/// mapped by one [`IommuDomain::map_phys`] and given back whole by [`IommuDomain::unmap_node`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IovaNode {
+    pub(crate) start: DmaAddr,
+    /// Bytes, a granule multiple (the request rounded up as the allocator does).
+    pub(crate) size: u64,
 }
 
 struct State {
@@ -52,34 +85,49 @@ struct State {
     reserved_bytes: u64,
 }
 
-/// The system IOMMU domain of one device: bus address = IOVA.
+/// The system IOMMU domain of one device: bus address = IOVA. The device's mask, memory and
+/// counters are its [`DmaOps`](super::DmaOps)'s, passed to the operations that need them.
 pub struct IommuDomain {
-    pub(crate) common: Common,
     root: DmaAddr,
     /// `[start, end)` of the IOVA space.
-    span: (u64, u64),
+    span: (DmaAddr, DmaAddr),
     state: Mutex<State>,
 }
 
 impl core::fmt::Debug for IommuDomain {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("IommuDomain")
-            .field("device", &self.common.dev)
             .field("root", &self.root)
             .field("span", &self.span)
             .finish()
     }
 }
 
-fn map_err(iova: u64, size: u64) -> impl Fn(devmmu_pagetable::Error) -> MmError {
-    move |error| MmError::IommuMap { iova, size, error }
+fn map_err(iova: DmaAddr, size: u64) -> impl Fn(devmmu_pagetable::Error) -> MmError {
+    move |error| MmError::IommuMap {
+        iova: iova.get(),
+        size,
+        error,
+    }
+}
+
+/// Invalidates the IOTLB for what `g` gathered, counting each invalidation in `counters`.
+fn sync_gather(counters: &Counters, st: &mut State, g: &mut Gather) {
+    st.pt.iotlb_sync(g, |_, _| {
+        Counters::add(&counters.iotlb_invalidations, 1);
+    });
 }
 
 impl IommuDomain {
-    /// A domain for `common`'s device: IOVA space `[granule, min(mask, 2^48 - 1)]`, the platform's
-    /// reserved regions taken out of it, an empty page table (its root allocated now).
-    pub(crate) fn new(common: Common, platform: &Platform) -> Result<IommuDomain, MmError> {
-        let top = common.dev.mask.0.min((1u64 << 48) - 1);
+    /// A domain for a device with DMA mask `mask` over `phys`: IOVA space
+    /// `[granule, min(mask, 2^48 - 1)]`, the platform's reserved regions taken out of it, an
+    /// empty page table (its root allocated now, from `phys`).
+    pub(crate) fn new(
+        phys: &Arc<PhysMem>,
+        mask: DmaMask,
+        platform: &Platform,
+    ) -> Result<IommuDomain, MmError> {
+        let top = mask.0.min((1u64 << 48) - 1);
         // `top + 1` cannot overflow: `top < 2^48`.
         let span = (IOVA_GRANULE, (top + 1) & !(IOVA_GRANULE - 1));
         let mut iova = RangeAllocator::new(span.0, span.1)
@@ -114,7 +162,7 @@ impl IommuDomain {
         }
         // The IOMMU reaches only what its 48-bit output address can name, tables included.
         let pool = TablePool::new(
-            common.phys.clone(),
+            phys.clone(),
             Zone::Below(PhysAddr(1 << ArmLpae4k::OA_BITS)),
             TableBus::Identity,
         );
@@ -124,11 +172,10 @@ impl IommuDomain {
                 coherent_walk: true,
             },
         )
-        .map_err(map_err(0, 0))?;
+        .map_err(map_err(DmaAddr(0), 0))?;
         Ok(IommuDomain {
-            common,
             root: pt.root(),
-            span,
+            span: (DmaAddr(span.0), DmaAddr(span.1)),
             state: Mutex::new(State {
                 iova,
                 pt,
@@ -145,7 +192,12 @@ impl IommuDomain {
     /// The IOVA space `[start, end)`, in bytes: from the granule up to the DMA mask (at most 48
     /// bits).
     pub fn aperture(&self) -> (DmaAddr, DmaAddr) {
-        (DmaAddr(self.span.0), DmaAddr(self.span.1))
+        self.span
+    }
+
+    /// The last byte of the IOVA space, as [`MmError::IovaExhausted`] reports it.
+    pub(crate) fn limit(&self) -> u64 {
+        self.span.1.get() - 1
     }
 
     /// Table pages the domain's page table holds, the root included.
@@ -161,9 +213,8 @@ impl IommuDomain {
 
     /// Allocates an IOVA node for `size` bytes (a granule multiple, `> 0`): sizes under 32
     /// granules rounded up to a power of two, aligned to the size rounded up to a power of two
-    /// (`alloc_iova(.., size_aligned = true)`), the highest free place below the mask. Returns
-    /// `(start, node size)`.
-    fn alloc_locked(&self, s: &mut State, size: u64) -> Result<(u64, u64), MmError> {
+    /// (`alloc_iova(.., size_aligned = true)`), the highest free place below the mask.
+    fn alloc_locked(&self, s: &mut State, size: u64) -> Result<IovaNode, MmError> {
         let pages = size / IOVA_GRANULE;
         let node_pages = if pages < IOVA_RCACHE_PAGES {
             pages.next_power_of_two()
@@ -175,62 +226,68 @@ impl IommuDomain {
             .and_then(|p| p.checked_mul(IOVA_GRANULE));
         let exhausted = MmError::IovaExhausted {
             size,
-            limit: self.span.1 - 1,
+            limit: self.limit(),
         };
         let (Some(align), Some(node)) = (align, node_pages.checked_mul(IOVA_GRANULE)) else {
             return Err(exhausted);
         };
         match s.iova.alloc(node, align, AllocMode::Highest) {
-            Ok(n) => Ok((n.start(), n.size())),
+            Ok(n) => Ok(IovaNode {
+                start: DmaAddr(n.start()),
+                size: n.size(),
+            }),
             Err(RangeError::NoSpace { .. }) => Err(exhausted),
             Err(_) => Err(exhausted),
         }
     }
 
     /// [`IommuDomain::alloc_locked`] under the lock.
-    pub(crate) fn alloc_iova(&self, size: u64) -> Result<(u64, u64), MmError> {
+    pub(crate) fn alloc_iova(&self, size: u64) -> Result<IovaNode, MmError> {
         self.alloc_locked(&mut self.state.lock(), size)
     }
 
     /// Frees the IOVA node starting at `start` (nothing mapped in it any more).
-    pub(crate) fn free_iova(&self, start: u64) {
-        let _ = self.state.lock().iova.free(start);
+    pub(crate) fn free_iova(&self, start: DmaAddr) {
+        let _ = self.state.lock().iova.free(start.get());
     }
 
     /// Maps `segs` contiguously in a fresh IOVA node, as `iommu_dma_map_sg`: each segment is
     /// widened to whole granules (its in-page offset kept), so a segment that ends mid-page is
     /// followed by padding. Returns one [`Seg`] per input (bus address = IOVA of its first
-    /// byte) and the node `(start, size)`.
+    /// byte) and the node. IOTLB invalidations are counted in `counters`.
     ///
     /// # Errors
     /// [`MmError::IovaExhausted`], [`MmError::IommuMap`] (nothing stays mapped or allocated).
     pub(crate) fn map_phys(
         &self,
+        counters: &Counters,
         segs: &[PhysSegment],
         prot: Prot,
-    ) -> Result<(Vec<Seg>, (u64, u64)), MmError> {
+    ) -> Result<(Vec<Seg>, IovaNode), MmError> {
         let mut total: u64 = 0;
         let mut pieces = Vec::with_capacity(segs.len());
         for s in segs {
             let off = s.addr.page_offset();
             let mlen = (off + s.len).next_multiple_of(IOVA_GRANULE);
-            pieces.push((DmaAddr(s.addr.0 - off), mlen));
+            pieces.push((table_oa(s.addr.align_down(IOVA_GRANULE)), mlen));
             total = total.checked_add(mlen).ok_or(MmError::IovaExhausted {
                 size: u64::MAX,
-                limit: self.span.1 - 1,
+                limit: self.limit(),
             })?;
         }
         let mut st = self.state.lock();
-        let (start, node) = self.alloc_locked(&mut st, total)?;
+        let node = self.alloc_locked(&mut st, total)?;
         let mut g = Gather::new();
-        let r = st.pt.map_segments(Iova(start), &pieces, prot, &mut g);
-        self.sync_gather(&mut st, &mut g);
+        let r = st
+            .pt
+            .map_segments(table_iova(node.start), &pieces, prot, &mut g);
+        sync_gather(counters, &mut st, &mut g);
         if let Err(e) = r {
-            let _ = st.iova.free(start);
-            return Err(map_err(start, total)(e));
+            let _ = st.iova.free(node.start.get());
+            return Err(map_err(node.start, total)(e));
         }
         let mut out = Vec::with_capacity(segs.len());
-        let mut cur = start;
+        let mut cur = node.start;
         for (s, &(_, mlen)) in segs.iter().zip(&pieces) {
             out.push(Seg {
                 dma: cur + s.addr.page_offset(),
@@ -240,7 +297,7 @@ impl IommuDomain {
             });
             cur += mlen;
         }
-        Ok((out, (start, node)))
+        Ok((out, node))
     }
 
     /// Maps `size` bytes (granule multiple) at `iova` to `pa` (granule-aligned) inside an
@@ -250,53 +307,56 @@ impl IommuDomain {
     /// [`MmError::IommuMap`] (e.g. `AlreadyMapped`); nothing stays mapped.
     pub(crate) fn map_at(
         &self,
-        iova: u64,
+        counters: &Counters,
+        iova: DmaAddr,
         pa: PhysAddr,
         size: u64,
         prot: Prot,
     ) -> Result<(), MmError> {
         let mut st = self.state.lock();
         let mut g = Gather::new();
-        let r = st.pt.map(Iova(iova), DmaAddr(pa.0), size, prot, &mut g);
-        self.sync_gather(&mut st, &mut g);
+        let r = st
+            .pt
+            .map(table_iova(iova), table_oa(pa), size, prot, &mut g);
+        sync_gather(counters, &mut st, &mut g);
         r.map_err(map_err(iova, size))
     }
 
     /// Unmaps `[iova, iova + size)` (granule multiples inside the space) and invalidates the
-    /// IOTLB for it.
+    /// IOTLB for it, counting the invalidations in `counters`.
     ///
     /// # Errors
     /// [`MmError::IommuMap`] with `NoMemory` if a block mapping had to be split and no table
     /// page was left: nothing was unmapped.
-    pub(crate) fn unmap_range(&self, iova: u64, size: u64) -> Result<(), MmError> {
+    pub(crate) fn unmap_range(
+        &self,
+        counters: &Counters,
+        iova: DmaAddr,
+        size: u64,
+    ) -> Result<(), MmError> {
         let mut st = self.state.lock();
         let mut g = Gather::new();
-        let r = st.pt.unmap(Iova(iova), size, &mut g);
-        self.sync_gather(&mut st, &mut g);
+        let r = st.pt.unmap(table_iova(iova), size, &mut g);
+        sync_gather(counters, &mut st, &mut g);
         r.map(|_| ()).map_err(map_err(iova, size))
     }
 
     /// Unmaps a whole node and frees its IOVA (`__iommu_dma_unmap`: unmap, IOTLB sync, free
     /// the IOVA only after the sync).
-    pub(crate) fn unmap_node(&self, node: (u64, u64)) {
+    pub(crate) fn unmap_node(&self, counters: &Counters, node: IovaNode) {
         // Unmapping exactly a whole node never splits a block (blocks never cross the node,
         // which is where they were mapped), so this cannot fail.
-        let _ = self.unmap_range(node.0, node.1);
-        self.free_iova(node.0);
+        let _ = self.unmap_range(counters, node.start, node.size);
+        self.free_iova(node.start);
     }
 
-    fn sync_gather(&self, st: &mut State, g: &mut Gather) {
-        let counters: &Counters = &self.common.counters;
-        st.pt.iotlb_sync(g, |_, _| {
-            Counters::add(&counters.iotlb_invalidations, 1);
-        });
-    }
-
-    /// What the IOMMU does with a device access to `dma..dma + len`: walk the tables (not
-    /// cached: no IOTLB is modelled) for every page of the range; it must be mapped, writable if
-    /// `write`, and physically contiguous.
+    /// What the IOMMU does with a device access to `dma..dma + len` by a device with `mask`:
+    /// walk the tables in `phys` (not cached: no IOTLB is modelled) for every page of the range;
+    /// it must be mapped, writable if `write`, and physically contiguous.
     pub(crate) fn bus_to_phys(
         &self,
+        mask: DmaMask,
+        phys: &PhysMem,
         dma: DmaAddr,
         len: u64,
         write: bool,
@@ -305,36 +365,35 @@ impl IommuDomain {
         if len == 0 {
             return Err(fault(BusFaultReason::ZeroLength));
         }
-        let mask = self.common.dev.mask;
-        if !mask.covers(dma.0, len) {
+        if !mask.covers(dma.get(), len) {
             return Err(fault(BusFaultReason::BeyondMask { mask: mask.0 }));
         }
-        let end = dma.0 + len;
-        let reader = PhysReader(self.common.phys.frames());
-        let mut cur = dma.0;
-        let mut first = 0;
+        let end = dma + len;
+        let reader = PhysReader(phys.frames());
+        let mut cur = dma;
+        let mut first = PhysAddr(0);
         while cur < end {
-            let t = walk::<ArmLpae4k, _>(&reader, self.root, Iova(cur)).map_err(|w| {
+            let t = walk::<ArmLpae4k, _>(&reader, self.root, table_iova(cur)).map_err(|w| {
                 fault(match w {
                     WalkFault::AddressSize { .. } => BusFaultReason::AddressSize,
                     WalkFault::Translation { iova, level } => BusFaultReason::Translation {
-                        iova: DmaAddr(iova.0),
+                        iova: bus_addr(iova),
                         level,
                     },
                     WalkFault::WalkAbort { pte_addr, .. } => BusFaultReason::WalkAbort { pte_addr },
                 })
             })?;
             if write && !t.prot.contains(Prot::WRITE) {
-                return Err(fault(BusFaultReason::Permission { iova: DmaAddr(cur) }));
+                return Err(fault(BusFaultReason::Permission { iova: cur }));
             }
-            if cur == dma.0 {
-                first = t.dma.0;
-            } else if t.dma.0 != first + (cur - dma.0) {
-                return Err(fault(BusFaultReason::Discontiguous { at: DmaAddr(cur) }));
+            if cur == dma {
+                first = phys_of(t.dma);
+            } else if phys_of(t.dma) != first + (cur - dma) {
+                return Err(fault(BusFaultReason::Discontiguous { at: cur }));
             }
-            let leaf_end = t.leaf_iova.0 + t.leaf_size;
+            let leaf_end = bus_addr(t.leaf_iova) + t.leaf_size;
             cur = leaf_end.min(end);
         }
-        Ok(PhysAddr(first))
+        Ok(first)
     }
 }

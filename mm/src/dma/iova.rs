@@ -14,7 +14,7 @@ use super::registry::{IovaRec, Mapping, Seg};
 use super::stats::Counters;
 use super::sync::{self, Piece};
 use super::types::{DmaDirection, MappingKind};
-use super::{DmaDiag, DmaOps, IommuDomain};
+use super::{Backend, DmaDiag, DmaOps, IommuDomain};
 use crate::phys::{PhysAddr, PAGE_SIZE};
 use crate::MmError;
 
@@ -42,16 +42,15 @@ impl IovaRange {
 
 impl DmaOps {
     fn iommu(&self) -> Result<&IommuDomain, MmError> {
-        match self {
-            DmaOps::Iommu(i) => Ok(i),
-            DmaOps::Direct(_) => Err(MmError::IovaApiUnsupported),
+        match &self.backend {
+            Backend::Iommu(i) => Ok(i),
+            Backend::Direct(_) => Err(MmError::IovaApiUnsupported),
         }
     }
 
     /// The live record of `range`, checking `offset..offset + len` lies inside it.
     fn iova_rec(&self, range: &IovaRange, offset: u64, len: u64) -> Result<IovaRec, MmError> {
         let rec = self
-            .common()
             .registry
             .lock()
             .iova_ranges
@@ -77,8 +76,7 @@ impl DmaOps {
     /// [`MmError::ZeroSize`]; [`MmError::DmaDetached`]; [`MmError::IovaExhausted`].
     pub fn iova_alloc(&self, size: u64) -> Result<IovaRange, MmError> {
         let dom = self.iommu()?;
-        let c = self.common();
-        c.check_attached()?;
+        self.check_attached()?;
         if size == 0 {
             return Err(MmError::ZeroSize);
         }
@@ -86,10 +84,10 @@ impl DmaOps {
             .checked_next_multiple_of(PAGE_SIZE)
             .ok_or(MmError::IovaExhausted {
                 size,
-                limit: dom.aperture().1 .0 - 1,
+                limit: dom.limit(),
             })?;
-        let (start, _node_size) = dom.alloc_iova(usable)?;
-        let mut reg = c.registry.lock();
+        let start = dom.alloc_iova(usable)?.start;
+        let mut reg = self.registry.lock();
         let id = reg.new_id();
         reg.iova_ranges.insert(
             id,
@@ -99,7 +97,7 @@ impl DmaOps {
             },
         );
         Ok(IovaRange {
-            start: DmaAddr(start),
+            start,
             size: usable,
             id,
         })
@@ -126,10 +124,9 @@ impl DmaOps {
         dir: DmaDirection,
     ) -> Result<(), MmError> {
         let dom = self.iommu()?;
-        let c = self.common();
-        c.check_attached()?;
+        self.check_attached()?;
         let rec = self.iova_rec(range, offset, len)?;
-        for v in [offset, pa.0] {
+        for v in [offset, pa.as_u64()] {
             if !v.is_multiple_of(PAGE_SIZE) {
                 return Err(MmError::Misaligned {
                     value: v,
@@ -137,32 +134,33 @@ impl DmaOps {
                 });
             }
         }
-        c.check_ram(pa, len)?;
+        self.check_ram(pa, len)?;
         let iova = rec.start + offset;
         let mapped = len.next_multiple_of(PAGE_SIZE);
-        dom.map_at(iova, pa, mapped, dir.prot(c.dev.coherent))?;
+        let prot = dir.prot(self.dev.coherent);
+        dom.map_at(&self.counters, iova, pa, mapped, prot)?;
         let seg = Seg {
             dma: iova,
             len,
             pa,
             bounce: None,
         };
-        if let Err(e) = sync::for_device(c, &[Piece::whole(&seg)], dir, true) {
+        if let Err(e) = sync::for_device(self, &[Piece::whole(&seg)], dir, true) {
             // Unmapping exactly what was just mapped splits no block: cannot fail.
-            let _ = dom.unmap_range(iova, mapped);
+            let _ = dom.unmap_range(&self.counters, iova, mapped);
             return Err(e);
         }
-        c.registry.lock().insert(Mapping {
+        self.registry.lock().insert(Mapping {
             kind: MappingKind::IovaLink,
             dir,
-            handle: DmaAddr(iova),
+            handle: iova,
             len,
             segs: vec![seg],
             iova: None,
             device_owned: true,
             checked: false,
         });
-        Counters::add(&c.counters.maps, 1);
+        Counters::add(&self.counters.maps, 1);
         Ok(())
     }
 
@@ -176,7 +174,7 @@ impl DmaOps {
     pub fn iova_sync(&self, range: &IovaRange, offset: u64, len: u64) -> Result<(), MmError> {
         self.iommu()?;
         self.iova_rec(range, offset, len)?;
-        Counters::add(&self.common().counters.iotlb_invalidations, 1);
+        Counters::add(&self.counters.iotlb_invalidations, 1);
         Ok(())
     }
 
@@ -208,9 +206,11 @@ impl DmaOps {
             });
         }
         let lo = rec.start + offset;
+        let end = rec.start + rec.size;
+        // `offset + len <= size` and the range ends on a page: rounding up stays inside it.
         let hi = (lo + len)
-            .next_multiple_of(PAGE_SIZE)
-            .min(rec.start + rec.size);
+            .checked_align_up(PAGE_SIZE)
+            .map_or(end, |h| h.min(end));
         self.unlink(dom, lo, hi, Some(dir))
     }
 
@@ -221,15 +221,14 @@ impl DmaOps {
     fn unlink(
         &self,
         dom: &IommuDomain,
-        lo: u64,
-        hi: u64,
+        lo: DmaAddr,
+        hi: DmaAddr,
         dir: Option<DmaDirection>,
     ) -> Result<(), MmError> {
-        let c = self.common();
-        dom.unmap_range(lo, hi - lo)?;
+        dom.unmap_range(&self.counters, lo, hi - lo)?;
         let mut removed: Vec<Mapping> = Vec::new();
         {
-            let mut reg = c.registry.lock();
+            let mut reg = self.registry.lock();
             for id in reg.intersecting(lo, hi) {
                 if reg.get(id).is_some_and(|m| m.kind == MappingKind::IovaLink) {
                     if let Some(m) = reg.remove(id) {
@@ -244,11 +243,11 @@ impl DmaOps {
                         let seg = Seg {
                             dma: a,
                             len: b - a,
-                            pa: PhysAddr(s.pa.0 + (a - s.dma)),
+                            pa: s.pa + (a - s.dma),
                             bounce: None,
                         };
                         reg.insert(Mapping {
-                            handle: DmaAddr(a),
+                            handle: a,
                             len: b - a,
                             segs: vec![seg],
                             ..m.clone()
@@ -261,7 +260,7 @@ impl DmaOps {
         for m in &removed {
             if let Some(d) = dir {
                 if d != m.dir {
-                    c.report(DmaDiag::UnmapWrongDirection {
+                    self.report(DmaDiag::UnmapWrongDirection {
                         dma: m.handle,
                         mapped_dir: m.dir,
                         unmap_dir: d,
@@ -275,10 +274,10 @@ impl DmaOps {
                 off: a - s.dma,
                 n: b - a,
             };
-            if let Err(e) = sync::for_cpu(c, &[piece], m.dir) {
+            if let Err(e) = sync::for_cpu(self, &[piece], m.dir) {
                 result = result.and(Err(e));
             }
-            Counters::add(&c.counters.unmaps, 1);
+            Counters::add(&self.counters.unmaps, 1);
         }
         result
     }
@@ -294,7 +293,6 @@ impl DmaOps {
     pub fn iova_free(&self, range: IovaRange) -> Result<(), MmError> {
         let dom = self.iommu()?;
         let rec = self
-            .common()
             .registry
             .lock()
             .iova_ranges

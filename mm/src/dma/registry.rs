@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use devmmu_pagetable::DmaAddr;
 
+use super::iommu::IovaNode;
 use super::types::{DmaDirection, MappingKind};
 use crate::phys::PhysAddr;
 
@@ -19,7 +20,7 @@ use crate::phys::PhysAddr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Seg {
     /// Bus address of the first byte.
-    pub(crate) dma: u64,
+    pub(crate) dma: DmaAddr,
     /// Bytes.
     pub(crate) len: u64,
     /// CPU physical address of the original first byte.
@@ -34,7 +35,8 @@ impl Seg {
         self.bounce.unwrap_or(self.pa)
     }
 
-    pub(crate) fn end(&self) -> u64 {
+    /// Bus address one past the last byte.
+    pub(crate) fn end(&self) -> DmaAddr {
         self.dma + self.len
     }
 }
@@ -50,8 +52,8 @@ pub(crate) struct Mapping {
     pub(crate) len: u64,
     /// In DMA order, non-empty.
     pub(crate) segs: Vec<Seg>,
-    /// System IOMMU: the IOVA node `(start, size)` that holds the mapping.
-    pub(crate) iova: Option<(u64, u64)>,
+    /// System IOMMU: the IOVA node that holds the mapping.
+    pub(crate) iova: Option<IovaNode>,
     /// The device owns the bytes (mapped or synced for device, not synced for CPU since).
     pub(crate) device_owned: bool,
     /// `mapping_error` was asked about it.
@@ -63,7 +65,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// A two-step IOVA range.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct IovaRec {
-    pub(crate) start: u64,
+    /// Bus address (IOVA) of byte 0.
+    pub(crate) start: DmaAddr,
     /// Usable bytes (the request rounded up to the granule).
     pub(crate) size: u64,
 }
@@ -71,9 +74,10 @@ pub(crate) struct IovaRec {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     maps: HashMap<u64, Mapping>,
-    by_handle: BTreeSet<(u64, u64)>,
+    /// (handle, id).
+    by_handle: BTreeSet<(DmaAddr, u64)>,
     /// (segment start, id) -> segment end.
-    by_seg: BTreeMap<(u64, u64), u64>,
+    by_seg: BTreeMap<(DmaAddr, u64), DmaAddr>,
     /// Longest segment ever registered: how far back a containment search must look.
     max_seg: u64,
     pub(crate) iova_ranges: HashMap<u64, IovaRec>,
@@ -94,7 +98,7 @@ impl Registry {
     }
 
     pub(crate) fn insert_with_id(&mut self, id: u64, m: Mapping) {
-        self.by_handle.insert((m.handle.0, id));
+        self.by_handle.insert((m.handle, id));
         for s in &m.segs {
             self.by_seg.insert((s.dma, id), s.end());
             self.max_seg = self.max_seg.max(s.len);
@@ -104,7 +108,7 @@ impl Registry {
 
     pub(crate) fn remove(&mut self, id: u64) -> Option<Mapping> {
         let m = self.maps.remove(&id)?;
-        self.by_handle.remove(&(m.handle.0, id));
+        self.by_handle.remove(&(m.handle, id));
         for s in &m.segs {
             self.by_seg.remove(&(s.dma, id));
         }
@@ -122,13 +126,13 @@ impl Registry {
     /// Ids of the mappings whose handle is `dma`, oldest first.
     pub(crate) fn at_handle(&self, dma: DmaAddr) -> Vec<u64> {
         self.by_handle
-            .range((dma.0, 0)..=(dma.0, u64::MAX))
+            .range((dma, 0)..=(dma, u64::MAX))
             .map(|&(_, id)| id)
             .collect()
     }
 
     /// Ids of the mappings with a segment intersecting `[lo, hi)`, each once, oldest first.
-    pub(crate) fn intersecting(&self, lo: u64, hi: u64) -> Vec<u64> {
+    pub(crate) fn intersecting(&self, lo: DmaAddr, hi: DmaAddr) -> Vec<u64> {
         if hi <= lo {
             return Vec::new();
         }

@@ -98,7 +98,7 @@ impl Swiotlb {
             let Some(s) = s.upgrade() else {
                 continue;
             };
-            if Some(s.bytes) == want && s.base.0 + s.bytes <= limit.0 {
+            if Some(s.bytes) == want && s.base + s.bytes <= limit {
                 return Ok(s);
             }
         }
@@ -183,7 +183,7 @@ impl Swiotlb {
                 s.used[i..i + need].iter_mut().for_each(|u| *u = true);
                 s.in_use += need as u64;
                 s.hint = (i + need) % n;
-                return Ok((PhysAddr(self.base.0 + i as u64 * IO_TLB_SIZE), need as u64));
+                return Ok((self.base + i as u64 * IO_TLB_SIZE, need as u64));
             }
             i += stride;
             tried += stride;
@@ -200,7 +200,7 @@ impl Swiotlb {
 
     /// Returns the slots of the bounce buffer at `addr` of `len` bytes (as allocated).
     pub(crate) fn free(&self, addr: PhysAddr, len: u64) {
-        let first = ((addr.0 - self.base.0) / IO_TLB_SIZE) as usize;
+        let first = ((addr - self.base) / IO_TLB_SIZE) as usize;
         let need = Self::slots_for(len.max(1)) as usize;
         let mut s = self.slots.lock();
         let end = (first + need).min(s.used.len());

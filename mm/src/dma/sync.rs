@@ -12,7 +12,7 @@
 use super::registry::Seg;
 use super::stats::Counters;
 use super::types::DmaDirection;
-use super::Common;
+use super::DmaOps;
 use crate::phys::{FrameView, PhysAddr};
 use crate::MmError;
 
@@ -36,39 +36,39 @@ impl Piece {
 
 /// Copies `n` bytes from `from` to `to` through the CPU's view (a memcpy in the kernel).
 fn cpu_copy(
-    c: &Common,
+    counters: &Counters,
     mem: &FrameView,
     from: PhysAddr,
     to: PhysAddr,
     n: u64,
 ) -> Result<(), MmError> {
     mem.cpu_copy(from, to, n)?;
-    Counters::add(&c.counters.bounced_bytes, n);
+    Counters::add(&counters.bounced_bytes, n);
     Ok(())
 }
 
 /// Hands `pieces` to the device. `at_map`: the implicit sync of a map (bounce for every
 /// direction). Counts one sync if any piece needed work.
 pub(crate) fn for_device(
-    c: &Common,
+    ops: &DmaOps,
     pieces: &[Piece],
     dir: DmaDirection,
     at_map: bool,
 ) -> Result<(), MmError> {
     let mut bytes = 0;
     // One hold of the frame table for every piece: a scattered buffer is one piece per page.
-    let mem = c.phys.frames();
+    let mem = ops.phys.frames();
     for p in pieces {
         let mut did = false;
         if let Some(b) = p.seg.bounce {
             if at_map || dir.device_reads() {
-                let (from, to) = (PhysAddr(p.seg.pa.0 + p.off), PhysAddr(b.0 + p.off));
-                cpu_copy(c, &mem, from, to, p.n)?;
+                let (from, to) = (p.seg.pa + p.off, b + p.off);
+                cpu_copy(&ops.counters, &mem, from, to, p.n)?;
                 did = true;
             }
         }
-        if !c.dev.coherent {
-            mem.clean(PhysAddr(p.seg.target().0 + p.off), p.n)?;
+        if !ops.dev.coherent {
+            mem.clean(p.seg.target() + p.off, p.n)?;
             did = true;
         }
         if did {
@@ -76,27 +76,27 @@ pub(crate) fn for_device(
         }
     }
     if bytes > 0 {
-        Counters::add(&c.counters.syncs_for_device, 1);
-        Counters::add(&c.counters.bytes_synced_for_device, bytes);
+        Counters::add(&ops.counters.syncs_for_device, 1);
+        Counters::add(&ops.counters.bytes_synced_for_device, bytes);
     }
     Ok(())
 }
 
 /// Hands `pieces` back to the CPU. Counts one sync if any piece needed work.
-pub(crate) fn for_cpu(c: &Common, pieces: &[Piece], dir: DmaDirection) -> Result<(), MmError> {
+pub(crate) fn for_cpu(ops: &DmaOps, pieces: &[Piece], dir: DmaDirection) -> Result<(), MmError> {
     let mut bytes = 0;
     // One hold of the frame table for every piece, as in `for_device`.
-    let mem = c.phys.frames();
+    let mem = ops.phys.frames();
     for p in pieces {
         let mut did = false;
-        if !c.dev.coherent && dir != DmaDirection::ToDevice {
-            mem.invalidate(PhysAddr(p.seg.target().0 + p.off), p.n)?;
+        if !ops.dev.coherent && dir != DmaDirection::ToDevice {
+            mem.invalidate(p.seg.target() + p.off, p.n)?;
             did = true;
         }
         if let Some(b) = p.seg.bounce {
             if dir.device_writes() {
-                let (from, to) = (PhysAddr(b.0 + p.off), PhysAddr(p.seg.pa.0 + p.off));
-                cpu_copy(c, &mem, from, to, p.n)?;
+                let (from, to) = (b + p.off, p.seg.pa + p.off);
+                cpu_copy(&ops.counters, &mem, from, to, p.n)?;
                 did = true;
             }
         }
@@ -105,8 +105,8 @@ pub(crate) fn for_cpu(c: &Common, pieces: &[Piece], dir: DmaDirection) -> Result
         }
     }
     if bytes > 0 {
-        Counters::add(&c.counters.syncs_for_cpu, 1);
-        Counters::add(&c.counters.bytes_synced_for_cpu, bytes);
+        Counters::add(&ops.counters.syncs_for_cpu, 1);
+        Counters::add(&ops.counters.bytes_synced_for_cpu, bytes);
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ pub struct TablePool {
     chunks: Vec<Frames>,
     free: Vec<TablePage>,
     /// Bus address of each page the pool owns -> its physical address.
-    pages: HashMap<u64, PhysAddr>,
+    pages: HashMap<DmaAddr, PhysAddr>,
     live: usize,
     failed: u64,
 }
@@ -117,21 +117,21 @@ impl TablePool {
             let free_here = self
                 .free
                 .iter()
-                .filter(|p| self.pages.get(&p.dma.0).is_some_and(in_chunk))
+                .filter(|p| self.pages.get(&p.dma).is_some_and(in_chunk))
                 .count();
             if free_here != chunk.pages().len() {
                 return;
             }
             let mut gone = Vec::with_capacity(free_here);
             self.free.retain(|p| {
-                let mine = self.pages.get(&p.dma.0).is_some_and(in_chunk);
+                let mine = self.pages.get(&p.dma).is_some_and(in_chunk);
                 if mine {
                     gone.push(p.dma);
                 }
                 !mine
             });
             for dma in gone {
-                self.pages.remove(&dma.0);
+                self.pages.remove(&dma);
                 if let TableBus::Dma(ops) = &self.bus {
                     let _ = ops.unmap_page(dma, PAGE_SIZE, DmaDirection::Bidirectional);
                 }
@@ -157,7 +157,7 @@ impl TablePool {
         let mut new_pages = Vec::with_capacity(CHUNK_PAGES as usize);
         for (i, &pa) in frames.pages().iter().enumerate() {
             let dma = match &self.bus {
-                TableBus::Identity => Some(DmaAddr(pa.0)),
+                TableBus::Identity => Some(DmaAddr(pa.as_u64())),
                 TableBus::Dma(ops) => ops
                     .map_page(pa, PAGE_SIZE, DmaDirection::Bidirectional)
                     .ok(),
@@ -181,7 +181,7 @@ impl TablePool {
             new_pages.push((TablePage { cpu, dma }, pa));
         }
         for (page, pa) in new_pages {
-            self.pages.insert(page.dma.0, pa);
+            self.pages.insert(page.dma, pa);
             self.free.push(page);
         }
         self.chunks.push(frames);
@@ -234,7 +234,7 @@ unsafe impl TableAlloc for TablePool {
     }
 
     fn sync_for_device(&mut self, table: DmaAddr, offset: usize, len: usize) {
-        let Some(&pa) = self.pages.get(&table.0) else {
+        let Some(&pa) = self.pages.get(&table) else {
             return;
         };
         // A failed sync cannot be reported through this hook; it can only fail if the frames
@@ -242,7 +242,7 @@ unsafe impl TableAlloc for TablePool {
         // The table walker's coherency is its own, independent of whether the device's data
         // path snoops (the DMA ops only know the latter): clean the lines directly, as
         // ipu6-mmu.c does with clflush_cache_range on the table's CPU address.
-        let _ = self.phys.clean(PhysAddr(pa.0 + offset as u64), len as u64);
+        let _ = self.phys.clean(pa + offset as u64, len as u64);
     }
 }
 
@@ -250,7 +250,7 @@ impl Drop for TablePool {
     fn drop(&mut self) {
         if let TableBus::Dma(ops) = &self.bus {
             for &dma in self.pages.keys() {
-                let _ = ops.unmap_page(DmaAddr(dma), PAGE_SIZE, DmaDirection::Bidirectional);
+                let _ = ops.unmap_page(dma, PAGE_SIZE, DmaDirection::Bidirectional);
             }
         }
         // `chunks` drops after this, returning the frames.

@@ -52,6 +52,11 @@ impl PhysAddr {
         }
     }
 
+    /// `self + bytes`, clamped at `u64::MAX`: the end of a range that may reach past 2^64.
+    pub const fn saturating_add(self, bytes: u64) -> PhysAddr {
+        PhysAddr(self.0.saturating_add(bytes))
+    }
+
     /// Distance in bytes from `base` up to `self`, or `None` if `self < base`.
     pub const fn offset_from(self, base: PhysAddr) -> Option<u64> {
         self.0.checked_sub(base.0)
@@ -89,6 +94,23 @@ impl fmt::Display for PhysAddr {
 impl fmt::LowerHex for PhysAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
+/// `addr + bytes` (overflow is a bug: it panics with debug assertions, as `u64` addition does).
+impl core::ops::Add<u64> for PhysAddr {
+    type Output = PhysAddr;
+    fn add(self, bytes: u64) -> PhysAddr {
+        PhysAddr(self.0 + bytes)
+    }
+}
+
+/// `end - start`: the bytes between two addresses (`end >= start`; see
+/// [`PhysAddr::offset_from`] for the checked form).
+impl core::ops::Sub<PhysAddr> for PhysAddr {
+    type Output = u64;
+    fn sub(self, start: PhysAddr) -> u64 {
+        self.0 - start.0
     }
 }
 
@@ -135,5 +157,12 @@ mod tests {
         assert_eq!(pages_for(4097), Some(2));
         assert_eq!(pages_for(u64::MAX), None);
         assert_eq!(format!("{pa}"), "0x123456789");
+    }
+
+    #[test]
+    fn saturating_add_and_operators() {
+        assert_eq!(PhysAddr(u64::MAX - 1).saturating_add(4), PhysAddr(u64::MAX));
+        assert_eq!(PhysAddr(0x20) + 0x10, PhysAddr(0x30));
+        assert_eq!(PhysAddr(0x30) - PhysAddr(0x20), 0x10);
     }
 }
