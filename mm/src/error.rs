@@ -268,6 +268,18 @@ pub enum MmError {
         mask: u64,
     },
 
+    /// A streaming mapping of physical memory the DMA layer owns: a swiotlb pool, a system
+    /// IOMMU's table page or a device's table page (dma-debug's `check_for_illegal_area` for
+    /// memory a driver must not hand to a device). The device could overwrite other mappings'
+    /// bounce buffers or a page table. Nothing was mapped.
+    #[error("{addr} belongs to the DMA layer ({owner:?}) and cannot be mapped for a device")]
+    DmaLayerMemory {
+        /// The first owned byte of the refused range.
+        addr: PhysAddr,
+        /// What owns it.
+        owner: crate::dma::DmaOwner,
+    },
+
     /// A DMA mask too small to address even one page (`mask < 0xfff`). Nothing was attached.
     #[error("DMA mask {mask:#x} cannot address one page")]
     DmaMaskTooSmall {

@@ -150,6 +150,39 @@ pub enum DmaDiag {
         /// Its direction.
         dir: DmaDirection,
     },
+    /// Frames freed while a live mapping of this device still covers them (debug.c: "device
+    /// driver frees DMA memory with active mapping"); the device may still write them, now
+    /// someone else's memory. Reported when the frames are freed.
+    FreedWhileMapped {
+        /// The first freed page the mapping covers.
+        pa: PhysAddr,
+        /// The mapping's address.
+        mapping_dma: DmaAddr,
+        /// Its kind.
+        kind: MappingKind,
+    },
+    /// A streaming mapping that the device may write shares a cache line with another live one
+    /// of this device that it may write too (debug.c: "cacheline tracking EEXIST, overlapping
+    /// mappings aren't supported"): the cache maintenance or bounce copy of one clobbers the
+    /// other's bytes. The new mapping is still made.
+    OverlappingMappings {
+        /// First byte of the new mapping's overlapping segment.
+        pa: PhysAddr,
+        /// The new mapping's direction.
+        dir: DmaDirection,
+        /// Address of the live mapping it overlaps.
+        other_dma: DmaAddr,
+        /// Its direction.
+        other_dir: DmaDirection,
+    },
+    /// A streaming mapping of memory the DMA layer owns was refused (the call returned
+    /// [`MmError::DmaLayerMemory`](crate::MmError::DmaLayerMemory)).
+    MapsDmaLayerMemory {
+        /// First owned byte.
+        pa: PhysAddr,
+        /// Its owner.
+        owner: super::DmaOwner,
+    },
     /// Mappings still live when the device was detached ("device driver has pending DMA
     /// allocations while released from device").
     LeakAtDetach {
@@ -293,6 +326,52 @@ impl DmaOps {
     /// Logs `diag` if debugging is on.
     pub(super) fn report(&self, diag: DmaDiag) {
         self.debug.report(&self.counters, diag);
+    }
+
+    /// With debugging on, reports a [`DmaDiag::OverlappingMappings`] for each live streaming
+    /// mapping the device may write (not `ToDevice`) that shares a cache line with `phys`, when
+    /// the new mapping's device may write too (debug.c's `active_cacheline_insert` ignores
+    /// `DMA_TO_DEVICE` mappings for the same reason: a device that only reads clobbers nothing).
+    pub(super) fn check_overlapping(&self, phys: &[PhysSegment], dir: DmaDirection) {
+        if !self.debug.enabled || !dir.device_writes() {
+            return;
+        }
+        let line = crate::phys::LINE_SIZE;
+        let lines = |pa: PhysAddr, len: u64| {
+            let lo = pa.0 & !(line - 1);
+            (
+                lo,
+                pa.0.saturating_add(len).div_ceil(line).saturating_mul(line),
+            )
+        };
+        let mut reports = Vec::new();
+        {
+            let reg = self.registry.lock();
+            for (_, m) in reg.iter() {
+                let streaming = matches!(m.kind, MappingKind::Page | MappingKind::Sg);
+                if !streaming || !m.dir.device_writes() {
+                    continue;
+                }
+                'new: for s in phys {
+                    let (lo, hi) = lines(s.addr, s.len);
+                    for o in &m.segs {
+                        let (olo, ohi) = lines(o.pa, o.len);
+                        if olo < hi && lo < ohi {
+                            reports.push(DmaDiag::OverlappingMappings {
+                                pa: s.addr,
+                                dir,
+                                other_dma: m.handle,
+                                other_dir: m.dir,
+                            });
+                            break 'new;
+                        }
+                    }
+                }
+            }
+        }
+        for r in reports {
+            self.report(r);
+        }
     }
 
     /// The live mapping at `dma` that a release of `kind` names, found under `reg` (debug.c's
@@ -505,6 +584,47 @@ impl DmaOps {
             });
         }
         report
+    }
+}
+
+impl crate::phys::FreeObserver for DmaOps {
+    /// Reports a [`DmaDiag::FreedWhileMapped`] for each live mapping of this device (streaming,
+    /// buffers, IOVA links; not resources, which are not RAM) covering one of `pages`. Best
+    /// effort: if this thread already holds the registry (a release in progress), it skips.
+    fn frames_freed(&self, pages: &[PhysAddr]) {
+        if !self.debug.enabled || pages.is_empty() {
+            return;
+        }
+        let freed: std::collections::HashSet<u64> =
+            pages.iter().map(|p| p.0 / crate::phys::PAGE_SIZE).collect();
+        let mut reports = Vec::new();
+        {
+            let Some(reg) = self.registry.try_lock() else {
+                return;
+            };
+            for (_, m) in reg.iter() {
+                if m.kind == MappingKind::Resource {
+                    continue;
+                }
+                'segs: for s in &m.segs {
+                    let first = s.pa.0 / crate::phys::PAGE_SIZE;
+                    let last = s.pa.0.saturating_add(s.len.max(1) - 1) / crate::phys::PAGE_SIZE;
+                    for pfn in first..=last {
+                        if freed.contains(&pfn) {
+                            reports.push(DmaDiag::FreedWhileMapped {
+                                pa: PhysAddr(pfn * crate::phys::PAGE_SIZE),
+                                mapping_dma: m.handle,
+                                kind: m.kind,
+                            });
+                            break 'segs;
+                        }
+                    }
+                }
+            }
+        }
+        for r in reports {
+            self.report(r);
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 use devmmu_pagetable::DmaAddr;
 
 use super::iommu::IovaNode;
+use super::machine::DmaMachine;
 use super::registry::{Mapping, Seg};
 use super::stats::Counters;
 use super::sync::{self, Piece};
@@ -73,13 +74,19 @@ impl DmaOps {
             return Err(MmError::ZeroSize);
         }
         let mut len: u64 = 0;
+        let machine = DmaMachine::of(&self.phys);
         for s in phys {
             self.check_ram(s.addr, s.len)?;
             len = len.checked_add(s.len).ok_or(MmError::AddrOverflow {
                 addr: s.addr,
                 len: s.len,
             })?;
+            if let Some((addr, owner)) = machine.owner_of(s.addr, s.len) {
+                self.report(DmaDiag::MapsDmaLayerMemory { pa: addr, owner });
+                return Err(MmError::DmaLayerMemory { addr, owner });
+            }
         }
+        self.check_overlapping(phys, dir);
         let (segs, node) = self.map_segments(phys, dir)?;
         let pieces: Vec<Piece> = segs.iter().map(Piece::whole).collect();
         if let Err(e) = sync::for_device(self, &pieces, dir, true) {

@@ -41,6 +41,7 @@ mod debug;
 mod direct;
 mod iommu;
 mod iova;
+mod machine;
 mod mapping;
 mod registry;
 mod stats;
@@ -65,7 +66,7 @@ pub use stats::DmaStats;
 pub use swiotlb::{IO_TLB_SEGSIZE, IO_TLB_SIZE, MAX_BOUNCE_BYTES};
 pub use table_pool::{PoolMark, TableBus, TablePool, CHUNK_PAGES};
 pub use types::{
-    BusFault, BusFaultReason, DmaDevice, DmaDirection, DmaMask, DmaOpsKind, DmaSegment,
+    BusFault, BusFaultReason, DmaDevice, DmaDirection, DmaMask, DmaOpsKind, DmaOwner, DmaSegment,
     MappingKind, Platform, SgTable, DEFAULT_SWIOTLB_BYTES, X86_MSI_WINDOW,
 };
 
@@ -152,7 +153,7 @@ impl DmaOps {
         } else {
             Backend::Direct(Direct::new(&phys, dev.mask, platform)?)
         };
-        Ok(Arc::new(DmaOps {
+        let ops = Arc::new(DmaOps {
             phys,
             dev,
             counters: Counters::default(),
@@ -161,7 +162,14 @@ impl DmaOps {
             detached: AtomicBool::new(false),
             pa_index: Mutex::new(HashMap::new()),
             backend,
-        }))
+        });
+        if platform.debug {
+            // Frames freed under a live mapping are diagnosed when they are freed.
+            let weak = Arc::downgrade(&ops);
+            let observer: std::sync::Weak<dyn crate::phys::FreeObserver> = weak;
+            ops.phys.observe_frees(observer);
+        }
+        Ok(ops)
     }
 
     /// Which backend this is.

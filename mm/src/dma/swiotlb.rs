@@ -23,12 +23,13 @@
 //! then depend on every caller passing the same registry, where today two direct devices of one
 //! `PhysMem` share a pool whatever `Platform` each was attached with.
 
-use std::any::Any;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::phys::{FrameAlloc, Frames, PhysAddr, PhysMem, PAGE_SIZE};
+use super::machine::DmaMachine;
+use super::types::DmaOwner;
+use crate::phys::{FrameAlloc, Frames, PhysAddr, PhysMem, Zone, PAGE_SIZE};
 use crate::MmError;
 
 /// log2 of the slot size (`IO_TLB_SHIFT`).
@@ -52,32 +53,27 @@ struct Slots {
 
 /// The live swiotlb pools of one machine, shared by the direct-DMA devices that can use them, as
 /// the kernel's default `io_tlb_mem` is one per system (kernel/dma/swiotlb.c). Weak: a pool
-/// lives as long as a device holds it.
+/// lives as long as a device holds it. Part of the machine's [`DmaMachine`].
 #[derive(Debug, Default)]
-struct SwiotlbPools {
+pub(crate) struct SwiotlbPools {
     live: Mutex<Vec<Weak<Swiotlb>>>,
-}
-
-impl SwiotlbPools {
-    /// The registry of `phys`, created in its DMA-layer slot on first use.
-    fn of(phys: &PhysMem) -> &SwiotlbPools {
-        let state: &(dyn Any + Send + Sync) = &**phys
-            .dma_state()
-            .get_or_init(|| Box::new(SwiotlbPools::default()));
-        state
-            .downcast_ref()
-            .expect("a PhysMem's DMA-layer slot holds only its SwiotlbPools")
-    }
 }
 
 /// A swiotlb pool.
 #[derive(Debug)]
 pub(crate) struct Swiotlb {
     /// Held for the pool's lifetime: dropping it returns the frames.
-    _frames: Frames,
+    frames: Frames,
     base: PhysAddr,
     bytes: u64,
     slots: Mutex<Slots>,
+}
+
+impl Drop for Swiotlb {
+    fn drop(&mut self) {
+        // Before `frames` returns the memory: it is no longer the DMA layer's.
+        DmaMachine::of(self.frames.phys()).disown(self.base);
+    }
 }
 
 impl Swiotlb {
@@ -91,7 +87,7 @@ impl Swiotlb {
         bytes: u64,
         limit: PhysAddr,
     ) -> Result<Arc<Swiotlb>, MmError> {
-        let mut pools = SwiotlbPools::of(phys).live.lock();
+        let mut pools = DmaMachine::of(phys).swiotlb.live.lock();
         pools.retain(|s| s.strong_count() > 0);
         let want = crate::phys::pages_for(bytes).map(|p| p * PAGE_SIZE);
         for s in pools.iter() {
@@ -117,13 +113,19 @@ impl Swiotlb {
         if bytes == 0 {
             return Err(MmError::ZeroSize);
         }
-        let pages = crate::phys::pages_for(bytes).ok_or(MmError::ZeroSize)?;
+        // A size whose page count does not fit in bytes is more than any machine has.
+        let pages = crate::phys::pages_for(bytes).ok_or(MmError::NoMemory {
+            pages: bytes.div_ceil(PAGE_SIZE),
+            contiguous: true,
+            zone: Zone::Below(limit),
+        })?;
         let frames = phys.alloc_frames(pages, FrameAlloc::contiguous().below(limit))?;
         let base = frames.pages()[0];
+        DmaMachine::of(phys).own(base, pages * PAGE_SIZE, DmaOwner::SwiotlbPool);
         let bytes = pages * PAGE_SIZE;
         let n = (bytes / IO_TLB_SIZE) as usize;
         Ok(Swiotlb {
-            _frames: frames,
+            frames,
             base,
             bytes,
             slots: Mutex::new(Slots {

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use devmmu_pagetable::{DmaAddr, TableAlloc, TablePage, TABLE_SIZE};
 
+use super::machine::DmaMachine;
 use super::types::DmaDirection;
+use super::types::DmaOwner;
 use super::DmaOps;
 use crate::phys::{FrameAlloc, Frames, PhysAddr, PhysMem, Zone, PAGE_SIZE};
 
@@ -131,7 +133,9 @@ impl TablePool {
                 !mine
             });
             for dma in gone {
-                self.pages.remove(&dma);
+                if let Some(pa) = self.pages.remove(&dma) {
+                    DmaMachine::of(&self.phys).disown(pa);
+                }
                 if let TableBus::Dma(ops) = &self.bus {
                     let _ = ops.unmap_page(dma, PAGE_SIZE, DmaDirection::Bidirectional);
                 }
@@ -180,7 +184,14 @@ impl TablePool {
             };
             new_pages.push((TablePage { cpu, dma }, pa));
         }
+        // From now on the pages are the DMA layer's: no driver may map them for a device.
+        let machine = DmaMachine::of(&self.phys);
+        let owner = match self.bus {
+            TableBus::Identity => DmaOwner::IommuTable,
+            TableBus::Dma(_) => DmaOwner::DeviceTable,
+        };
         for (page, pa) in new_pages {
+            machine.own(pa, PAGE_SIZE, owner);
             self.pages.insert(page.dma, pa);
             self.free.push(page);
         }
@@ -252,6 +263,10 @@ impl Drop for TablePool {
             for &dma in self.pages.keys() {
                 let _ = ops.unmap_page(dma, PAGE_SIZE, DmaDirection::Bidirectional);
             }
+        }
+        let machine = DmaMachine::of(&self.phys);
+        for &pa in self.pages.values() {
+            machine.disown(pa);
         }
         // `chunks` drops after this, returning the frames.
     }

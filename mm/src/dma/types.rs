@@ -160,6 +160,18 @@ pub enum DmaOpsKind {
     Iommu,
 }
 
+/// Which part of the DMA layer owns a piece of physical memory that drivers must never map
+/// (see [`MmError::DmaLayerMemory`](crate::MmError::DmaLayerMemory)).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum DmaOwner {
+    /// A swiotlb bounce pool: its slots are other mappings' bounce buffers.
+    SwiotlbPool,
+    /// A page of a system IOMMU's page table.
+    IommuTable,
+    /// A page of a device's own page table (a [`TablePool`](super::TablePool) over DMA ops).
+    DeviceTable,
+}
+
 /// What kind of mapping a DMA address belongs to (the `type` of a dma-debug entry).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub enum MappingKind {

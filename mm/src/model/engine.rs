@@ -217,6 +217,9 @@ impl<'a> StatsTally<'a> {
     }
 }
 
+/// Largest piece the copy engine of [`SimDevice::dma_copy`] moves at once, in bytes.
+pub const COPY_CHUNK: u64 = 64 * 1024;
+
 impl SimDevice {
     /// Writes `data` at `iova` of `vm` through the MMU.
     ///
@@ -248,18 +251,52 @@ impl SimDevice {
         })
     }
 
-    /// Copies `len` bytes from `src` to `dst` in `vm` (read, then write, as a copy engine does
-    /// through a bounce of its own). Errors as [`SimDevice::dma_write`].
+    /// Copies `len` bytes from `src` to `dst` in `vm`, as a copy engine does: through a bounce
+    /// buffer of its own of at most [`COPY_CHUNK`] bytes, chunk by chunk, backwards when the
+    /// destination overlaps the source from above (so overlapping copies behave as `memmove`).
+    /// Any `len` is accepted: the engine's buffer never grows past one chunk.
+    ///
+    /// Errors as [`SimDevice::dma_write`]: the first fault that stops the copy (bytes of
+    /// earlier chunks were copied), else the first dummy-page record (Intel IPU format: the
+    /// copy completed, reading or writing the dummy page somewhere).
     pub fn dma_copy(&self, vm: &Vm, src: Iova, dst: Iova, len: u64) -> Result<(), Fault> {
-        let mut buf = vec![0u8; len as usize];
-        let r = self.dma_read(vm, src, &mut buf);
-        if let Err(f) = r {
-            if f.reason != FaultReason::DummyPage {
+        // A range that leaves the IOVA space faults where it leaves it, before anything moves
+        // (chunk offsets must never wrap around to valid addresses).
+        let limit = 1u64 << vm.device().config().mmu.iova_bits();
+        for (start, access) in [(src, Access::Read), (dst, Access::Write)] {
+            if start.0.checked_add(len).is_none_or(|end| end > limit) {
+                let f = Fault {
+                    asid: vm.context().asid,
+                    iova: Iova(start.0.max(limit)),
+                    access,
+                    reason: FaultReason::AddressSize,
+                };
+                self.mmu.record(f);
                 return Err(f);
             }
         }
-        let w = self.dma_write(vm, dst, &buf);
-        r.and(w)
+        let backwards = dst.0 > src.0 && dst.0 - src.0 < len;
+        let mut buf = vec![0u8; len.min(COPY_CHUNK) as usize];
+        let mut dummy: Option<Fault> = None;
+        let mut note = |r: Result<(), Fault>| -> Result<(), Fault> {
+            match r {
+                Err(f) if f.reason == FaultReason::DummyPage => {
+                    dummy.get_or_insert(f);
+                    Ok(())
+                }
+                other => other,
+            }
+        };
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(COPY_CHUNK);
+            let off = if backwards { len - done - n } else { done };
+            let chunk = &mut buf[..n as usize];
+            note(self.dma_read(vm, Iova(src.0 + off), chunk))?;
+            note(self.dma_write(vm, Iova(dst.0 + off), chunk))?;
+            done += n;
+        }
+        dummy.map_or(Ok(()), Err)
     }
 
     fn access(

@@ -11,7 +11,7 @@ mod engine;
 mod fault;
 mod tlb;
 
-pub use engine::{SimDevice, SimStats};
+pub use engine::{SimDevice, SimStats, COPY_CHUNK};
 pub use fault::{Access, Fault, FaultReason};
 pub use tlb::{Tlb, TlbEntry, TlbStats};
 

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
@@ -91,6 +91,17 @@ pub struct PhysMem {
     /// The DMA layer's state for this machine (its swiotlb pools), opaque here: see
     /// [`PhysMem::dma_state`].
     dma_state: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// Told about every allocation's pages just before they are freed (the DMA layer's debug
+    /// check for memory freed with live mappings). Weak: an observer that is gone is skipped.
+    free_observers: Mutex<Vec<Weak<dyn FreeObserver>>>,
+}
+
+/// Something that wants to know when frames are freed, before they can be reused: the DMA
+/// layer's debugging (kernel/dma/debug.c checks freed memory against live mappings the same
+/// way). Called without any lock of the `PhysMem` held; it must not free frames itself.
+pub(crate) trait FreeObserver: Send + Sync {
+    /// `pages` (page-aligned) are about to return to the allocator.
+    fn frames_freed(&self, pages: &[PhysAddr]);
 }
 
 impl core::fmt::Debug for PhysMem {
@@ -128,6 +139,7 @@ impl PhysMem {
             table: RwLock::new(FrameTable::default()),
             counters: Counters::default(),
             dma_state: OnceLock::new(),
+            free_observers: Mutex::new(Vec::new()),
         }))
     }
 
@@ -252,6 +264,14 @@ impl PhysMem {
     /// Returns the frames of a dropped [`Frames`]. They leave the frame table before they return
     /// to the allocator, so a frame is never handed out while an old entry still names it.
     pub(crate) fn release(&self, pages: &[PhysAddr]) {
+        let observers: Vec<Arc<dyn FreeObserver>> = {
+            let mut list = self.free_observers.lock();
+            list.retain(|w| w.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        for o in observers {
+            o.frames_freed(pages);
+        }
         {
             let mut table = self.table.write();
             for pa in pages {
@@ -261,6 +281,11 @@ impl PhysMem {
         let pfns: Vec<u64> = pages.iter().map(|pa| pa.pfn().0).collect();
         self.alloc.lock().free(&pfns);
         Counters::add(&self.counters.frames_freed, pages.len() as u64);
+    }
+
+    /// Adds an observer told about every release of frames from now on.
+    pub(crate) fn observe_frees(&self, observer: Weak<dyn FreeObserver>) {
+        self.free_observers.lock().push(observer);
     }
 
     /// The frame table held for reading, for a batch of data accesses that takes the lock once

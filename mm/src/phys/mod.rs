@@ -38,6 +38,7 @@ pub use cache::{lines_touched, native, CacheMode, LINE_SIZE};
 pub use frame_alloc::{FrameAlloc, Zone};
 pub use frames::{Frames, PhysSegment};
 pub use map::{MemoryMap, RamRegion};
+pub(crate) use mem::FreeObserver;
 pub use mem::{PhysMem, DEFAULT_SEED};
 pub use stats::PhysStats;
 
