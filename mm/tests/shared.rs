@@ -5,8 +5,16 @@
 
 mod common;
 
-use common::{cpu_read, cpu_write, for_each_combo, pattern, Rig};
-use devmmu_mm::vm::Placement;
+use std::sync::Arc;
+
+use common::{cpu_read, cpu_write, for_each_combo, pattern, Combo, Rig};
+use devmmu_mm::bo::{Bo, BoFlags};
+use devmmu_mm::device::{Device, DeviceConfig};
+use devmmu_mm::dma::{DmaDirection, DmaMask, Platform};
+use devmmu_mm::model::{SimConfig, SimDevice, SimMmu};
+use devmmu_mm::phys::{CacheMode, MemoryMap, PhysAddr, PhysMem};
+use devmmu_mm::vm::{Placement, Vm};
+use devmmu_mm::MmError;
 use devmmu_pagetable::{Iova, Prot};
 
 const P: u64 = 4096;
@@ -150,4 +158,124 @@ fn the_mapping_goes_with_the_last_binding() {
         drop((vm1, vm2));
         assert!(rig.device.dma_ops().take_diagnostics().is_empty(), "{c}");
     });
+}
+
+/// Two devices of one machine, both with a 32-bit mask, as `c` says.
+fn two_devices(c: Combo) -> (Arc<PhysMem>, [(Arc<Device>, SimDevice); 2]) {
+    let phys = PhysMem::new(MemoryMap::default(), CacheMode::Model).unwrap();
+    let make = |name: &str| {
+        let mut config = if c.is_ipu() {
+            DeviceConfig::ipu(name)
+        } else {
+            DeviceConfig::arm_lpae(name, DmaMask::bits(32), c.coherent)
+        };
+        config.coherent = c.coherent;
+        config.coherent_walk = c.coherent;
+        let mmu = SimMmu::new(SimConfig {
+            tlb_entries: 16,
+            coherent_walk: c.coherent,
+            coherent: c.coherent,
+        });
+        let platform = Platform {
+            system_iommu: c.iommu,
+            debug: true,
+            ..Platform::default()
+        };
+        let device = Device::attach(&phys, config, &platform, mmu.clone()).unwrap();
+        let sim = SimDevice::new(device.clone(), mmu);
+        (device, sim)
+    };
+    let devs = [make("a"), make("b")];
+    (phys, devs)
+}
+
+/// A BO shared by two devices: what one writes the other reads once it binds the BO (the second
+/// device's mapping does no map-time clean over the first device's data: `DMA_ATTR_SKIP_CPU_SYNC`,
+/// as drm_gem_map_dma_buf maps importers). Below 4 GiB, so that no mapping bounces.
+#[test]
+fn a_second_device_sees_what_the_first_wrote() {
+    for_each_combo(|c| {
+        let (phys, [(da, sa), (db, sb)]) = two_devices(c);
+        let (va, vb) = (Vm::new(&da).unwrap(), Vm::new(&db).unwrap());
+        let bo = Bo::new(&phys, 2 * P, BoFlags::default().below(PhysAddr(1 << 32))).unwrap();
+        let x = va
+            .bind(&bo, 0, bo.size(), Placement::Anywhere, Prot::RW)
+            .unwrap();
+        let data = pattern(2 * P as usize, 11);
+        sa.dma_write(&va, x, &data).unwrap();
+        let y = vb
+            .bind(&bo, 0, bo.size(), Placement::Anywhere, Prot::RW)
+            .unwrap();
+        assert_eq!(bo.attachment_count(), 2, "{c}");
+        let mut got = vec![0u8; data.len()];
+        sb.dma_read(&vb, y, &mut got).unwrap();
+        assert_eq!(got, data, "{c}: device b reads device a's write");
+        assert_eq!(cpu_read(&bo, 0, data.len()), data, "{c}");
+        for d in [&da, &db] {
+            assert!(d.dma_ops().take_diagnostics().is_empty(), "{c}");
+        }
+    });
+}
+
+/// Sharing a BO that one of the devices would bounce is refused (a bounce buffer's copy-back
+/// would overwrite the other device's writes), and leaves nothing mapped for that device.
+#[test]
+fn sharing_a_bounced_bo_between_devices_is_refused() {
+    for_each_combo(|c| {
+        if c.iommu {
+            return; // Nothing bounces behind the system IOMMU.
+        }
+        let (_phys, [(da, _), (db, _)]) = two_devices(c);
+        let (va, vb) = (Vm::new(&da).unwrap(), Vm::new(&db).unwrap());
+        let rig_bo = |phys: &Arc<PhysMem>| Bo::new(phys, P, BoFlags::default()).unwrap();
+        let bo = rig_bo(da.phys());
+        assert!(bo.pages()[0].0 >= 1 << 32, "{c}: above the 32-bit masks");
+        va.bind(&bo, 0, P, Placement::Anywhere, Prot::RW).unwrap();
+        let live = db.dma_ops().live_mappings();
+        assert_eq!(
+            vb.bind(&bo, 0, P, Placement::Anywhere, Prot::RW),
+            Err(MmError::SharedBounce {
+                device: "b".into(),
+                other: "a".into()
+            }),
+            "{c}"
+        );
+        assert_eq!(db.dma_ops().live_mappings(), live, "{c}");
+        assert!(
+            vb.bindings().is_empty() && bo.attachment_count() == 1,
+            "{c}"
+        );
+    });
+}
+
+/// A device has one mapping of a BO: asking for a direction its mapping does not cover is a
+/// typed error, and a narrower one reuses the mapping.
+#[test]
+fn one_mapping_per_device_and_direction() {
+    let rig = Rig::new(Combo {
+        mmu: devmmu_mm::device::MmuFormat::ArmLpae4k,
+        coherent: false,
+        iommu: true,
+    });
+    let ops = rig.device.dma_ops();
+    let bo = rig.bo(1);
+    let to = bo.attach(ops, DmaDirection::ToDevice).unwrap();
+    assert_eq!(
+        bo.attach(ops, DmaDirection::Bidirectional).unwrap_err(),
+        MmError::AttachDirection {
+            device: rig.device.config().name.clone(),
+            mapped: DmaDirection::ToDevice,
+            requested: DmaDirection::Bidirectional,
+        }
+    );
+    assert!(Arc::ptr_eq(
+        &to,
+        &bo.attach(ops, DmaDirection::ToDevice).unwrap()
+    ));
+    to.detach().unwrap();
+    let both = bo.attach(ops, DmaDirection::Bidirectional).unwrap();
+    assert!(Arc::ptr_eq(
+        &both,
+        &bo.attach(ops, DmaDirection::FromDevice).unwrap()
+    ));
 }

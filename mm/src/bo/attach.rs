@@ -32,7 +32,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::Bo;
-use crate::dma::{DmaDirection, DmaOps, DmaSegment, SgTable};
+use crate::dma::{DmaAttrs, DmaDirection, DmaOps, DmaSegment, SgTable};
 use crate::MmError;
 
 /// A BO mapped for one device's DMA: the device's one mapping of the BO, shared (as
@@ -189,7 +189,14 @@ impl Bo {
                 })
             };
         }
-        let sg = ops.map_sg(&self.segments(), dir)?;
+        // Another device already owns the bytes, so the CPU has handed them over (the end of
+        // its last access bracket synced every attachment) and holds no dirty line of them: a
+        // map-time clean would only write the CPU's stale view over what that device wrote.
+        // DRM maps an importer's attachment the same way (drm_gem_map_dma_buf).
+        let attrs = DmaAttrs {
+            skip_cpu_sync: !live.is_empty(),
+        };
+        let sg = ops.map_sg_attrs(&self.segments(), dir, attrs)?;
         let attachment = Arc::new(BoAttachment {
             bo: Arc::clone(self),
             ops: Arc::clone(ops),

@@ -145,7 +145,7 @@ impl DmaOps {
             pa,
             bounce: None,
         };
-        if let Err(e) = sync::for_device(self, &[Piece::whole(&seg)], dir, true) {
+        if let Err(e) = sync::for_device(self, &[Piece::whole(&seg)], dir, true, false) {
             // Unmapping exactly what was just mapped splits no block: cannot fail.
             let _ = dom.unmap_range(&self.counters, iova, mapped);
             return Err(e);

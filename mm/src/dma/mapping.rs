@@ -14,7 +14,7 @@ use super::machine::DmaMachine;
 use super::registry::{Mapping, Seg};
 use super::stats::Counters;
 use super::sync::{self, Piece};
-use super::types::{DmaDirection, DmaSegment, MappingKind, SgTable};
+use super::types::{DmaAttrs, DmaDirection, DmaSegment, MappingKind, SgTable};
 use super::{Backend, DmaDiag, DmaOps};
 use crate::phys::{PhysAddr, PhysSegment};
 use crate::MmError;
@@ -68,6 +68,7 @@ impl DmaOps {
         phys: &[PhysSegment],
         dir: DmaDirection,
         kind: MappingKind,
+        attrs: DmaAttrs,
     ) -> Result<(u64, Mapping), MmError> {
         self.check_attached()?;
         if phys.is_empty() {
@@ -89,7 +90,7 @@ impl DmaOps {
         self.check_overlapping(phys, dir);
         let (segs, node) = self.map_segments(phys, dir)?;
         let pieces: Vec<Piece> = segs.iter().map(Piece::whole).collect();
-        if let Err(e) = sync::for_device(self, &pieces, dir, true) {
+        if let Err(e) = sync::for_device(self, &pieces, dir, true, attrs.skip_cpu_sync) {
             self.release(&segs, node);
             return Err(e);
         }
@@ -168,8 +169,12 @@ impl DmaOps {
     ///   [`MmError::SwiotlbFull`].
     /// - IOMMU: [`MmError::IovaExhausted`], [`MmError::IommuMap`].
     pub fn map_page(&self, pa: PhysAddr, len: u64, dir: DmaDirection) -> Result<DmaAddr, MmError> {
-        let (_, m) =
-            self.map_streaming(&[PhysSegment { addr: pa, len }], dir, MappingKind::Page)?;
+        let (_, m) = self.map_streaming(
+            &[PhysSegment { addr: pa, len }],
+            dir,
+            MappingKind::Page,
+            DmaAttrs::default(),
+        )?;
         Ok(m.handle)
     }
 
@@ -201,7 +206,24 @@ impl DmaOps {
     /// As [`DmaOps::map_page`], for any segment; [`MmError::ZeroSize`] for an empty list or an
     /// empty segment. Nothing stays mapped on error.
     pub fn map_sg(&self, segs: &[PhysSegment], dir: DmaDirection) -> Result<SgTable, MmError> {
-        let (id, m) = self.map_streaming(segs, dir, MappingKind::Sg)?;
+        self.map_sg_attrs(segs, dir, DmaAttrs::default())
+    }
+
+    /// [`DmaOps::map_sg`] with attributes (`dma_map_sgtable`'s `attrs`). With
+    /// [`DmaAttrs::skip_cpu_sync`] the map does no cache maintenance (a swiotlb bounce copy is
+    /// still made), as `DMA_ATTR_SKIP_CPU_SYNC`: for memory the CPU has already handed to
+    /// devices, such as a dma-buf mapped for another importer (drm_prime.c's
+    /// `drm_gem_map_dma_buf` maps with it).
+    ///
+    /// # Errors
+    /// As [`DmaOps::map_sg`].
+    pub fn map_sg_attrs(
+        &self,
+        segs: &[PhysSegment],
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<SgTable, MmError> {
+        let (id, m) = self.map_streaming(segs, dir, MappingKind::Sg, attrs)?;
         let mut dma: Vec<DmaSegment> = Vec::with_capacity(m.segs.len());
         let mut prev_bounced = true;
         for s in &m.segs {
@@ -334,7 +356,7 @@ impl DmaOps {
         if for_cpu {
             sync::for_cpu(self, &pieces, dir)
         } else {
-            sync::for_device(self, &pieces, dir, false)
+            sync::for_device(self, &pieces, dir, false, false)
         }
     }
 
@@ -425,7 +447,7 @@ impl DmaOps {
         if for_cpu {
             sync::for_cpu(self, &pieces, eff)
         } else {
-            sync::for_device(self, &pieces, eff, false)
+            sync::for_device(self, &pieces, eff, false, false)
         }
     }
 

@@ -66,8 +66,8 @@ pub use stats::DmaStats;
 pub use swiotlb::{IO_TLB_SEGSIZE, IO_TLB_SIZE, MAX_BOUNCE_BYTES};
 pub use table_pool::{PoolMark, TableBus, TablePool, CHUNK_PAGES};
 pub use types::{
-    BusFault, BusFaultReason, DmaDevice, DmaDirection, DmaMask, DmaOpsKind, DmaOwner, DmaSegment,
-    MappingKind, Platform, SgTable, DEFAULT_SWIOTLB_BYTES, X86_MSI_WINDOW,
+    BusFault, BusFaultReason, DmaAttrs, DmaDevice, DmaDirection, DmaMask, DmaOpsKind, DmaOwner,
+    DmaSegment, MappingKind, Platform, SgTable, DEFAULT_SWIOTLB_BYTES, X86_MSI_WINDOW,
 };
 
 use debug::{DebugLog, PaIndex};

@@ -54,6 +54,7 @@ pub(crate) fn for_device(
     pieces: &[Piece],
     dir: DmaDirection,
     at_map: bool,
+    skip_cpu_sync: bool,
 ) -> Result<(), MmError> {
     let mut bytes = 0;
     // One hold of the frame table for every piece: a scattered buffer is one piece per page.
@@ -67,7 +68,9 @@ pub(crate) fn for_device(
                 did = true;
             }
         }
-        if !ops.dev.coherent {
+        // DMA_ATTR_SKIP_CPU_SYNC skips the cache maintenance, never the bounce copy (as
+        // swiotlb_tbl_map_single bounces whatever the attributes).
+        if !ops.dev.coherent && !skip_cpu_sync {
             mem.clean(p.seg.target() + p.off, p.n)?;
             did = true;
         }

@@ -160,6 +160,14 @@ pub enum DmaOpsKind {
     Iommu,
 }
 
+/// Attributes of a streaming mapping (the kernel's `DMA_ATTR_*`, include/linux/dma-mapping.h).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct DmaAttrs {
+    /// `DMA_ATTR_SKIP_CPU_SYNC`: no cache maintenance at map time (the bounce copy of swiotlb is
+    /// still made). The caller guarantees the CPU holds no dirty line of the memory.
+    pub skip_cpu_sync: bool,
+}
+
 /// Which part of the DMA layer owns a piece of physical memory that drivers must never map
 /// (see [`MmError::DmaLayerMemory`](crate::MmError::DmaLayerMemory)).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
