@@ -341,13 +341,16 @@ pub enum MmError {
         len: u64,
     },
 
-    /// The system IOMMU domain has no free, suitably aligned IOVA range of `size` bytes below
-    /// the device's DMA mask `limit` (reserved regions excluded).
-    #[error("IOVA space exhausted: no {size:#x}-byte range below {limit:#x}")]
-    IovaExhausted {
-        /// Bytes requested (after rounding to the granule).
+    /// No free, suitably aligned range of `size` bytes is left in an address space: the system
+    /// IOMMU domain's IOVA space below the device's DMA mask (reserved regions excluded), or a
+    /// device VM's VA space. The one name for running out of addresses, whichever layer.
+    #[error("{space} exhausted: no free {size:#x}-byte range at or below {limit:#x}")]
+    NoAddressSpace {
+        /// Which address space.
+        space: AddressSpace,
+        /// Bytes requested (after rounding to the granule and alignment).
         size: u64,
-        /// Highest IOVA the device may use.
+        /// Highest address of the space.
         limit: u64,
     },
 
@@ -415,7 +418,9 @@ pub enum MmError {
     #[error("device page table: {0}")]
     PageTable(#[from] devmmu_pagetable::Error),
 
-    /// The device VA range allocator refused a request (see [`crate::range::RangeError`]).
+    /// The device VA range allocator ([`crate::range::RangeError`]) refused its arguments (a
+    /// span or alignment it cannot take); running out of space is
+    /// [`MmError::NoAddressSpace`], never this.
     #[error("device VA space: {0}")]
     Range(#[from] crate::range::RangeError),
 
@@ -437,13 +442,6 @@ pub enum MmError {
         size: u64,
         /// Exclusive end of the VA space.
         limit: u64,
-    },
-
-    /// No free VA range of `size` bytes (at the alignment needed) is left in the VM.
-    #[error("no free device VA range of {size:#x} bytes")]
-    VaSpaceFull {
-        /// The requested size in bytes.
-        size: u64,
     },
 
     /// An unbind range that covers no binding at all.
@@ -499,6 +497,24 @@ pub enum MmError {
         /// The kernel's error code.
         errno: Errno,
     },
+}
+
+/// The address space [`MmError::NoAddressSpace`] ran out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressSpace {
+    /// The IOVA space of a device's system IOMMU domain (its bus addresses).
+    SystemIova,
+    /// The VA space of a device VM (what its own MMU translates).
+    DeviceVa,
+}
+
+impl core::fmt::Display for AddressSpace {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            AddressSpace::SystemIova => "system IOMMU IOVA space",
+            AddressSpace::DeviceVa => "device VA space",
+        })
+    }
 }
 
 impl MmError {

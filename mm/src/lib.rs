@@ -8,7 +8,7 @@
 pub mod bo;
 pub mod device;
 mod error;
-pub use error::MmError;
+pub use error::{AddressSpace, MmError};
 pub mod dma;
 pub mod model;
 pub mod phys;

@@ -14,7 +14,7 @@ use devmmu_mm::dma::{
 use devmmu_mm::phys::{
     CacheMode, FrameAlloc, Frames, MemoryMap, PhysAddr, PhysMem, PhysSegment, PAGE_SIZE,
 };
-use devmmu_mm::MmError;
+use devmmu_mm::{AddressSpace, MmError};
 use devmmu_pagetable::{
     walk, ArmLpae4k, Gather, Iova, PageTable, PageTableConfig, Prot, TableReader,
 };
@@ -583,7 +583,8 @@ fn reserved_msi_window_never_allocated_until_exhaustion() {
     let f = p.alloc_frames(1, FrameAlloc::scattered()).unwrap();
     assert_eq!(
         ops.map_page(f.pages()[0], 8, ToDevice).unwrap_err(),
-        MmError::IovaExhausted {
+        MmError::NoAddressSpace {
+            space: AddressSpace::SystemIova,
             size: PAGE_SIZE,
             limit: FOUR_GIB - 1
         }

@@ -165,3 +165,32 @@ fn an_ipu_with_a_wide_mask_gets_bus_addresses_it_can_hold() {
     rig.sim.dma_write(&vm, va, &data).unwrap();
     assert_eq!(common::cpu_read(&bo, 0, data.len()), data);
 }
+
+/// A VM whose VA space is full says so with the one error for running out of addresses.
+#[test]
+fn a_full_device_va_space_is_no_address_space() {
+    let rig = Rig::new(Combo {
+        mmu: MmuFormat::Ipu,
+        coherent: true,
+        iommu: true,
+    });
+    let vm = rig.vm();
+    let bo = Bo::new(&rig.phys, 64 << 20, BoFlags::default()).unwrap();
+    let mut bound = 0;
+    let err = loop {
+        match vm.bind(&bo, 0, bo.size(), Placement::Anywhere, Prot::RW) {
+            Ok(_) => bound += 1,
+            Err(e) => break e,
+        }
+    };
+    // 4 GiB of VA, the first page kept unmapped: 63 bindings of 64 MiB fit.
+    assert_eq!(bound, 63);
+    assert_eq!(
+        err,
+        MmError::NoAddressSpace {
+            space: devmmu_mm::AddressSpace::DeviceVa,
+            size: 64 << 20,
+            limit: (1 << 32) - 1,
+        }
+    );
+}

@@ -160,7 +160,7 @@ impl Bo {
     /// - [`MmError::SharedBounce`]: another device has the BO mapped and one of the two mappings
     ///   bounces through swiotlb while one of them lets its device write (see the module docs).
     /// - Those of [`DmaOps::map_sg`] ([`MmError::BeyondDmaMask`], [`MmError::SwiotlbFull`],
-    ///   [`MmError::IovaExhausted`], [`MmError::DmaDetached`], ...).
+    ///   [`MmError::NoAddressSpace`], [`MmError::DmaDetached`], ...).
     ///
     /// On error nothing new stays mapped and existing mappings are untouched.
     pub fn attach(

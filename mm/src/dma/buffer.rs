@@ -323,7 +323,7 @@ impl DmaOps {
     /// # Errors
     /// [`MmError::ZeroSize`]; [`MmError::DmaDetached`]; [`MmError::NoMemory`] (no such frames:
     /// direct DMA needs one contiguous run below the mask); [`MmError::Os`]; direct:
-    /// [`MmError::BeyondDmaMask`]; IOMMU: [`MmError::IovaExhausted`], [`MmError::IommuMap`].
+    /// [`MmError::BeyondDmaMask`]; IOMMU: [`MmError::NoAddressSpace`], [`MmError::IommuMap`].
     pub fn alloc_coherent(self: &Arc<Self>, size: u64) -> Result<CoherentBuffer, MmError> {
         Ok(CoherentBuffer {
             inner: Inner::alloc(

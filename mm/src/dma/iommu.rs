@@ -21,7 +21,7 @@ use super::table_pool::{TableBus, TablePool};
 use super::types::{BusFault, BusFaultReason, DmaMask, Platform};
 use crate::phys::{FrameView, PhysAddr, PhysMem, PhysSegment, Zone, PAGE_SIZE};
 use crate::range::{AllocMode, RangeAllocator, RangeError};
-use crate::MmError;
+use crate::{AddressSpace, MmError};
 
 /// The IOVA granule of the domain, in bytes (4 KiB pages of [`ArmLpae4k`]).
 pub const IOVA_GRANULE: u64 = PAGE_SIZE;
@@ -195,7 +195,7 @@ impl IommuDomain {
         self.span
     }
 
-    /// The last byte of the IOVA space, as [`MmError::IovaExhausted`] reports it.
+    /// The last byte of the IOVA space, as [`MmError::NoAddressSpace`] reports it.
     pub(crate) fn limit(&self) -> u64 {
         self.span.1.get() - 1
     }
@@ -224,7 +224,8 @@ impl IommuDomain {
         let align = pages
             .checked_next_power_of_two()
             .and_then(|p| p.checked_mul(IOVA_GRANULE));
-        let exhausted = MmError::IovaExhausted {
+        let exhausted = MmError::NoAddressSpace {
+            space: AddressSpace::SystemIova,
             size,
             limit: self.limit(),
         };
@@ -257,7 +258,7 @@ impl IommuDomain {
     /// byte) and the node. IOTLB invalidations are counted in `counters`.
     ///
     /// # Errors
-    /// [`MmError::IovaExhausted`], [`MmError::IommuMap`] (nothing stays mapped or allocated).
+    /// [`MmError::NoAddressSpace`], [`MmError::IommuMap`] (nothing stays mapped or allocated).
     pub(crate) fn map_phys(
         &self,
         counters: &Counters,
@@ -270,7 +271,8 @@ impl IommuDomain {
             let off = s.addr.page_offset();
             let mlen = (off + s.len).next_multiple_of(IOVA_GRANULE);
             pieces.push((table_oa(s.addr.align_down(IOVA_GRANULE)), mlen));
-            total = total.checked_add(mlen).ok_or(MmError::IovaExhausted {
+            total = total.checked_add(mlen).ok_or(MmError::NoAddressSpace {
+                space: AddressSpace::SystemIova,
                 size: u64::MAX,
                 limit: self.limit(),
             })?;

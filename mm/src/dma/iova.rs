@@ -16,7 +16,7 @@ use super::sync::{self, Piece};
 use super::types::{DmaDirection, MappingKind};
 use super::{Backend, DmaDiag, DmaOps, IommuDomain};
 use crate::phys::{PhysAddr, PAGE_SIZE};
-use crate::MmError;
+use crate::{AddressSpace, MmError};
 
 /// A range of IOVA space reserved by [`DmaOps::iova_alloc`] (the kernel's `struct
 /// dma_iova_state`). Not `Clone`: it is given back once, to [`DmaOps::iova_free`]. Dropping it
@@ -73,7 +73,7 @@ impl DmaOps {
     ///
     /// # Errors
     /// [`MmError::IovaApiUnsupported`] on direct DMA (use `map_page`/`map_sg`);
-    /// [`MmError::ZeroSize`]; [`MmError::DmaDetached`]; [`MmError::IovaExhausted`].
+    /// [`MmError::ZeroSize`]; [`MmError::DmaDetached`]; [`MmError::NoAddressSpace`].
     pub fn iova_alloc(&self, size: u64) -> Result<IovaRange, MmError> {
         let dom = self.iommu()?;
         self.check_attached()?;
@@ -82,7 +82,8 @@ impl DmaOps {
         }
         let usable = size
             .checked_next_multiple_of(PAGE_SIZE)
-            .ok_or(MmError::IovaExhausted {
+            .ok_or(MmError::NoAddressSpace {
+                space: AddressSpace::SystemIova,
                 size,
                 limit: dom.limit(),
             })?;

@@ -167,7 +167,7 @@ impl DmaOps {
     /// - [`MmError::DmaDetached`].
     /// - Direct: [`MmError::BeyondDmaMask`] (no swiotlb), [`MmError::SwiotlbTooLarge`],
     ///   [`MmError::SwiotlbFull`].
-    /// - IOMMU: [`MmError::IovaExhausted`], [`MmError::IommuMap`].
+    /// - IOMMU: [`MmError::NoAddressSpace`], [`MmError::IommuMap`].
     pub fn map_page(&self, pa: PhysAddr, len: u64, dir: DmaDirection) -> Result<DmaAddr, MmError> {
         let (_, m) = self.map_streaming(
             &[PhysSegment { addr: pa, len }],
@@ -460,7 +460,7 @@ impl DmaOps {
     /// # Errors
     /// [`MmError::ZeroSize`]; [`MmError::AddrOverflow`]; [`MmError::ResourceIsRam`]: the range
     /// overlaps a RAM region of the memory map; [`MmError::DmaDetached`]; direct:
-    /// [`MmError::BeyondDmaMask`]; IOMMU: [`MmError::IovaExhausted`], [`MmError::IommuMap`].
+    /// [`MmError::BeyondDmaMask`]; IOMMU: [`MmError::NoAddressSpace`], [`MmError::IommuMap`].
     pub fn map_resource(
         &self,
         pa: PhysAddr,

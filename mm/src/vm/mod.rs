@@ -25,7 +25,7 @@ use crate::device::{Device, MmuFormat, VmLeak};
 use crate::dma::{DmaDirection, TableBus, TablePool};
 use crate::phys::PAGE_SIZE;
 use crate::range::{AllocMode, RangeAllocator, RangeError};
-use crate::MmError;
+use crate::{AddressSpace, MmError};
 
 /// Where [`Vm::bind`] places a binding.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -234,7 +234,7 @@ impl Vm {
     /// [`MmError::ZeroSize`], [`MmError::Misaligned`] (offset, size or IOVA not a multiple of
     /// 4 KiB), [`MmError::OutOfBounds`] (beyond the BO), [`MmError::NoAccess`],
     /// [`MmError::ProtNotEnforced`], [`MmError::VaInUse`] (a fixed IOVA overlaps a binding),
-    /// [`MmError::VaOutOfRange`] (beyond the VA space), [`MmError::VaSpaceFull`], the errors of
+    /// [`MmError::VaOutOfRange`] (beyond the VA space), [`MmError::NoAddressSpace`], the errors of
     /// [`Bo::attach`] (DMA mapping errors, [`MmError::SharedBounce`],
     /// [`MmError::AttachDirection`]), [`MmError::PageTable`] (no memory for a table).
     pub fn bind(
@@ -491,7 +491,11 @@ impl Vm {
                     size,
                 })
             }
-            Err(RangeError::NoSpace { .. }) => Err(MmError::VaSpaceFull { size }),
+            Err(RangeError::NoSpace { .. }) => Err(MmError::NoAddressSpace {
+                space: AddressSpace::DeviceVa,
+                size,
+                limit: span_end - 1,
+            }),
             Err(e) => Err(e.into()),
         }
     }
