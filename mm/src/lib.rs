@@ -8,10 +8,14 @@
 pub mod bo;
 pub mod device;
 mod error;
+/// The address and permission types of device page tables, re-exported from devmmu-pagetable so
+/// a driver needs no direct dependency on it.
+pub use devmmu_pagetable::{DmaAddr, Iova, Prot};
 pub use error::MmError;
 pub mod dma;
 pub mod model;
 pub mod phys;
+pub mod prelude;
 pub mod range;
 pub mod share;
 pub mod vm;
