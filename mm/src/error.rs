@@ -250,6 +250,16 @@ pub enum MmError {
         other: String,
     },
 
+    /// A CPU write through a [`CpuAccessGuard`](crate::bo::CpuAccessGuard) whose bracket was
+    /// opened without [`CpuAccess::WRITE`](crate::bo::CpuAccess::WRITE). The bracket told the
+    /// exporter the CPU only reads (`DMA_BUF_SYNC_READ`), and an exporter may rely on it (skip
+    /// the clean at the end), so the devices could miss the write. Nothing was written.
+    #[error("CPU write refused: the access bracket was opened {access}")]
+    CpuAccessDenied {
+        /// The accesses the bracket covers.
+        access: crate::bo::CpuAccess,
+    },
+
     // ---- end BO / fd ----
 
     // ---- DMA ----

@@ -1,7 +1,11 @@
 //! Counters of one page table, read by tests and the command line.
 
+use serde::Serialize;
+
 /// What a page table has done since it was created. All counts are cumulative.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// Serializes (serde) as a map of its field names to counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     /// IOPTEs written by map, unmap and block splits: leaves, table pointers and cleared entries
     /// (not the initial fill of a new table).

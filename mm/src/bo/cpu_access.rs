@@ -10,6 +10,35 @@
 //! Between the two, the CPU owns the BO (Documentation/core-api/dma-api-howto.rst: the device
 //! must not touch a streaming buffer the CPU owns, and the other way round); outside, every
 //! device it is attached to does.
+//!
+//! The guard is the way in: [`CpuAccessGuard::read`], [`CpuAccessGuard::write`] and
+//! [`CpuAccessGuard::read_all`] reach the BO's bytes only while the bracket is open, and a write
+//! in a bracket opened [`CpuAccess::READ`] only is refused.
+//!
+//! ```
+//! # use devmmu_mm::bo::{Bo, BoFlags, CpuAccess};
+//! # use devmmu_mm::phys::{CacheMode, MemoryMap, PhysMem, PAGE_SIZE};
+//! # fn main() -> Result<(), devmmu_mm::MmError> {
+//! # let phys = PhysMem::new(MemoryMap::default(), CacheMode::Model)?;
+//! let bo = Bo::new(&phys, PAGE_SIZE, BoFlags::default())?;
+//! let cpu = bo.begin_cpu_access(CpuAccess::WRITE)?;
+//! cpu.write(0, b"hello")?; // offsets and lengths in bytes
+//! cpu.end()?; // the devices own the BO again and see "hello"
+//!
+//! let cpu = bo.begin_cpu_access(CpuAccess::READ)?;
+//! let mut buf = [0u8; 5];
+//! cpu.read(0, &mut buf)?;
+//! assert_eq!(&buf, b"hello");
+//! assert!(cpu.write(0, b"x").is_err()); // a READ bracket does not write
+//! cpu.end()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Bo::read`] and [`Bo::write`] stay, for a BO no device has attached (just allocated, or
+//! only the CPU and fd peers use it): they access the CPU mapping unbracketed. While a device
+//! has the BO attached, an access outside a bracket is a DMA-API bug (reported when DMA
+//! debugging is on).
 
 use super::Bo;
 use crate::MmError;
@@ -44,6 +73,17 @@ impl CpuAccess {
     }
 }
 
+impl core::fmt::Display for CpuAccess {
+    /// `READ`, `WRITE` or `READ|WRITE`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match (self.reads(), self.writes()) {
+            (true, true) => "READ|WRITE",
+            (false, true) => "WRITE",
+            _ => "READ",
+        })
+    }
+}
+
 impl core::ops::BitOr for CpuAccess {
     type Output = CpuAccess;
 
@@ -54,6 +94,10 @@ impl core::ops::BitOr for CpuAccess {
 
 /// An open CPU access bracket on a BO, from [`Bo::begin_cpu_access`]. Ends with
 /// [`CpuAccessGuard::end`], or when dropped (errors then go unreported).
+///
+/// While it lives, the CPU owns the BO: access its bytes with [`CpuAccessGuard::read`],
+/// [`CpuAccessGuard::write`] (refused unless the bracket covers [`CpuAccess::WRITE`]) and
+/// [`CpuAccessGuard::read_all`].
 #[derive(Debug)]
 #[must_use = "dropping the guard ends the CPU access at once"]
 pub struct CpuAccessGuard<'a> {
@@ -66,6 +110,52 @@ impl CpuAccessGuard<'_> {
     /// The accesses the bracket covers.
     pub fn access(&self) -> CpuAccess {
         self.access
+    }
+
+    /// The BO the bracket is open on.
+    pub fn bo(&self) -> &Bo {
+        self.bo
+    }
+
+    /// Copies `buf.len()` bytes at BO offset `offset` (bytes) out of the BO's CPU mapping, as
+    /// [`Bo::read`] does (the caching mode decides how it reaches memory). Allowed in any
+    /// bracket: a WRITE-only bracket also hands the BO to the CPU.
+    ///
+    /// # Errors
+    /// [`MmError::OutOfBounds`]: `offset + buf.len()` runs past the BO's size (or overflows);
+    /// `buf` is untouched.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), MmError> {
+        self.bo.read(offset, buf)
+    }
+
+    /// Copies `data` into the BO's CPU mapping at BO offset `offset` (bytes), as [`Bo::write`]
+    /// does; the devices see it once the bracket ends.
+    ///
+    /// # Errors
+    /// Nothing is written on error:
+    /// - [`MmError::CpuAccessDenied`]: the bracket does not cover [`CpuAccess::WRITE`] (checked
+    ///   first).
+    /// - [`MmError::OutOfBounds`]: `offset + data.len()` runs past the BO's size (or overflows).
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), MmError> {
+        if !self.access.writes() {
+            return Err(MmError::CpuAccessDenied {
+                access: self.access,
+            });
+        }
+        self.bo.write(offset, data)
+    }
+
+    /// The whole BO (`size()` bytes) as the CPU reads it, as [`CpuAccessGuard::read`] from
+    /// offset 0.
+    ///
+    /// # Errors
+    /// Those of [`Bo::read`] other than [`MmError::OutOfBounds`] (the range is the whole BO);
+    /// none is expected.
+    pub fn read_all(&self) -> Result<Vec<u8>, MmError> {
+        // The BO is mapped in the CPU's address space, so its size fits a `usize`.
+        let mut buf = vec![0u8; self.bo.size() as usize];
+        self.bo.read(0, &mut buf)?;
+        Ok(buf)
     }
 
     /// Ends the bracket (`DMA_BUF_IOCTL_SYNC` with `SYNC_END`): hands the BO back to every
@@ -95,8 +185,8 @@ impl Bo {
     /// device it is attached to over to the CPU with `sync_sg_for_cpu` (for a non-coherent
     /// device and a `FromDevice`/`Bidirectional` mapping: an invalidate, so that the CPU sees
     /// what the device wrote), then, with DMA debugging on, runs the devices'
-    /// `check_cpu_access` over the whole BO. Access with [`Bo::read`] / [`Bo::write`] until the
-    /// guard ends.
+    /// `check_cpu_access` over the whole BO. Access the bytes through the guard
+    /// ([`CpuAccessGuard::read`], [`CpuAccessGuard::write`]) until it ends.
     ///
     /// WRITE-only access syncs for the CPU too, as udmabuf does: the CPU must own a buffer
     /// before writing it, and a partial-line write must not later write back stale neighbours

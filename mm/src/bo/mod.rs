@@ -301,6 +301,10 @@ impl Bo {
 
     /// Copies `buf.len()` bytes at BO offset `offset` (bytes) out of the CPU mapping.
     ///
+    /// Unbracketed access, for a BO no device has attached. While a device has it attached,
+    /// read inside a CPU access bracket instead: [`Bo::begin_cpu_access`], then
+    /// [`CpuAccessGuard::read`].
+    ///
     /// [`Caching::Cached`]: reads the CPU view, which for a non-coherent device holds the
     /// device's writes only after a `sync_for_cpu` (use [`Bo::begin_cpu_access`]).
     /// [`Caching::WriteCombined`] / [`Caching::Uncached`]: an uncached read, modelled as an
@@ -324,6 +328,10 @@ impl Bo {
     }
 
     /// Copies `data` into the CPU mapping at BO offset `offset` (bytes).
+    ///
+    /// Unbracketed access, for a BO no device has attached. While a device has it attached,
+    /// write inside a WRITE bracket instead: [`Bo::begin_cpu_access`], then
+    /// [`CpuAccessGuard::write`].
     ///
     /// [`Caching::Cached`]: writes the CPU view; a non-coherent device sees it after a
     /// `sync_for_device` (the end of a WRITE [`Bo::begin_cpu_access`] bracket).

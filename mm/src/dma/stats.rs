@@ -2,9 +2,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use serde::Serialize;
+
 /// A snapshot of a [`DmaOps`](super::DmaOps)'s counters, from
 /// [`DmaOps::stats`](super::DmaOps::stats). Totals since attach, except the `*_in_use` gauges.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DmaStats {
     /// Successful mapping calls: `map_page`, `map_sg`, `map_resource`, `iova_link`, and the
     /// mapping of each coherent / non-coherent buffer.

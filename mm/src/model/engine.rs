@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use devmmu_pagetable::{walk, ArmLpae4k, DmaAddr, Iova, Ipu, Prot, TableReader, WalkFault};
 use parking_lot::Mutex;
+use serde::Serialize;
 
 use super::fault::{Access, Fault, FaultReason};
 use super::tlb::TlbEntry;
@@ -20,7 +21,7 @@ use crate::phys::{PhysMem, PAGE_SIZE};
 use crate::vm::{MmuContext, Vm};
 
 /// Counters of the simulated device.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug, Serialize)]
 pub struct SimStats {
     /// Bytes the device read from memory.
     pub bytes_read: u64,

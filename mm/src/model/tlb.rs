@@ -3,6 +3,7 @@
 //! translation, exactly as on hardware, instead of being silently fixed by a fresh walk.
 
 use devmmu_pagetable::{DmaAddr, Prot};
+use serde::Serialize;
 
 /// One cached translation: a whole leaf (page or block) of one address space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +21,7 @@ pub struct TlbEntry {
 }
 
 /// Counters of the TLB.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct TlbStats {
     /// Lookups answered from the TLB.
     pub hits: u64,

@@ -2,9 +2,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use serde::Serialize;
+
 /// A snapshot of [`PhysMem`](super::PhysMem)'s counters, from
 /// [`PhysMem::stats`](super::PhysMem::stats). All counts are totals since construction.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PhysStats {
     /// 4 KiB frames handed out (fresh and adopted).
     pub frames_allocated: u64,
