@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode};
 use criterion::{measurement::WallTime, Throughput};
 use devmmu_mm::bo::{Bo, BoFlags};
-use devmmu_mm::device::{Device, DeviceConfig, MmuFormat, TlbInvalidation};
+use devmmu_mm::device::{Device, DeviceConfig, MmuFormat};
 use devmmu_mm::dma::{DmaDirection, DmaMask, DmaOpsKind, Platform};
 use devmmu_mm::model::{SimConfig, SimMmu};
 use devmmu_mm::phys::{CacheMode, MemoryMap, PhysMem, PhysSegment, PAGE_SIZE};
@@ -113,10 +113,7 @@ fn setup(case: Case) -> Setup {
         Ops::Direct64 => DmaMask::bits(64),
         Ops::Swiotlb32 | Ops::Iommu => DmaMask::bits(32),
     };
-    let tlb_invalidation = match case.mmu {
-        MmuFormat::Ipu => TlbInvalidation::All,
-        MmuFormat::ArmLpae4k => TlbInvalidation::Range,
-    };
+    let tlb_invalidation = case.mmu.tlb_invalidation();
     let config = DeviceConfig {
         name: "bench".into(),
         dma_mask,
@@ -267,7 +264,7 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
 fn vm_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     for ops in [Ops::Direct64, Ops::Iommu] {
-        for mmu in [MmuFormat::Ipu, MmuFormat::ArmLpae4k] {
+        for &mmu in MmuFormat::ALL {
             for coherent in [true, false] {
                 cases.push(Case { ops, mmu, coherent });
             }

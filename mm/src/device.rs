@@ -4,72 +4,24 @@
 //! and its page-table walker snoop the CPU caches, its MMU format, and how its TLB is
 //! invalidated. [`Device::attach`] picks the device's system DMA ops once, from that description
 //! and the platform ([`DmaOps::attach`]). Device VMs ([`crate::vm::Vm`]) are created on it.
+//!
+//! The MMU formats a device may have are registered in one place, `device/format.rs`: it
+//! generates [`MmuFormat`] and the static dispatch from a format to its `devmmu_pagetable` type
+//! that the VMs and the simulated device use.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use devmmu_pagetable::{ArmLpae4k, Format, Iova, Ipu, Prot};
+use devmmu_pagetable::Iova;
 use parking_lot::Mutex;
 
 use crate::dma::{DmaDevice, DmaMask, DmaOps, LeakReport, Platform};
 use crate::phys::PhysMem;
 use crate::MmError;
 
-/// The page-table format of a device's MMU.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum MmuFormat {
-    /// Intel IPU3/IPU6 MMU: 32-bit IOVA, 2 levels of 1024 32-bit entries, 4 KiB pages, empty
-    /// entries pointing at a dummy page ([`devmmu_pagetable::Ipu`]).
-    Ipu,
-    /// ARM LPAE stage 1 with the 4 KiB granule: 48-bit IOVA, 4 levels, 4 KiB pages and 2 MiB /
-    /// 1 GiB blocks ([`devmmu_pagetable::ArmLpae4k`]).
-    ArmLpae4k,
-}
-
-impl MmuFormat {
-    /// Short name: `"ipu"` or `"arm-lpae-4k"` (as on the command line).
-    pub fn name(self) -> &'static str {
-        match self {
-            MmuFormat::Ipu => Ipu::NAME,
-            MmuFormat::ArmLpae4k => ArmLpae4k::NAME,
-        }
-    }
-
-    /// Width of the device's IOVA space in bits.
-    pub fn iova_bits(self) -> u32 {
-        match self {
-            MmuFormat::Ipu => Ipu::IOVA_BITS,
-            MmuFormat::ArmLpae4k => ArmLpae4k::IOVA_BITS,
-        }
-    }
-
-    /// Leaf sizes the format supports, as a bit mask of byte sizes (`pgsize_bitmap`).
-    pub fn page_sizes(self) -> u64 {
-        match self {
-            MmuFormat::Ipu => Ipu::page_sizes(),
-            MmuFormat::ArmLpae4k => ArmLpae4k::page_sizes(),
-        }
-    }
-
-    /// Width in bits of the bus addresses the format's entries hold (table pointers and leaves):
-    /// 44 for the IPU format (a 32-bit entry holds the address >> 12), 48 for ARM LPAE.
-    pub fn oa_bits(self) -> u32 {
-        match self {
-            MmuFormat::Ipu => Ipu::OA_BITS,
-            MmuFormat::ArmLpae4k => ArmLpae4k::OA_BITS,
-        }
-    }
-
-    /// What a leaf written with `prot` grants, as the format encodes it
-    /// ([`Format::effective_prot`]): e.g. the IPU format has no permission bits and grants
-    /// read+write whatever `prot` says.
-    pub fn effective_prot(self, prot: Prot) -> Prot {
-        match self {
-            MmuFormat::Ipu => Ipu::effective_prot(prot),
-            MmuFormat::ArmLpae4k => ArmLpae4k::effective_prot(prot),
-        }
-    }
-}
+mod format;
+pub use format::MmuFormat;
+pub(crate) use format::{dispatch_format, dispatch_per_format, FormatFamily, PerFormat};
 
 /// How the driver invalidates the device TLB.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -124,7 +76,7 @@ impl DeviceConfig {
             coherent: false,
             coherent_walk: false,
             mmu: MmuFormat::Ipu,
-            tlb_invalidation: TlbInvalidation::All,
+            tlb_invalidation: MmuFormat::Ipu.tlb_invalidation(),
             accept_unenforced_prot: false,
         }
     }
@@ -137,7 +89,7 @@ impl DeviceConfig {
             coherent,
             coherent_walk: coherent,
             mmu: MmuFormat::ArmLpae4k,
-            tlb_invalidation: TlbInvalidation::Range,
+            tlb_invalidation: MmuFormat::ArmLpae4k.tlb_invalidation(),
             accept_unenforced_prot: false,
         }
     }

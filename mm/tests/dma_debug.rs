@@ -153,7 +153,7 @@ fn mapping_a_system_iommu_table_page_is_refused() {
 /// as data; once the VM is gone, the frames are ordinary memory again.
 #[test]
 fn mapping_a_device_table_page_is_refused() {
-    for mmu in [MmuFormat::Ipu, MmuFormat::ArmLpae4k] {
+    for &mmu in MmuFormat::ALL {
         let rig = Rig::new(Combo {
             mmu,
             coherent: false,

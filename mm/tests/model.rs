@@ -130,7 +130,7 @@ fn tlb_invalidate_all_empties_and_counts() {
 /// cached whole (one entry per 4 KiB page touched).
 #[test]
 fn device_tlb_capacity_shows_as_walks() {
-    for mmu in [MmuFormat::Ipu, MmuFormat::ArmLpae4k] {
+    for &mmu in MmuFormat::ALL {
         let c = Combo {
             mmu,
             coherent: false,

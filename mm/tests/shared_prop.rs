@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use common::Combo;
 use devmmu_mm::bo::{Bo, BoFlags, CpuAccess, ExportOptions};
-use devmmu_mm::device::{Device, DeviceConfig, DeviceTlb, MmuFormat, TlbInvalidation};
+use devmmu_mm::device::{Device, DeviceConfig, DeviceTlb, MmuFormat};
 use devmmu_mm::dma::{DmaMask, Platform};
 use devmmu_mm::model::{SimConfig, SimDevice, SimMmu};
 use devmmu_mm::phys::{CacheMode, MemoryMap, PhysAddr, PhysMem, PAGE_SIZE};
@@ -111,10 +111,7 @@ fn device(phys: &Arc<PhysMem>, c: Combo, name: &str) -> Dev {
         coherent: c.coherent,
         coherent_walk: c.coherent,
         mmu: c.mmu,
-        tlb_invalidation: match c.mmu {
-            MmuFormat::Ipu => TlbInvalidation::All,
-            MmuFormat::ArmLpae4k => TlbInvalidation::Range,
-        },
+        tlb_invalidation: c.mmu.tlb_invalidation(),
         accept_unenforced_prot: false,
     };
     let mmu = SimMmu::new(SimConfig {

@@ -152,7 +152,7 @@ fn unbind_invalidates_the_device_tlb() {
 /// bug is visible as data in a buffer the device should no longer reach.
 #[test]
 fn skipped_invalidation_leaves_a_stale_tlb_entry() {
-    for mmu in [MmuFormat::Ipu, MmuFormat::ArmLpae4k] {
+    for &mmu in MmuFormat::ALL {
         for coherent in [false, true] {
             // Direct DMA with a 64-bit mask: bus address = physical address, no bounce, so the
             // stale translation points straight at the BO's frames.
@@ -212,7 +212,7 @@ fn skipped_invalidation_leaves_a_stale_tlb_entry() {
 /// write lands in the released bounce slot, silently, and the BO is untouched.
 #[test]
 fn skipped_invalidation_behind_iommu_or_swiotlb() {
-    for mmu in [MmuFormat::Ipu, MmuFormat::ArmLpae4k] {
+    for &mmu in MmuFormat::ALL {
         for iommu in [false, true] {
             let c = Combo {
                 mmu,
@@ -316,7 +316,7 @@ fn vms_do_not_see_each_other() {
 /// binding; the correct driver cleans them and the device reaches the BO.
 #[test]
 fn noncoherent_walker_sees_only_cleaned_ptes() {
-    for mmu in [MmuFormat::Ipu, MmuFormat::ArmLpae4k] {
+    for &mmu in MmuFormat::ALL {
         for iommu in [false, true] {
             let c = Combo {
                 mmu,
@@ -376,7 +376,7 @@ fn noncoherent_walker_sees_only_cleaned_ptes() {
 /// cleans nothing for the tables while still syncing the data.
 #[test]
 fn coherent_walker_with_noncoherent_data() {
-    for mmu in [MmuFormat::Ipu, MmuFormat::ArmLpae4k] {
+    for &mmu in MmuFormat::ALL {
         for iommu in [false, true] {
             let c = Combo {
                 mmu,
@@ -406,7 +406,7 @@ fn coherent_walker_with_noncoherent_data() {
 /// cache maintenance to do for its data.
 #[test]
 fn noncoherent_walker_with_coherent_data() {
-    for mmu in [MmuFormat::Ipu, MmuFormat::ArmLpae4k] {
+    for &mmu in MmuFormat::ALL {
         for iommu in [false, true] {
             let c = Combo {
                 mmu,

@@ -21,9 +21,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use devmmu_mm::bo::{Bo, BoFlags, CpuAccess};
-use devmmu_mm::device::{Device, DeviceConfig, MmuFormat, TlbInvalidation};
+use devmmu_mm::device::{Device, DeviceConfig, MmuFormat};
 use devmmu_mm::dma::{DmaMask, Platform, DEFAULT_SWIOTLB_BYTES};
 use devmmu_mm::model::{SimConfig, SimDevice, SimMmu};
 use devmmu_mm::phys::{CacheMode, MemoryMap, PhysAddr, PhysMem, RamRegion};
@@ -41,14 +42,14 @@ use crate::sensor::{
 /// Buffers in the capture ring.
 pub const RING: usize = 4;
 
-/// The device's MMU format, as given on the command line.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
-pub enum MmuArg {
-    /// Intel IPU MMU: 2 levels of 1024 32-bit entries, dummy page for empty entries.
-    Ipu,
-    /// ARM LPAE stage 1, 4 KiB granule.
-    #[value(name = "arm-lpae-4k")]
-    ArmLpae4k,
+/// The `--mmu` parser: the names of the registered MMU formats ([`MmuFormat::ALL`]), each with
+/// its summary as help.
+fn mmu_format_parser() -> impl TypedValueParser<Value = MmuFormat> {
+    let names = MmuFormat::ALL
+        .iter()
+        .map(|f| PossibleValue::new(f.name()).help(f.summary()));
+    PossibleValuesParser::new(names)
+        .map(|name| MmuFormat::from_name(&name).expect("a possible value is a format's name"))
 }
 
 /// The system DMA ops, as given on the command line.
@@ -72,8 +73,8 @@ pub struct CameraArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub frames: u32,
     /// The camera's MMU format.
-    #[arg(long, value_enum, default_value_t = MmuArg::Ipu)]
-    pub mmu: MmuArg,
+    #[arg(long, default_value = MmuFormat::Ipu.name(), value_parser = mmu_format_parser())]
+    pub mmu: MmuFormat,
     /// The system DMA ops the camera is attached with.
     #[arg(long, value_enum, default_value_t = DmaArg::Iommu)]
     pub dma: DmaArg,
@@ -235,17 +236,13 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         debug: true,
         ..Platform::default()
     };
-    let (mmu_format, tlb_invalidation) = match args.mmu {
-        MmuArg::Ipu => (MmuFormat::Ipu, TlbInvalidation::All),
-        MmuArg::ArmLpae4k => (MmuFormat::ArmLpae4k, TlbInvalidation::Range),
-    };
     let config = DeviceConfig {
         name: "camera-isp".into(),
         dma_mask: DmaMask::bits(32),
         coherent: args.coherent,
         coherent_walk: args.coherent,
-        mmu: mmu_format,
-        tlb_invalidation,
+        mmu: args.mmu,
+        tlb_invalidation: args.mmu.tlb_invalidation(),
         accept_unenforced_prot: false,
     };
     let mmu = SimMmu::new(SimConfig {
@@ -342,7 +339,7 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         frames: args.frames,
         width: layout.width(),
         height: layout.height(),
-        mmu: mmu_format.name(),
+        mmu: args.mmu.name(),
         dma_ops: match args.dma {
             DmaArg::Iommu => "iommu",
             DmaArg::Direct => "direct",

@@ -26,9 +26,10 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
+use devmmu_mm::device::MmuFormat;
 use devmmu_mm::dma::CHUNK_PAGES;
 use devmmu_mm::vm::VA_START;
-use devmmu_tools::camera::{capture, CameraArgs, CameraError, DmaArg, MmuArg, Report, RING};
+use devmmu_tools::camera::{capture, CameraArgs, CameraError, DmaArg, Report, RING};
 use devmmu_tools::sensor::SensorError;
 use image::RgbImage;
 
@@ -46,14 +47,15 @@ const FRAMES: u32 = 5;
 /// The photographs: file name, width and height in pixels (tests/data/README.md).
 const PHOTOS: [(&str, u32, u32); 2] = [("astronaut.png", 512, 512), ("coffee.png", 600, 400)];
 
-const MMUS: [MmuArg; 2] = [MmuArg::Ipu, MmuArg::ArmLpae4k];
+/// Every registered MMU format.
+const MMUS: &[MmuFormat] = MmuFormat::ALL;
 const DMAS: [DmaArg; 2] = [DmaArg::Iommu, DmaArg::Direct];
 
 fn photo(name: &str) -> PathBuf {
     Path::new(DATA).join(name)
 }
 
-fn args(input: Option<PathBuf>, mmu: MmuArg, dma: DmaArg, coherent: bool) -> CameraArgs {
+fn args(input: Option<PathBuf>, mmu: MmuFormat, dma: DmaArg, coherent: bool) -> CameraArgs {
     CameraArgs {
         input,
         frames: FRAMES,
@@ -97,13 +99,13 @@ struct Geometry {
     leaf_level: &'static str,
 }
 
-fn geometry(mmu: MmuArg) -> Geometry {
+fn geometry(mmu: MmuFormat) -> Geometry {
     match mmu {
         // ipu6-mmu.c: 32-bit IOPTEs; the dummy page and the dummy L2 table are allocated with
         // the root, one L2 table by the first bind (1 L1 entry points at it). Empty entries point
         // at the dummy page, which the TLB may have cached, so a map invalidates too; the
         // device's only invalidation is the whole TLB.
-        MmuArg::Ipu => Geometry {
+        MmuFormat::Ipu => Geometry {
             pte_bytes: 4,
             leaf_entries: 1024,
             pointer_stores: 1,
@@ -115,7 +117,7 @@ fn geometry(mmu: MmuArg) -> Geometry {
         // ARM LPAE 4K, 4 levels (48-bit IOVA): 64-bit IOPTEs; the first bind adds the level 1, 2
         // and 3 tables under the root (3 table pointers). Invalid entries are never cached by a
         // TLB, so a map needs no invalidation (io-pgtable-arm.c), an unmap one range.
-        MmuArg::ArmLpae4k => Geometry {
+        MmuFormat::ArmLpae4k => Geometry {
             pte_bytes: 8,
             leaf_entries: 512,
             pointer_stores: 3,
@@ -165,8 +167,8 @@ fn check_counters(r: &Report, a: &CameraArgs, width: u32, height: u32) {
     assert_eq!((r.frame_bytes, r.bo_bytes), (frame_bytes, bo), "{ctx}");
     let names = (
         match a.mmu {
-            MmuArg::Ipu => "ipu",
-            MmuArg::ArmLpae4k => "arm-lpae-4k",
+            MmuFormat::Ipu => "ipu",
+            MmuFormat::ArmLpae4k => "arm-lpae-4k",
         },
         if direct { "direct" } else { "iommu" },
     );
@@ -249,7 +251,7 @@ fn check_counters(r: &Report, a: &CameraArgs, width: u32, height: u32) {
 /// The photo in every combination of MMU, DMA ops and coherency, without and with `--rebind`.
 fn every_configuration(name: &str, width: u32, height: u32) {
     let mut runs = 0;
-    for mmu in MMUS {
+    for &mmu in MMUS {
         for dma in DMAS {
             for coherent in [false, true] {
                 for rebind in [false, true] {
@@ -265,7 +267,7 @@ fn every_configuration(name: &str, width: u32, height: u32) {
             }
         }
     }
-    assert_eq!(runs, 16);
+    assert_eq!(runs, 8 * MMUS.len());
 }
 
 #[test]
@@ -286,7 +288,7 @@ fn the_counters_the_issue_names_hold() {
     // cache maintenance only when not coherent, every ring page written.
     let (name, w, h) = PHOTOS[1];
     let pages = nv12_sizes(w, h).1 / PAGE;
-    for mmu in MMUS {
+    for &mmu in MMUS {
         for dma in DMAS {
             for coherent in [false, true] {
                 let (r, _) = run(&args(Some(photo(name)), mmu, dma, coherent));
@@ -313,7 +315,7 @@ fn the_counters_the_issue_names_hold() {
 fn rebind_stores_grow_with_frames() {
     let (name, w, h) = PHOTOS[0];
     let pages = nv12_sizes(w, h).1 / PAGE;
-    for mmu in MMUS {
+    for &mmu in MMUS {
         let stores = |frames: u32| {
             let a = CameraArgs {
                 frames,
@@ -342,7 +344,7 @@ fn rebind_stores_grow_with_frames() {
 fn the_built_in_chart_runs_without_input() {
     let a = CameraArgs {
         frames: 1,
-        ..args(None, MmuArg::Ipu, DmaArg::Iommu, false)
+        ..args(None, MmuFormat::Ipu, DmaArg::Iommu, false)
     };
     let (r, _) = run(&a);
     let (frame_bytes, bo) = nv12_sizes(1280, 720);
@@ -393,7 +395,7 @@ fn a_dropped_frame_is_a_mismatch_in_every_configuration() {
     let skips = [0, RING as u32];
     assert!(FRAMES > RING as u32, "the run must reach the second lap");
     let mut runs = 0;
-    for mmu in MMUS {
+    for &mmu in MMUS {
         for dma in DMAS {
             for coherent in [false, true] {
                 for rebind in [false, true] {
@@ -427,8 +429,8 @@ fn a_dropped_frame_is_a_mismatch_in_every_configuration() {
             }
         }
     }
-    // --mmu {ipu, arm-lpae-4k} x --dma {iommu, direct} x --coherent {no, yes} x --rebind {no, yes}.
-    assert_eq!(runs, 16);
+    // --mmu {every format} x --dma {iommu, direct} x --coherent {no, yes} x --rebind {no, yes}.
+    assert_eq!(runs, 8 * MMUS.len());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -476,7 +478,7 @@ fn parse_run(line: &str) -> DumpRun {
 fn dump_lists_every_ring_buffer() {
     let (name, w, h) = PHOTOS[1];
     let bo = nv12_sizes(w, h).1;
-    for mmu in MMUS {
+    for &mmu in MMUS {
         for dma in DMAS {
             for coherent in [false, true] {
                 let a = CameraArgs {
@@ -505,7 +507,7 @@ fn dump_lists_every_ring_buffer() {
                     assert_eq!(run.level, g.leaf_level, "{ctx}: {run:?}");
                     // Bound write-only; only ARM encodes cacheability (coherent device).
                     assert_eq!(&run.prot[1..2], "w", "{ctx}: {run:?}");
-                    if mmu == MmuArg::ArmLpae4k {
+                    if mmu == MmuFormat::ArmLpae4k {
                         let c = if coherent { "c" } else { "-" };
                         assert_eq!(&run.prot[3..4], c, "{ctx}: {run:?}");
                     }
@@ -561,7 +563,12 @@ fn output_png_is_the_captured_photo() {
         let a = CameraArgs {
             output: Some(out.clone()),
             frames: 2,
-            ..args(Some(photo(name)), MmuArg::ArmLpae4k, DmaArg::Direct, false)
+            ..args(
+                Some(photo(name)),
+                MmuFormat::ArmLpae4k,
+                DmaArg::Direct,
+                false,
+            )
         };
         run(&a);
         let got = image::open(&out).unwrap().into_rgb8();
@@ -585,7 +592,7 @@ fn bad_input_is_refused_before_any_work() {
     let a = CameraArgs {
         output: Some(s.path("out.png")),
         dump_pt: true,
-        ..args(Some(missing.clone()), MmuArg::Ipu, DmaArg::Iommu, false)
+        ..args(Some(missing.clone()), MmuFormat::Ipu, DmaArg::Iommu, false)
     };
     let mut dumped = 0;
     match capture(&a, |_| dumped += 1) {
@@ -606,7 +613,12 @@ fn bad_output_is_refused_before_any_work() {
     let a = CameraArgs {
         output: Some(out.clone()),
         dump_pt: true,
-        ..args(Some(photo(PHOTOS[0].0)), MmuArg::Ipu, DmaArg::Iommu, false)
+        ..args(
+            Some(photo(PHOTOS[0].0)),
+            MmuFormat::Ipu,
+            DmaArg::Iommu,
+            false,
+        )
     };
     let mut dumped = 0;
     match capture(&a, |_| dumped += 1) {

@@ -8,14 +8,14 @@
 
 use std::sync::Arc;
 
-use devmmu_pagetable::{walk, ArmLpae4k, DmaAddr, Iova, Ipu, Prot, TableReader, WalkFault};
+use devmmu_pagetable::{walk, DmaAddr, Iova, Prot, TableReader, WalkFault};
 use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::fault::{Access, Fault, FaultReason};
 use super::tlb::TlbEntry;
 use super::SimMmu;
-use crate::device::{Device, MmuFormat};
+use crate::device::{dispatch_format, Device};
 use crate::dma::DmaOps;
 use crate::phys::{PhysMem, PAGE_SIZE};
 use crate::vm::{MmuContext, Vm};
@@ -177,10 +177,7 @@ impl<'a> StatsTally<'a> {
                     coherent: dev.mmu.config().coherent_walk,
                     reads: std::cell::Cell::new(0),
                 };
-                let r = match ctx.format {
-                    MmuFormat::Ipu => walk::<Ipu, _>(&reader, ctx.root, iova),
-                    MmuFormat::ArmLpae4k => walk::<ArmLpae4k, _>(&reader, ctx.root, iova),
-                };
+                let r = dispatch_format!(ctx.format, F => walk::<F, _>(&reader, ctx.root, iova));
                 self.update(|s| {
                     s.walks += 1;
                     s.pte_reads += reader.reads.get();

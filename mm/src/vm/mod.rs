@@ -15,13 +15,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use devmmu_pagetable::{
-    ArmLpae4k, DmaAddr, Gather, Iova, Ipu, PageTable, PageTableConfig, Prot, Stats,
-};
+use devmmu_pagetable::{DmaAddr, Format, Gather, Iova, PageTable, PageTableConfig, Prot, Stats};
 use parking_lot::Mutex;
 
 use crate::bo::{Bo, BoAttachment};
-use crate::device::{Device, MmuFormat, VmLeak};
+use crate::device::{
+    dispatch_format, dispatch_per_format, Device, FormatFamily, MmuFormat, PerFormat, VmLeak,
+};
 use crate::dma::{DmaDirection, TableBus, TablePool};
 use crate::phys::PAGE_SIZE;
 use crate::range::{AllocMode, RangeAllocator, RangeError};
@@ -110,18 +110,20 @@ struct Binding {
     dma: Arc<BoAttachment>,
 }
 
-enum Table {
-    Ipu(PageTable<Ipu, TablePool>),
-    Arm(PageTable<ArmLpae4k, TablePool>),
+/// The page tables of the registered formats ([`MmuFormat`]): `PageTable<F, TablePool>`.
+struct PageTables;
+
+impl FormatFamily for PageTables {
+    type Of<F: Format> = PageTable<F, TablePool>;
 }
 
-/// Static dispatch over the two formats: the page-table code is monomorphised per format.
+/// A VM's page table, of its device's format.
+type Table = PerFormat<PageTables>;
+
+/// Static dispatch over the registered formats: the page-table code is monomorphised per format.
 macro_rules! with_table {
     ($table:expr, $pt:ident => $body:expr) => {
-        match $table {
-            Table::Ipu($pt) => $body,
-            Table::Arm($pt) => $body,
-        }
+        dispatch_per_format!($table, $pt => $body)
     };
 }
 
@@ -170,10 +172,7 @@ impl Vm {
         let ptcfg = PageTableConfig {
             coherent_walk: cfg.coherent_walk,
         };
-        let table = match cfg.mmu {
-            MmuFormat::Ipu => Table::Ipu(PageTable::new(pool, ptcfg)?),
-            MmuFormat::ArmLpae4k => Table::Arm(PageTable::new(pool, ptcfg)?),
-        };
+        let table = dispatch_format!(cfg.mmu, F => Table::new::<F>(PageTable::new(pool, ptcfg)?));
         let end = 1u64 << cfg.mmu.iova_bits();
         let va = RangeAllocator::new(VA_START, end).map_err(MmError::from)?;
         Ok(Vm {

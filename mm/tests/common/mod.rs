@@ -1,7 +1,7 @@
 //! Set-up shared by the device-side tests (`vm.rs`, `model.rs`): a simulated machine with a
-//! device that has its own MMU, in any of the 8 combinations of MMU format x data/walker
-//! coherency x system DMA ops, and the helpers that read a BO the way a driver must (inside a
-//! CPU access bracket) or the way RAM holds it (what a non-coherent device sees).
+//! device that has its own MMU, in any combination of MMU format (every registered one) x
+//! data/walker coherency x system DMA ops, and the helpers that read a BO the way a driver must
+//! (inside a CPU access bracket) or the way RAM holds it (what a non-coherent device sees).
 //!
 //! The model's `SimConfig` is the hardware's truth and `DeviceConfig` the driver's belief; a
 //! [`RigOptions`] can make them differ to simulate a driver bug.
@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use devmmu_mm::bo::{Bo, BoFlags, CpuAccess};
-use devmmu_mm::device::{Device, DeviceConfig, DeviceTlb, MmuFormat, TlbInvalidation};
+use devmmu_mm::device::{Device, DeviceConfig, DeviceTlb, MmuFormat};
 use devmmu_mm::dma::{DmaMask, Platform};
 use devmmu_mm::model::{FaultReason, SimConfig, SimDevice, SimMmu};
 use devmmu_mm::phys::{CacheMode, MemoryMap, PhysAddr, PhysMem, PAGE_SIZE};
@@ -36,10 +36,10 @@ pub struct Combo {
 }
 
 impl Combo {
-    /// The 8 combinations, formats outermost.
+    /// Every combination (8 with the 2 formats), formats outermost.
     pub fn all() -> Vec<Combo> {
-        let mut out = Vec::with_capacity(8);
-        for mmu in [MmuFormat::Ipu, MmuFormat::ArmLpae4k] {
+        let mut out = Vec::with_capacity(4 * MmuFormat::ALL.len());
+        for &mmu in MmuFormat::ALL {
             for coherent in [false, true] {
                 for iommu in [false, true] {
                     out.push(Combo {
@@ -75,7 +75,7 @@ impl fmt::Display for Combo {
     }
 }
 
-/// Runs `f` over the 8 combinations; a failure names the combination in its message through the
+/// Runs `f` over every combination; a failure names the combination in its message through the
 /// `Display` the closure is expected to put in its asserts.
 pub fn for_each_combo(mut f: impl FnMut(Combo)) {
     for c in Combo::all() {
@@ -167,10 +167,7 @@ impl Rig {
             coherent: combo.coherent,
             coherent_walk: opts.driver_coherent_walk.unwrap_or(hw_walk),
             mmu: combo.mmu,
-            tlb_invalidation: match combo.mmu {
-                MmuFormat::Ipu => TlbInvalidation::All,
-                MmuFormat::ArmLpae4k => TlbInvalidation::Range,
-            },
+            tlb_invalidation: combo.mmu.tlb_invalidation(),
             accept_unenforced_prot: opts.accept_unenforced_prot,
         };
         let mmu = SimMmu::new(SimConfig {
