@@ -12,7 +12,7 @@
 //! numbers.
 
 use devmmu_mm::phys::native;
-use devmmu_pagetable::{DmaAddr, HeapTableAlloc, TableAlloc, TablePage, TABLE_SIZE};
+use devmmu_pagetable::{HeapTableAlloc, TableAlloc, TablePage, TABLE_SIZE};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -98,14 +98,14 @@ unsafe impl TableAlloc for FlushTableAlloc {
         unsafe { self.inner.free_table(page) }
     }
 
-    fn sync_for_device(&mut self, table: DmaAddr, offset: usize, len: usize) {
+    fn sync_for_device(&mut self, table: &TablePage, offset: usize, len: usize) {
         let in_page = offset.checked_add(len).is_some_and(|end| end <= TABLE_SIZE);
-        if !in_page || !self.live.contains(&table.0) {
+        if !in_page || !self.live.contains(&table.dma.0) {
             self.rejected += 1;
             return;
         }
         // HeapTableAlloc pages have bus address = CPU address.
-        let cpu = (table.0 as usize + offset) as *const u8;
+        let cpu = (table.dma.0 as usize + offset) as *const u8;
         // SAFETY: `table` is a live page of this allocator (checked above), mapped for
         // TABLE_SIZE bytes, and offset + len <= TABLE_SIZE.
         let lines = unsafe { native::clean_invalidate_lines(cpu, len) };
@@ -118,7 +118,9 @@ unsafe impl TableAlloc for FlushTableAlloc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use devmmu_pagetable::{ArmLpae4k, Gather, Iova, PageTable, PageTableConfig, Prot, TableAlloc};
+    use devmmu_pagetable::{
+        ArmLpae4k, DmaAddr, Gather, Iova, PageTable, PageTableConfig, Prot, TableAlloc,
+    };
 
     #[test]
     fn counts_match_the_page_table_and_foreign_syncs_are_refused() {
@@ -157,8 +159,13 @@ mod tests {
 
         let a = pt.table_alloc_mut();
         let before = a.lines_cleaned();
-        a.sync_for_device(DmaAddr(0x1000), 0, 64);
-        a.sync_for_device(DmaAddr(0x1000), usize::MAX, 2);
+        let foreign = TablePage {
+            cpu: std::ptr::NonNull::dangling(),
+            dma: DmaAddr(0x1000),
+            token: 0,
+        };
+        a.sync_for_device(&foreign, 0, 64);
+        a.sync_for_device(&foreign, usize::MAX, 2);
         assert_eq!(a.rejected_syncs(), 2);
         assert_eq!(a.lines_cleaned(), before);
     }

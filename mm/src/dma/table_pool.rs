@@ -182,7 +182,7 @@ impl TablePool {
                 self.unmap_pages(&new_pages);
                 return false;
             };
-            new_pages.push((TablePage { cpu, dma }, pa));
+            new_pages.push((TablePage { cpu, dma, token: 0 }, pa));
         }
         // From now on the pages are the DMA layer's: no driver may map them for a device.
         let machine = DmaMachine::of(&self.phys);
@@ -244,8 +244,8 @@ unsafe impl TableAlloc for TablePool {
         self.free.push(page);
     }
 
-    fn sync_for_device(&mut self, table: DmaAddr, offset: usize, len: usize) {
-        let Some(&pa) = self.pages.get(&table) else {
+    fn sync_for_device(&mut self, table: &TablePage, offset: usize, len: usize) {
+        let Some(&pa) = self.pages.get(&table.dma) else {
             return;
         };
         // A failed sync cannot be reported through this hook; it can only fail if the frames
