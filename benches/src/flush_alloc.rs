@@ -12,43 +12,30 @@
 //! numbers.
 
 use devmmu_mm::phys::native;
-use devmmu_pagetable::{DmaAddr, HeapTableAlloc, TableAlloc, TablePage, TABLE_SIZE};
-use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
+use devmmu_pagetable::{HeapTableAlloc, TableAlloc, TablePage, TABLE_SIZE};
 
-/// Hashes a table's bus address (a multiple of [`TABLE_SIZE`]) with one multiply: the set of
-/// live pages is consulted on every `sync_for_device`, which sits on the measured path.
-#[derive(Default)]
-struct PageHasher(u64);
-
-impl Hasher for PageHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        // Fibonacci hashing; the low 12 bits of a page address are always zero.
-        self.0 = (v >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+/// What [`FlushTableAlloc`] keeps for one slot: the CPU address of the live page in it (0 while
+/// the slot is free; a page is never at 0) and the token the inner allocator gave that page.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    cpu: usize,
+    inner_token: usize,
 }
-
-type PageSet = HashSet<u64, BuildHasherDefault<PageHasher>>;
 
 /// Table pages from the global heap (bus address = CPU address, as [`HeapTableAlloc`]) whose
 /// `sync_for_device` cleans every 64-byte line of the requested bytes with `clflushopt`
 /// (else `clflush`) and issues one fence per call.
 ///
-/// It keeps the set of pages it handed out, so that `sync_for_device` only ever touches memory
-/// it owns: a call naming another address, or bytes past the end of the page, is not executed
-/// for the foreign part and is counted in [`FlushTableAlloc::rejected_syncs`] instead.
+/// Each page it hands out carries, as its token, the index of a slot recording the page's CPU
+/// pointer, so that `sync_for_device` only ever touches memory it owns with one indexed compare
+/// on the measured path: a call naming a page whose token and CPU pointer do not match a live
+/// slot, or bytes past the end of the page, is not executed and is counted in
+/// [`FlushTableAlloc::rejected_syncs`] instead.
 #[derive(Debug, Default)]
 pub struct FlushTableAlloc {
     inner: HeapTableAlloc,
-    live: PageSet,
+    slots: Vec<Slot>,
+    free_slots: Vec<usize>,
     sync_calls: u64,
     lines: u64,
     rejected: u64,
@@ -81,33 +68,60 @@ impl FlushTableAlloc {
     pub fn rejected_syncs(&self) -> u64 {
         self.rejected
     }
+
+    /// The live slot `page` names by its token, if its CPU pointer is the one recorded there.
+    #[inline]
+    fn slot_of(&self, page: &TablePage) -> Option<usize> {
+        let slot = self.slots.get(page.token)?;
+        (slot.cpu == page.cpu.as_ptr() as usize).then_some(page.token)
+    }
 }
 
-// SAFETY: pages come unchanged from HeapTableAlloc, which upholds the trait's contract; this
-// wrapper only adds bookkeeping and cache maintenance, which never changes memory contents.
+// SAFETY: pages come from HeapTableAlloc, which upholds the trait's contract; this wrapper only
+// swaps their token for its own (and back before freeing) and adds cache maintenance, which
+// never changes memory contents.
 unsafe impl TableAlloc for FlushTableAlloc {
     fn alloc_table(&mut self) -> Option<TablePage> {
-        let page = self.inner.alloc_table()?;
-        self.live.insert(page.dma.0);
+        let mut page = self.inner.alloc_table()?;
+        let rec = Slot {
+            cpu: page.cpu.as_ptr() as usize,
+            inner_token: page.token,
+        };
+        page.token = match self.free_slots.pop() {
+            Some(i) => {
+                self.slots[i] = rec;
+                i
+            }
+            None => {
+                self.slots.push(rec);
+                self.slots.len() - 1
+            }
+        };
         Some(page)
     }
 
-    unsafe fn free_table(&mut self, page: TablePage) {
-        self.live.remove(&page.dma.0);
-        // SAFETY: forwarded contract: `page` came from `alloc_table`, i.e. from `self.inner`.
+    unsafe fn free_table(&mut self, mut page: TablePage) {
+        let i = self
+            .slot_of(&page)
+            .expect("free_table of a page this allocator did not hand out");
+        page.token = self.slots[i].inner_token;
+        self.slots[i] = Slot::default();
+        self.free_slots.push(i);
+        // SAFETY: forwarded contract: `page` came from `alloc_table`, i.e. from `self.inner`,
+        // and carries the inner allocator's token again.
         unsafe { self.inner.free_table(page) }
     }
 
-    fn sync_for_device(&mut self, table: DmaAddr, offset: usize, len: usize) {
+    fn sync_for_device(&mut self, table: &TablePage, offset: usize, len: usize) {
         let in_page = offset.checked_add(len).is_some_and(|end| end <= TABLE_SIZE);
-        if !in_page || !self.live.contains(&table.0) {
+        if !in_page || self.slot_of(table).is_none() {
             self.rejected += 1;
             return;
         }
-        // HeapTableAlloc pages have bus address = CPU address.
-        let cpu = (table.0 as usize + offset) as *const u8;
-        // SAFETY: `table` is a live page of this allocator (checked above), mapped for
-        // TABLE_SIZE bytes, and offset + len <= TABLE_SIZE.
+        let cpu = table.cpu.as_ptr().wrapping_add(offset) as *const u8;
+        // SAFETY: `table.cpu` is the CPU pointer of a live page of this allocator (its slot
+        // records that address, checked above), mapped for TABLE_SIZE bytes, and
+        // offset + len <= TABLE_SIZE.
         let lines = unsafe { native::clean_invalidate_lines(cpu, len) };
         native::fence();
         self.sync_calls += 1;
@@ -118,7 +132,10 @@ unsafe impl TableAlloc for FlushTableAlloc {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use devmmu_pagetable::{ArmLpae4k, Gather, Iova, PageTable, PageTableConfig, Prot, TableAlloc};
+    use devmmu_pagetable::{
+        ArmLpae4k, DmaAddr, Gather, Iova, PageTable, PageTableConfig, Prot, TableAlloc,
+    };
+    use std::ptr::NonNull;
 
     #[test]
     fn counts_match_the_page_table_and_foreign_syncs_are_refused() {
@@ -155,11 +172,37 @@ mod tests {
         assert_eq!(pt.table_alloc().live_pages(), 1);
         assert_eq!(pt.table_alloc().rejected_syncs(), 0);
 
+        // A page this allocator never handed out, with the token of the root's slot (the root
+        // was the first page handed out: slot 0) and with one out of range; then the live root
+        // with bytes past its end.
+        let root = pt.root();
         let a = pt.table_alloc_mut();
         let before = a.lines_cleaned();
-        a.sync_for_device(DmaAddr(0x1000), 0, 64);
-        a.sync_for_device(DmaAddr(0x1000), usize::MAX, 2);
-        assert_eq!(a.rejected_syncs(), 2);
+        let foreign = TablePage {
+            cpu: NonNull::dangling(),
+            dma: DmaAddr(0x1000),
+            token: 0,
+        };
+        a.sync_for_device(&foreign, 0, 64);
+        a.sync_for_device(
+            &TablePage {
+                token: 99,
+                ..foreign
+            },
+            0,
+            64,
+        );
+        let live = TablePage {
+            cpu: NonNull::new(root.0 as usize as *mut u8).unwrap(),
+            dma: root,
+            token: 0,
+        };
+        a.sync_for_device(&live, usize::MAX, 2);
+        assert_eq!(a.rejected_syncs(), 3);
         assert_eq!(a.lines_cleaned(), before);
+        // The same live page, in bounds, is accepted.
+        a.sync_for_device(&live, 0, 64);
+        assert_eq!(a.rejected_syncs(), 3);
+        assert_eq!(a.lines_cleaned(), before + 1);
     }
 }

@@ -7,14 +7,25 @@ use core::ptr::NonNull;
 /// Size of one table page in bytes. Every table of every supported format is one 4 KiB page.
 pub const TABLE_SIZE: usize = 4096;
 
-/// One table page: its CPU address (for the CPU's stores) and its bus address (what the walker
-/// and the parent entry use).
+/// One table page: its CPU address (for the CPU's stores), its bus address (what the walker
+/// and the parent entry use), and a token for the [`TableAlloc`] that made it.
+///
+/// The page table keeps the `TablePage` it was given for as long as it holds the page, and hands
+/// that same value back, unchanged, to [`TableAlloc::sync_for_device`] and
+/// [`TableAlloc::free_table`]: the allocator finds its own bookkeeping for the page through
+/// `token` without turning a bus address back into anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TablePage {
     /// CPU pointer to [`TABLE_SIZE`] bytes, aligned to [`TABLE_SIZE`].
     pub cpu: NonNull<u8>,
     /// Bus address of the page as the device's walker reaches it, aligned to [`TABLE_SIZE`].
     pub dma: DmaAddr,
+    /// Defined by the allocator, opaque to the page table (e.g. an index into the allocator's
+    /// table of page records); 0 for an allocator that needs none. Since the fields are public,
+    /// a `TablePage` can be forged: an allocator whose hooks act on memory through the token
+    /// checks it (an index in bounds whose record matches `dma` or `cpu`) rather than trusting
+    /// it.
+    pub token: usize,
 }
 
 // SAFETY: a TablePage is a plain description of memory owned by the TableAlloc that produced it;
@@ -49,22 +60,34 @@ pub unsafe trait TableAlloc {
     /// allocator that recycles pages must zero them in `alloc_table`.
     ///
     /// # Safety
-    /// `page` came from `alloc_table` of this allocator and is not used afterwards.
+    /// `page` came from `alloc_table` (or `alloc_table_for_overwrite`) of this allocator, as it
+    /// was returned (`cpu`, `dma` and `token` unchanged), and is not used afterwards.
     unsafe fn free_table(&mut self, page: TablePage);
 
-    /// Makes the CPU's stores to `len` bytes at `offset` bytes into the table at `table` visible
-    /// to a non-coherent walker (clean the CPU cache lines to the point of coherency, then a
+    /// Makes the CPU's stores to `len` bytes at `offset` bytes into `table` visible to a
+    /// non-coherent walker (clean the CPU cache lines to the point of coherency, then a
     /// barrier): the kernel's `dma_sync_single_for_device(.., DMA_TO_DEVICE)` on the table.
-    /// Called only for page tables configured as non-coherent, once per contiguous run of
-    /// written entries. The default does nothing (coherent walker).
-    fn sync_for_device(&mut self, table: DmaAddr, offset: usize, len: usize) {
+    ///
+    /// `table` is the [`TablePage`] this allocator returned from `alloc_table` (or
+    /// `alloc_table_for_overwrite`), as it returned it (`cpu`, `dma` and `token` unchanged), and
+    /// not yet freed. `offset` and `len` are in bytes within the page, `len > 0` and
+    /// `offset + len <= TABLE_SIZE`; they need not be line-aligned (the clean covers every
+    /// 64-byte line the bytes touch). Called only for page tables configured as non-coherent,
+    /// once per contiguous run of written lines of one table, and once with `0, TABLE_SIZE` for
+    /// a new table before it is linked. The default does nothing (coherent walker).
+    ///
+    /// The method is safe to call, so these are promises of the page table, not a safety
+    /// contract: an implementation that touches memory through `table` must stay sound when
+    /// handed a page it does not own (check the token, ignore the call).
+    fn sync_for_device(&mut self, table: &TablePage, offset: usize, len: usize) {
         let _ = (table, offset, len);
     }
 }
 
 /// Table pages from the global heap, bus address = CPU address (a device that sees CPU memory
-/// one-to-one, as in tests and benchmarks). No cache maintenance: use it with a coherent walk,
-/// or wrap it to add one.
+/// one-to-one, as in tests and benchmarks), token 0. No cache maintenance: use it with a coherent
+/// walk, or wrap it to add one (a wrapper may put its own token in the pages it hands out, and
+/// restores 0 before giving a page back).
 ///
 /// Freed pages are kept on a free list and zeroed again when handed out, as a kernel driver's
 /// table cache (a `kmem_cache`, or the IPU driver's pool of DMA32 pages) does, so a map in steady
@@ -145,6 +168,7 @@ impl HeapTableAlloc {
                 TablePage {
                     cpu: NonNull::new(p)?,
                     dma: DmaAddr(p as usize as u64),
+                    token: 0,
                 }
             }
         };

@@ -9,7 +9,9 @@
 //!
 //! Each table is one page; the CPU pointer of a child table is kept beside its parent (the
 //! `l2_pts` array of drivers/media/pci/intel/ipu6/ipu6-mmu.c), so the update path never turns a
-//! bus address back into a CPU pointer.
+//! bus address back into a CPU pointer. Each node keeps its [`TablePage`] whole, the allocator's
+//! token included, and hands it back to [`TableAlloc::sync_for_device`], so the allocator never
+//! turns one back into its own page record either.
 
 use crate::alloc_table::{TableAlloc, TablePage, TABLE_SIZE};
 use crate::format::{Entry, MAX_LEVELS};
@@ -54,6 +56,8 @@ pub struct Mapping {
 }
 
 struct Node {
+    /// The page as the allocator returned it, passed back unchanged to `sync_for_device` and
+    /// `free_table`.
     page: TablePage,
     /// Non-empty entries in this table.
     used: u32,
@@ -508,7 +512,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     /// Cleans `len` bytes at `off` of table `page` for a non-coherent walker.
     #[inline]
-    fn sync_bytes(&mut self, page: DmaAddr, off: usize, len: usize) {
+    fn sync_bytes(&mut self, page: &TablePage, off: usize, len: usize) {
         if self.coherent || len == 0 {
             return;
         }
@@ -520,10 +524,10 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     }
 
     fn clean_whole(&mut self, page: TablePage) {
-        self.sync_bytes(page.dma, 0, TABLE_SIZE);
+        self.sync_bytes(&page, 0, TABLE_SIZE);
     }
 
-    fn note(&mut self, dirty: &mut Dirty, page: DmaAddr, first: usize, count: usize) {
+    fn note(&mut self, dirty: &mut Dirty, page: &TablePage, first: usize, count: usize) {
         let b = <F::Pte as PteWord>::BYTES;
         if let Some((s, e)) = dirty.note(first * b, count * b) {
             self.sync_bytes(page, s, e - s);
@@ -570,8 +574,8 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         let mut dirty = Dirty::default();
         let r = self.map_level_inner(node, level, fresh, iova, end, src, attrs, done, &mut dirty);
         if !fresh && dirty.start != dirty.end {
-            let page = self.nodes[node as usize].page.dma;
-            self.sync_bytes(page, dirty.start, dirty.end - dirty.start);
+            let page = self.nodes[node as usize].page;
+            self.sync_bytes(&page, dirty.start, dirty.end - dirty.start);
         }
         r
     }
@@ -607,7 +611,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 self.nodes[node as usize].used += n as u32;
                 self.stats.pte_stores += n as u64;
                 if !fresh {
-                    self.note(dirty, page.dma, idx, n);
+                    self.note(dirty, &page, idx, n);
                 }
                 let bytes = (n as u64) << shift;
                 *iova += bytes;
@@ -648,7 +652,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             n.children[idx] = c;
             n.used += 1;
             if !fresh {
-                self.note(dirty, page.dma, idx, 1);
+                self.note(dirty, &page, idx, 1);
             }
         }
         Ok(())
@@ -746,7 +750,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                         let cpage = self.release_slot(child);
                         gather.freed.push(cpage);
                         if !fresh {
-                            self.note(&mut dirty, page.dma, idx, 1);
+                            self.note(&mut dirty, &page, idx, 1);
                         }
                     }
                 } else if a == entry_start && chunk_end == entry_start + esize {
@@ -754,7 +758,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                     self.nodes[node as usize].used -= 1;
                     bytes += esize;
                     if !fresh {
-                        self.note(&mut dirty, page.dma, idx, 1);
+                        self.note(&mut dirty, &page, idx, 1);
                     }
                 } else {
                     // Split the block: a fresh next-level table of leaves with the same
@@ -786,7 +790,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                     self.write(node, idx, F::table_entry(level, cpage.dma));
                     self.nodes[node as usize].children[idx] = c;
                     if !fresh {
-                        self.note(&mut dirty, page.dma, idx, 1);
+                        self.note(&mut dirty, &page, idx, 1);
                     }
                 }
                 a = chunk_end;
@@ -796,7 +800,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         // once its parent entry is cleared and the TLB invalidated.
         let keep = node == self.root || self.nodes[node as usize].used > 0;
         if !fresh && keep && dirty.start != dirty.end {
-            self.sync_bytes(page.dma, dirty.start, dirty.end - dirty.start);
+            self.sync_bytes(&page, dirty.start, dirty.end - dirty.start);
         }
         bytes
     }

@@ -4,9 +4,13 @@
 //! Owns the frames it took and the bus address of each page. Frames come in chunks of
 //! [`CHUNK_PAGES`] pages (each allocation is one memfd, so one page per allocation would cost a
 //! memfd per table); pages are zeroed when handed out and go on a free list when given back.
-//! Chunks return to `PhysMem` only when the pool is dropped. It never writes an IOPTE.
+//! Chunks return to `PhysMem` when the pool is dropped, or through [`TablePool::shrink_to`]. It
+//! never writes an IOPTE.
+//!
+//! Each page has a record (bus and physical address) in a `Vec`, in the order the chunks were
+//! taken; the [`TablePage::token`] the pool hands out is the index of the page's record, so
+//! `sync_for_device` finds the physical address to clean with one bounds-checked index.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use devmmu_pagetable::{DmaAddr, TableAlloc, TablePage, TABLE_SIZE};
@@ -41,6 +45,15 @@ pub enum TableBus {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct PoolMark(usize);
 
+/// What the pool keeps for each page it owns.
+#[derive(Clone, Copy, Debug)]
+struct PageRecord {
+    /// Bus address, as in the page's [`TablePage`].
+    dma: DmaAddr,
+    /// Physical address of the frame.
+    pa: PhysAddr,
+}
+
 /// A [`TableAlloc`] over [`PhysMem`] frames.
 pub struct TablePool {
     phys: Arc<PhysMem>,
@@ -48,8 +61,10 @@ pub struct TablePool {
     bus: TableBus,
     chunks: Vec<Frames>,
     free: Vec<TablePage>,
-    /// Bus address of each page the pool owns -> its physical address.
-    pages: HashMap<DmaAddr, PhysAddr>,
+    /// One record per page the pool owns, chunk after chunk in the order of `chunks` (so the
+    /// last chunk's pages are the last `chunk.pages().len()` records); a page's token is the
+    /// index of its record.
+    pages: Vec<PageRecord>,
     live: usize,
     failed: u64,
 }
@@ -81,7 +96,7 @@ impl TablePool {
             bus,
             chunks: Vec::new(),
             free: Vec::new(),
-            pages: HashMap::new(),
+            pages: Vec::new(),
             live: 0,
             failed: 0,
         }
@@ -115,29 +130,18 @@ impl TablePool {
             let Some(chunk) = self.chunks.last() else {
                 return;
             };
-            let in_chunk = |pa: &PhysAddr| chunk.pages().contains(pa);
-            let free_here = self
-                .free
-                .iter()
-                .filter(|p| self.pages.get(&p.dma).is_some_and(in_chunk))
-                .count();
+            // The last chunk's pages are the last records: tokens `first..`.
+            let first = self.pages.len() - chunk.pages().len();
+            let free_here = self.free.iter().filter(|p| p.token >= first).count();
             if free_here != chunk.pages().len() {
                 return;
             }
-            let mut gone = Vec::with_capacity(free_here);
-            self.free.retain(|p| {
-                let mine = self.pages.get(&p.dma).is_some_and(in_chunk);
-                if mine {
-                    gone.push(p.dma);
-                }
-                !mine
-            });
-            for dma in gone {
-                if let Some(pa) = self.pages.remove(&dma) {
-                    DmaMachine::of(&self.phys).disown(pa);
-                }
+            self.free.retain(|p| p.token < first);
+            let machine = DmaMachine::of(&self.phys);
+            for rec in self.pages.drain(first..) {
+                machine.disown(rec.pa);
                 if let TableBus::Dma(ops) = &self.bus {
-                    let _ = ops.unmap_page(dma, PAGE_SIZE, DmaDirection::Bidirectional);
+                    let _ = ops.unmap_page(rec.dma, PAGE_SIZE, DmaDirection::Bidirectional);
                 }
             }
             // Dropping the frames returns them to `PhysMem`.
@@ -182,7 +186,8 @@ impl TablePool {
                 self.unmap_pages(&new_pages);
                 return false;
             };
-            new_pages.push((TablePage { cpu, dma }, pa));
+            let token = self.pages.len() + i;
+            new_pages.push((TablePage { cpu, dma, token }, pa));
         }
         // From now on the pages are the DMA layer's: no driver may map them for a device.
         let machine = DmaMachine::of(&self.phys);
@@ -192,7 +197,8 @@ impl TablePool {
         };
         for (page, pa) in new_pages {
             machine.own(pa, PAGE_SIZE, owner);
-            self.pages.insert(page.dma, pa);
+            debug_assert_eq!(page.token, self.pages.len());
+            self.pages.push(PageRecord { dma: page.dma, pa });
             self.free.push(page);
         }
         self.chunks.push(frames);
@@ -244,9 +250,12 @@ unsafe impl TableAlloc for TablePool {
         self.free.push(page);
     }
 
-    fn sync_for_device(&mut self, table: DmaAddr, offset: usize, len: usize) {
-        let Some(&pa) = self.pages.get(&table) else {
-            return;
+    fn sync_for_device(&mut self, table: &TablePage, offset: usize, len: usize) {
+        // The token is the index of the page's record; a page that is not ours (no record, or a
+        // record of another bus address) is ignored.
+        let pa = match self.pages.get(table.token) {
+            Some(rec) if rec.dma == table.dma => rec.pa,
+            _ => return,
         };
         // A failed sync cannot be reported through this hook; it can only fail if the frames
         // vanished, which the pool's ownership of them rules out.
@@ -260,14 +269,113 @@ unsafe impl TableAlloc for TablePool {
 impl Drop for TablePool {
     fn drop(&mut self) {
         if let TableBus::Dma(ops) = &self.bus {
-            for &dma in self.pages.keys() {
-                let _ = ops.unmap_page(dma, PAGE_SIZE, DmaDirection::Bidirectional);
+            for rec in &self.pages {
+                let _ = ops.unmap_page(rec.dma, PAGE_SIZE, DmaDirection::Bidirectional);
             }
         }
         let machine = DmaMachine::of(&self.phys);
-        for &pa in self.pages.values() {
-            machine.disown(pa);
+        for rec in &self.pages {
+            machine.disown(rec.pa);
         }
         // `chunks` drops after this, returning the frames.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phys::{CacheMode, MemoryMap, RamRegion};
+
+    /// A machine of 64 frames, so that a pool's chunks are a visible share of it.
+    fn phys() -> Arc<PhysMem> {
+        let map = MemoryMap::new(vec![RamRegion {
+            base: PhysAddr(0x10_0000),
+            size: 64 * PAGE_SIZE,
+        }])
+        .unwrap();
+        PhysMem::new(map, CacheMode::Model).unwrap()
+    }
+
+    fn owner(p: &PhysMem, pa: PhysAddr) -> Option<DmaOwner> {
+        DmaMachine::of(p).owner_of(pa, 1).map(|(_, o)| o)
+    }
+
+    fn pa_of(pool: &TablePool, page: &TablePage) -> PhysAddr {
+        let rec = pool.pages[page.token];
+        assert_eq!(rec.dma, page.dma, "the token names the page's record");
+        rec.pa
+    }
+
+    /// The token of each page names its record: `sync_for_device` cleans exactly the requested
+    /// lines of that page's frame and ignores a page whose token names no record of its bus
+    /// address; `shrink_to` gives back a chunk only once all its pages are free, disowning them,
+    /// and `Drop` gives back and disowns the rest.
+    #[test]
+    fn tokens_name_records_through_sync_shrink_and_drop() {
+        let p = phys();
+        let free0 = p.free_pages(Zone::Any);
+        let mut pool = TablePool::new(p.clone(), Zone::Any, TableBus::Identity);
+        let first: Vec<TablePage> = (0..CHUNK_PAGES)
+            .map(|_| pool.alloc_table().unwrap())
+            .collect();
+        assert_eq!(pool.pool_pages(), CHUNK_PAGES as usize);
+        for page in &first {
+            let pa = pa_of(&pool, page);
+            assert_eq!(page.dma, DmaAddr(pa.as_u64()), "identity bus");
+            assert_eq!(owner(&p, pa), Some(DmaOwner::IommuTable));
+        }
+
+        let before = p.stats();
+        pool.sync_for_device(&first[3], 64, 65);
+        let after = p.stats();
+        assert_eq!(after.clean_calls - before.clean_calls, 1);
+        assert_eq!(after.lines_cleaned - before.lines_cleaned, 2);
+        let mut foreign = first[3];
+        foreign.token = first[4].token;
+        pool.sync_for_device(&foreign, 0, 64);
+        foreign.token = usize::MAX;
+        pool.sync_for_device(&foreign, 0, 64);
+        assert_eq!(
+            p.stats().clean_calls,
+            after.clean_calls,
+            "foreign pages are ignored"
+        );
+
+        let mark = pool.mark();
+        let extra = pool.alloc_table().unwrap();
+        let extra_pa = pa_of(&pool, &extra);
+        assert_eq!(pool.pool_pages(), 2 * CHUNK_PAGES as usize);
+        pool.shrink_to(mark);
+        assert_eq!(
+            pool.pool_pages(),
+            2 * CHUNK_PAGES as usize,
+            "a page is in use"
+        );
+        // SAFETY: from this pool, not used again.
+        unsafe { pool.free_table(extra) };
+        pool.shrink_to(mark);
+        assert_eq!(pool.pool_pages(), CHUNK_PAGES as usize);
+        assert_eq!(owner(&p, extra_pa), None);
+        assert_eq!(p.free_pages(Zone::Any), free0 - CHUNK_PAGES);
+        let before = p.stats();
+        pool.sync_for_device(&extra, 0, 64);
+        assert_eq!(
+            p.stats().clean_calls,
+            before.clean_calls,
+            "a given-back page"
+        );
+
+        // The pages of the first chunk still carry the tokens of their records.
+        for page in &first {
+            assert_eq!(owner(&p, pa_of(&pool, page)), Some(DmaOwner::IommuTable));
+        }
+        let pas: Vec<PhysAddr> = first.iter().map(|page| pa_of(&pool, page)).collect();
+        for page in first {
+            // SAFETY: from this pool, not used again.
+            unsafe { pool.free_table(page) };
+        }
+        drop(pool);
+        assert_eq!(p.free_pages(Zone::Any), free0);
+        assert!(pas.iter().all(|&pa| owner(&p, pa).is_none()));
     }
 }

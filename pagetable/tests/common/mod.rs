@@ -101,6 +101,19 @@ struct State {
     link_check: Option<(usize, LinkDecoder)>,
 }
 
+impl State {
+    /// Slot of a page at bus address `dma`, its token: pages sit at `base` or [`HIGH_BASE`],
+    /// whichever is the nearest below `dma` (slots are few, so the two ranges never meet).
+    fn slot_of(&self, dma: DmaAddr) -> u64 {
+        let base = [self.base, HIGH_BASE]
+            .into_iter()
+            .filter(|&b| b <= dma.0)
+            .max()
+            .unwrap_or_else(|| panic!("not a page of this allocator: {dma:?}"));
+        (dma.0 - base) / TABLE_SIZE as u64
+    }
+}
+
 /// A [`TableAlloc`] + [`TableReader`] for tests: a clonable handle onto shared state.
 ///
 /// - Pages sit at `base + 4 KiB * slot` (default [`BASE`]), lowest free slot first; CPU memory is
@@ -109,9 +122,11 @@ struct State {
 ///   `sync_for_device` updates, widened to whole 64-byte lines like a cache clean.
 /// - [`TableReader::read_pte`] reads the CPU copy (a coherent walker) or, after
 ///   [`SimAlloc::set_walker_reads_device`], the device copy (a non-coherent walker).
+/// - A page's token is its slot.
 /// - Every sync is logged; allocations and frees are counted; failures can be injected.
 ///
-/// Misuse by the page table (freeing a page twice, syncing outside a live page) panics: in a
+/// Misuse by the page table (freeing a page twice, syncing outside a live page, handing back a
+/// page whose CPU pointer or token is not the one it was given) panics: in a
 /// test, that is the failure we want to see.
 #[derive(Clone)]
 pub struct SimAlloc(Rc<RefCell<State>>);
@@ -322,6 +337,7 @@ unsafe impl TableAlloc for SimAlloc {
         Some(TablePage {
             cpu: cpu.cast(),
             dma: DmaAddr(dma),
+            token: slot as usize,
         })
     }
 
@@ -345,27 +361,35 @@ unsafe impl TableAlloc for SimAlloc {
             page.cpu.as_ptr(),
             "CPU/bus pair mismatch"
         );
-        let base = if page.dma.0 >= HIGH_BASE {
-            HIGH_BASE
-        } else {
-            s.base
-        };
-        let slot = (page.dma.0 - base) / TABLE_SIZE as u64;
+        let slot = s.slot_of(page.dma);
+        assert_eq!(page.token as u64, slot, "token changed: {page:?}");
         s.free_slots.insert(slot);
         s.frees += 1;
     }
 
-    fn sync_for_device(&mut self, table: DmaAddr, offset: usize, len: usize) {
+    fn sync_for_device(&mut self, page: &TablePage, offset: usize, len: usize) {
         let mut s = self.0.borrow_mut();
+        let table = page.dma;
         assert!(
             len > 0 && offset + len <= TABLE_SIZE,
             "sync outside the page: {table:?} +{offset:#x} len {len:#x}"
         );
+        assert_eq!(
+            page.token as u64,
+            s.slot_of(table),
+            "sync of a page whose token changed: {page:?}"
+        );
         let rec = SyncRecord { table, offset, len };
+        let cpu = page.cpu;
         let page = s
             .pages
             .get_mut(&table.0)
             .unwrap_or_else(|| panic!("sync of a page that is not live: {table:?}"));
+        assert_eq!(
+            page.cpu.as_ptr() as *mut u8,
+            cpu.as_ptr(),
+            "sync of a CPU/bus pair that was never handed out"
+        );
         // A clean writes back whole lines.
         let lines = rec.lines();
         let (a, b) = (lines.start * LINE, lines.end * LINE);
@@ -422,7 +446,7 @@ unsafe impl TableAlloc for DropSyncs {
         unsafe { self.inner.free_table(page) }
     }
 
-    fn sync_for_device(&mut self, table: DmaAddr, offset: usize, len: usize) {
+    fn sync_for_device(&mut self, table: &TablePage, offset: usize, len: usize) {
         if self.dropping.get() && (!self.whole_tables_only || len == TABLE_SIZE) {
             self.dropped.set(self.dropped.get() + 1);
         } else {
