@@ -7,11 +7,11 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{cpu_read, cpu_write, for_each_combo, pattern, Combo, Rig};
+use common::{cpu_read, cpu_write, device_on, for_each_combo, pattern, Combo, Rig};
 use devmmu_mm::bo::{Bo, BoFlags};
-use devmmu_mm::device::{Device, DeviceConfig};
-use devmmu_mm::dma::{DmaDirection, DmaMask, Platform};
-use devmmu_mm::model::{SimConfig, SimDevice, SimMmu};
+use devmmu_mm::device::Device;
+use devmmu_mm::dma::DmaDirection;
+use devmmu_mm::model::SimDevice;
 use devmmu_mm::phys::{CacheMode, MemoryMap, PhysAddr, PhysMem};
 use devmmu_mm::vm::{Placement, Vm};
 use devmmu_mm::MmError;
@@ -163,29 +163,7 @@ fn the_mapping_goes_with_the_last_binding() {
 /// Two devices of one machine, both with a 32-bit mask, as `c` says.
 fn two_devices(c: Combo) -> (Arc<PhysMem>, [(Arc<Device>, SimDevice); 2]) {
     let phys = PhysMem::new(MemoryMap::default(), CacheMode::Model).unwrap();
-    let make = |name: &str| {
-        let mut config = if c.is_ipu() {
-            DeviceConfig::ipu(name)
-        } else {
-            DeviceConfig::arm_lpae(name, DmaMask::bits(32), c.coherent)
-        };
-        config.coherent = c.coherent;
-        config.coherent_walk = c.coherent;
-        let mmu = SimMmu::new(SimConfig {
-            tlb_entries: 16,
-            coherent_walk: c.coherent,
-            coherent: c.coherent,
-        });
-        let platform = Platform {
-            system_iommu: c.iommu,
-            debug: true,
-            ..Platform::default()
-        };
-        let device = Device::attach(&phys, config, &platform, mmu.clone()).unwrap();
-        let sim = SimDevice::new(device.clone(), mmu);
-        (device, sim)
-    };
-    let devs = [make("a"), make("b")];
+    let devs = [device_on(&phys, c, "a"), device_on(&phys, c, "b")];
     (phys, devs)
 }
 

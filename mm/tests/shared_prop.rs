@@ -14,11 +14,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::Combo;
+use common::{device_on, Combo};
 use devmmu_mm::bo::{Bo, BoFlags, CpuAccess, ExportOptions};
-use devmmu_mm::device::{Device, DeviceConfig, DeviceTlb, MmuFormat};
-use devmmu_mm::dma::{DmaMask, Platform};
-use devmmu_mm::model::{SimConfig, SimDevice, SimMmu};
+use devmmu_mm::device::{Device, MmuFormat};
+use devmmu_mm::model::SimDevice;
 use devmmu_mm::phys::{CacheMode, MemoryMap, PhysAddr, PhysMem, PAGE_SIZE};
 use devmmu_mm::vm::{Placement, Vm};
 use devmmu_mm::MmError;
@@ -105,28 +104,7 @@ struct Dev {
 }
 
 fn device(phys: &Arc<PhysMem>, c: Combo, name: &str) -> Dev {
-    let config = DeviceConfig {
-        name: name.into(),
-        dma_mask: DmaMask::bits(32),
-        coherent: c.coherent,
-        coherent_walk: c.coherent,
-        mmu: c.mmu,
-        tlb_invalidation: c.mmu.tlb_invalidation(),
-        accept_unenforced_prot: false,
-    };
-    let mmu = SimMmu::new(SimConfig {
-        tlb_entries: 16,
-        coherent_walk: c.coherent,
-        coherent: c.coherent,
-    });
-    let platform = Platform {
-        system_iommu: c.iommu,
-        debug: true,
-        ..Platform::default()
-    };
-    let hook: Arc<dyn DeviceTlb> = mmu.clone();
-    let device = Device::attach(phys, config, &platform, hook).unwrap();
-    let sim = SimDevice::new(device.clone(), mmu);
+    let (device, sim) = device_on(phys, c, name);
     Dev { device, sim }
 }
 

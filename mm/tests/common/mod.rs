@@ -315,3 +315,32 @@ fn for_each_page(bo: &Bo, offset: u64, len: usize, mut f: impl FnMut(PhysAddr, R
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Another device, named `name`, on the machine `phys`, as `c` says (32-bit mask, DMA-API
+/// debugging on, a 16-entry TLB), with its simulated hardware: for tests that share BOs between
+/// devices of one machine.
+pub fn device_on(phys: &Arc<PhysMem>, c: Combo, name: &str) -> (Arc<Device>, SimDevice) {
+    let config = DeviceConfig {
+        name: name.into(),
+        dma_mask: DmaMask::bits(32),
+        coherent: c.coherent,
+        coherent_walk: c.coherent,
+        mmu: c.mmu,
+        tlb_invalidation: c.mmu.tlb_invalidation(),
+        accept_unenforced_prot: false,
+    };
+    let mmu = SimMmu::new(SimConfig {
+        tlb_entries: 16,
+        coherent_walk: c.coherent,
+        coherent: c.coherent,
+    });
+    let platform = Platform {
+        system_iommu: c.iommu,
+        debug: true,
+        ..Platform::default()
+    };
+    let hook: Arc<dyn DeviceTlb> = mmu.clone();
+    let device = Device::attach(phys, config, &platform, hook).unwrap();
+    let sim = SimDevice::new(device.clone(), mmu);
+    (device, sim)
+}
