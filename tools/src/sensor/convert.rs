@@ -129,7 +129,12 @@ pub fn nv12_to_rgb(layout: &Nv12Layout, src: &[u8]) -> Result<RgbImage, SensorEr
     Ok(convert_to_rgb(layout, src))
 }
 
-fn check_len(which: &'static str, len: usize, layout: &Nv12Layout) -> Result<(), SensorError> {
+/// `BufferTooSmall` unless `len` bytes hold a whole frame of `layout`.
+pub(super) fn check_len(
+    which: &'static str,
+    len: usize,
+    layout: &Nv12Layout,
+) -> Result<(), SensorError> {
     if len < layout.total_size() {
         Err(SensorError::BufferTooSmall {
             which,

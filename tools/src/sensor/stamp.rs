@@ -3,6 +3,7 @@
 //! of a capture ring, a bounce buffer that was not refreshed) differs from the frame expected
 //! in it, even when the scene is a still image.
 
+use super::convert::check_len;
 use super::layout::Nv12Layout;
 use super::SensorError;
 
@@ -69,18 +70,6 @@ pub fn read_stamp(nv12: &[u8], layout: &Nv12Layout) -> Result<u32, SensorError> 
         *byte = nv12[offset];
     }
     Ok(u32::from_le_bytes(bytes))
-}
-
-fn check_len(which: &'static str, len: usize, layout: &Nv12Layout) -> Result<(), SensorError> {
-    if len < layout.total_size() {
-        Err(SensorError::BufferTooSmall {
-            which,
-            len,
-            needed: layout.total_size(),
-        })
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]
