@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use super::swiotlb::SwiotlbPools;
 use super::types::DmaOwner;
-use crate::phys::{PhysAddr, PhysMem};
+use crate::phys::{PhysAddr, PhysMem, PhysSegment};
 
 /// The DMA layer's shared state of one machine.
 #[derive(Debug, Default)]
@@ -51,13 +51,16 @@ impl DmaMachine {
         self.owned.lock().remove(&pa.0);
     }
 
-    /// The first DMA-layer-owned range overlapping `[pa, pa + len)`: its start and owner.
-    pub(crate) fn owner_of(&self, pa: PhysAddr, len: u64) -> Option<(PhysAddr, DmaOwner)> {
-        let end = pa.0.saturating_add(len);
+    /// The first DMA-layer-owned byte among `segs` (in their order) and its owner. One lock for
+    /// the whole list: a scattered buffer is one segment per page.
+    pub(crate) fn owner_of(&self, segs: &[PhysSegment]) -> Option<(PhysAddr, DmaOwner)> {
         let owned = self.owned.lock();
-        // Ranges are disjoint: if the last one starting before `end` ends at or before `pa`,
-        // every earlier one does too.
-        let (&start, &(stop, owner)) = owned.range(..end).next_back()?;
-        (stop > pa.0).then_some((PhysAddr(start.max(pa.0)), owner))
+        segs.iter().find_map(|s| {
+            let end = s.addr.0.saturating_add(s.len);
+            // Ranges are disjoint: if the last one starting before `end` ends at or before the
+            // segment's start, every earlier one does too.
+            let (&start, &(stop, owner)) = owned.range(..end).next_back()?;
+            (stop > s.addr.0).then_some((PhysAddr(start.max(s.addr.0)), owner))
+        })
     }
 }

@@ -75,17 +75,16 @@ impl DmaOps {
             return Err(MmError::ZeroSize);
         }
         let mut len: u64 = 0;
-        let machine = DmaMachine::of(&self.phys);
         for s in phys {
             self.check_ram(s.addr, s.len)?;
             len = len.checked_add(s.len).ok_or(MmError::AddrOverflow {
                 addr: s.addr,
                 len: s.len,
             })?;
-            if let Some((addr, owner)) = machine.owner_of(s.addr, s.len) {
-                self.report(DmaDiag::MapsDmaLayerMemory { pa: addr, owner });
-                return Err(MmError::DmaLayerMemory { addr, owner });
-            }
+        }
+        if let Some((addr, owner)) = DmaMachine::of(&self.phys).owner_of(phys) {
+            self.report(DmaDiag::MapsDmaLayerMemory { pa: addr, owner });
+            return Err(MmError::DmaLayerMemory { addr, owner });
         }
         self.check_overlapping(phys, dir);
         let (segs, node) = self.map_segments(phys, dir)?;

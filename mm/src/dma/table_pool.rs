@@ -284,7 +284,7 @@ impl Drop for TablePool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phys::{CacheMode, MemoryMap, RamRegion};
+    use crate::phys::{CacheMode, MemoryMap, PhysSegment, RamRegion};
 
     /// A machine of 64 frames, so that a pool's chunks are a visible share of it.
     fn phys() -> Arc<PhysMem> {
@@ -297,7 +297,9 @@ mod tests {
     }
 
     fn owner(p: &PhysMem, pa: PhysAddr) -> Option<DmaOwner> {
-        DmaMachine::of(p).owner_of(pa, 1).map(|(_, o)| o)
+        DmaMachine::of(p)
+            .owner_of(&[PhysSegment { addr: pa, len: 1 }])
+            .map(|(_, o)| o)
     }
 
     fn pa_of(pool: &TablePool, page: &TablePage) -> PhysAddr {
