@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Installs what the real-kernel test tier needs, idempotently; prints the kernel it prepared.
+#
+# - Debian packages: qemu-system-x86 (bookworm-backports, QEMU 10), busybox-static (virtme-ng's
+#   initramfs needs a statically linked busybox), udev (so vng passes the guest command's status and output back), kmod (depmod).
+# - The Debian kernel linux-image-6.12.*-amd64-unsigned from bookworm-backports, downloaded and
+#   extracted under target/kernel/ (never into /boot); its modules copied to /lib/modules/VERSION
+#   and indexed with depmod, where the guest (sharing this machine's root read-only) finds them.
+# - virtme-ng (PyPI) in a virtualenv under target/kernel/venv.
+#
+# Everything is cached: a second run does nothing but check. Output: the last line is
+# `KERNEL=<path to vmlinuz>`. Fails with one line saying what is missing if it cannot install.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+KDIR=$ROOT/target/kernel
+mkdir -p "$KDIR"
+
+say() { echo "kernel-setup: $*" >&2; }
+die() { echo "kernel-setup: FAILED: $*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+
+BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.sources
+apt_updated=0
+apt_update() {
+    if [ "$apt_updated" = 0 ]; then
+        $SUDO apt-get update -qq >/dev/null || die "apt-get update failed"
+        apt_updated=1
+    fi
+}
+if [ ! -f "$BACKPORTS" ]; then
+    say "adding bookworm-backports to apt's sources"
+    $SUDO tee "$BACKPORTS" >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v udevadm >/dev/null || need+=(udev)
+command -v depmod >/dev/null || need+=(kmod)
+if [ ${#need[@]} -gt 0 ]; then
+    say "installing ${need[*]}"
+    apt_update
+    export DEBIAN_FRONTEND=noninteractive
+    for p in "${need[@]}"; do
+        case $p in
+            qemu) $SUDO apt-get install -y -qq -t bookworm-backports --no-install-recommends \
+                      qemu-system-x86 >/dev/null || die "apt-get install qemu-system-x86 failed" ;;
+            *) $SUDO apt-get install -y -qq --no-install-recommends "$p" >/dev/null \
+                   || die "apt-get install $p failed" ;;
+        esac
+    done
+fi
+
+# The kernel: the newest plain (not -rt, not -cloud) 6.12 amd64 unsigned image in bookworm-backports.
+VMLINUZ=$(ls "$KDIR"/root/boot/vmlinuz-6.12.* 2>/dev/null | head -n1 || true)
+if [ -z "$VMLINUZ" ]; then
+    apt_update
+    PKG=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' | awk '{print $1}' \
+          | sort -V | tail -n1)
+    [ -n "$PKG" ] || die "no linux-image-6.12.*-amd64-unsigned in apt's lists (bookworm-backports?)"
+    say "downloading $PKG"
+    (cd "$KDIR" && rm -f ./*.deb && apt-get download -qq "$PKG" >/dev/null) \
+        || die "apt-get download $PKG failed"
+    rm -rf "$KDIR/root.tmp"
+    dpkg-deb -x "$KDIR"/*.deb "$KDIR/root.tmp" || die "dpkg-deb -x failed"
+    rm -rf "$KDIR/root" && mv "$KDIR/root.tmp" "$KDIR/root" && rm -f "$KDIR"/*.deb
+    VMLINUZ=$(ls "$KDIR"/root/boot/vmlinuz-6.12.* | head -n1)
+fi
+VERSION=${VMLINUZ##*/vmlinuz-}
+if [ ! -f "/lib/modules/$VERSION/modules.dep" ]; then
+    say "installing modules of $VERSION into /lib/modules/$VERSION"
+    $SUDO mkdir -p "/lib/modules/$VERSION"
+    $SUDO cp -a "$KDIR/root/lib/modules/$VERSION/." "/lib/modules/$VERSION/"
+    $SUDO depmod "$VERSION" || die "depmod $VERSION failed"
+fi
+
+VENV=$KDIR/venv
+if [ ! -x "$VENV/bin/vng" ]; then
+    say "installing virtme-ng into $VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed"
+    "$VENV/bin/pip" install -q virtme-ng >/dev/null || die "pip install virtme-ng failed"
+fi
+echo "KERNEL=$VMLINUZ"
