@@ -376,9 +376,10 @@ pub enum MmError {
         error: devmmu_pagetable::Error,
     },
 
-    /// A two-step IOVA call (`iova_alloc`, ...) on a device without a system IOMMU: as
-    /// `dma_iova_try_alloc` returns false there, the caller must use `map_page`/`map_sg`.
-    #[error("the IOVA API needs a system IOMMU; this device uses direct DMA: use map_page/map_sg")]
+    /// A two-step IOVA call (`iova_alloc`, ...) on a device without the modelled system IOMMU
+    /// (direct DMA, or VFIO, which maps only whole buffers): as `dma_iova_try_alloc` returns
+    /// false there, the caller must use `map_page`/`map_sg`.
+    #[error("the IOVA API needs the modelled system IOMMU; use map_page/map_sg on this device")]
     IovaApiUnsupported,
 
     /// An `IovaRange` that is not a live range of this device (freed, or another device's).
@@ -498,6 +499,38 @@ pub enum MmError {
         oa_bits: u32,
     },
     // ---- end device VMs ----
+    // ---- VFIO ----
+    /// VFIO: sysfs names no IOMMU group for PCI device `device` (no such device, or it sits
+    /// behind no IOMMU: boot with `intel_iommu=on` on a platform that has one).
+    #[error("no IOMMU group for PCI device {device:?} (no such device, or no IOMMU)")]
+    VfioNoGroup {
+        /// The PCI address asked for (`DDDD:BB:DD.F`).
+        device: String,
+    },
+    /// VFIO: a device of IOMMU group `group` is not bound to vfio-pci (or another VFIO
+    /// driver), so the group cannot be used (`VFIO_GROUP_FLAGS_VIABLE` clear).
+    #[error("VFIO group {group} is not viable: bind every device of the group to vfio-pci")]
+    VfioGroupNotViable {
+        /// The group number (`/dev/vfio/N`).
+        group: u32,
+    },
+    /// VFIO: the kernel's VFIO lacks something devmmu needs.
+    #[error("VFIO: unsupported: {what}")]
+    VfioUnsupported {
+        /// What is missing.
+        what: &'static str,
+    },
+    /// VFIO: an access to region `index` of a device that the region does not allow: no such
+    /// region, `[offset, offset + len)` beyond its size (bytes), or not readable/writable.
+    #[error("VFIO region {index}: no access to {len} bytes at offset {offset:#x}")]
+    VfioRegion {
+        /// Region index (BAR n is region n; config space is 7).
+        index: u32,
+        /// Byte offset in the region.
+        offset: u64,
+        /// Bytes.
+        len: u64,
+    },
     /// A system call failed. `op` names the call (`"memfd_create"`, `"ftruncate"`,
     /// `"fcntl(F_ADD_SEALS)"`, `"mmap"`, `"fstat"`, ...), `errno` is what the kernel returned.
     #[error("{op} failed: {errno}")]

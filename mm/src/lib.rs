@@ -65,4 +65,5 @@ pub mod phys;
 pub mod prelude;
 pub mod range;
 pub mod share;
+pub mod vfio;
 pub mod vm;

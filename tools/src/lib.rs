@@ -1,3 +1,4 @@
 //! Library half of the `devmmu` command: the scenarios and their pieces.
 pub mod camera;
+pub mod edu;
 pub mod sensor;

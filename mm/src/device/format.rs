@@ -185,6 +185,22 @@ impl MmuFormat {
     pub fn effective_prot(self, prot: Prot) -> Prot {
         dispatch_format!(self, F => F::effective_prot(prot))
     }
+
+    /// Walks the tables of this format from `root` for `iova`, reading every entry through
+    /// `reader` (devmmu-pagetable's [`walk`](devmmu_pagetable::walk)): what a device's MMU
+    /// does. A driver whose device has no hardware walker of its own (the real-kernel tier's
+    /// edu driver) uses it to translate, with a reader that fetches each entry by DMA.
+    ///
+    /// # Errors
+    /// The [`WalkFault`](devmmu_pagetable::WalkFault) the hardware would report.
+    pub fn walk(
+        self,
+        reader: &dyn devmmu_pagetable::TableReader,
+        root: devmmu_pagetable::DmaAddr,
+        iova: devmmu_pagetable::Iova,
+    ) -> Result<devmmu_pagetable::Translation, devmmu_pagetable::WalkFault> {
+        dispatch_format!(self, F => devmmu_pagetable::walk::<F, _>(reader, root, iova))
+    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,12 @@ impl Inner {
                 let (segs, node) = i.map_phys(&ops.counters, &frames.segments(), prot)?;
                 (frames, segs, Some(node))
             }
+            Backend::Vfio(v) => {
+                let frames = ops.phys.alloc_frames(pages, FrameAlloc::scattered())?;
+                let write = base_prot.contains(Prot::WRITE);
+                let (segs, node) = v.map_phys(&ops.phys, &frames.segments(), write)?;
+                (frames, segs, Some(node))
+            }
         };
         if kind == MappingKind::Coherent && !ops.dev.coherent {
             // arch_dma_prep_coherent: no dirty line of the buffer may be written back over

@@ -30,6 +30,7 @@ impl DmaOps {
                 d.bus_to_phys(self.dev.mask, &self.phys, &self.registry, dma, len)
             }
             Backend::Iommu(i) => i.bus_to_phys(self.dev.mask, &self.phys, dma, len, write),
+            Backend::Vfio(v) => v.bus_to_phys(self.dev.mask, dma, len),
         }
     }
 

@@ -1,6 +1,6 @@
 //! A system IOMMU domain (drivers/iommu/dma-iommu.c on top of an SMMU-like IOMMU).
 //!
-//! Owns one device's IOVA space (a drm_mm-style [`RangeAllocator`] over `[granule, mask]`
+//! Owns one device's IOVA space (`iova_space.rs`: a drm_mm-style range allocator over `[granule, mask]`
 //! minus the platform's reserved regions, allocating top-down like drivers/iommu/iova.c) and its
 //! ARM LPAE page table, whose table pages are [`PhysMem`](crate::phys::PhysMem) frames addressed
 //! physically (the IOMMU walks physical memory, coherently). It maps and unmaps IOVA ranges and
@@ -15,21 +15,16 @@ use devmmu_pagetable::{
 };
 use parking_lot::Mutex;
 
+use super::iova_space::IovaSpace;
 use super::registry::Seg;
 use super::stats::Counters;
 use super::table_pool::{TableBus, TablePool};
 use super::types::{BusFault, BusFaultReason, DmaMask, Platform};
 use crate::phys::{FrameView, PhysAddr, PhysMem, PhysSegment, Zone, PAGE_SIZE};
-use crate::range::{AllocMode, RangeAllocator, RangeError};
 use crate::{AddressSpace, MmError};
 
 /// The IOVA granule of the domain, in bytes (4 KiB pages of [`ArmLpae4k`]).
 pub const IOVA_GRANULE: u64 = PAGE_SIZE;
-
-/// Sizes below this many granules are rounded up to a power of two, as the kernel's IOVA
-/// allocator does so that its per-CPU caches (`IOVA_RANGE_CACHE_MAX_SIZE` = 6 orders) can
-/// recycle them.
-const IOVA_RCACHE_PAGES: u64 = 1 << (6 - 1);
 
 /// Reads the domain's tables from physical memory as the IOMMU's coherent walker does: the CPU
 /// view, since the walk snoops the caches. Holds the frame table for the whole walk, so each
@@ -79,10 +74,8 @@ pub(crate) struct IovaNode {
 }
 
 struct State {
-    iova: RangeAllocator,
+    space: IovaSpace,
     pt: PageTable<ArmLpae4k, TablePool>,
-    /// Bytes of the span taken by reserved regions.
-    reserved_bytes: u64,
 }
 
 /// The system IOMMU domain of one device: bus address = IOVA. The device's mask, memory and
@@ -128,38 +121,7 @@ impl IommuDomain {
         platform: &Platform,
     ) -> Result<IommuDomain, MmError> {
         let top = mask.0.min((1u64 << 48) - 1);
-        // `top + 1` cannot overflow: `top < 2^48`.
-        let span = (IOVA_GRANULE, (top + 1) & !(IOVA_GRANULE - 1));
-        let mut iova = RangeAllocator::new(span.0, span.1)
-            .map_err(|_| MmError::DmaMaskTooSmall { mask: top })?;
-        let mut regions: Vec<(u64, u64)> = platform
-            .reserved
-            .iter()
-            .map(|&(s, e)| {
-                (
-                    (s & !(IOVA_GRANULE - 1)).max(span.0),
-                    e.checked_next_multiple_of(IOVA_GRANULE)
-                        .unwrap_or(u64::MAX)
-                        .min(span.1),
-                )
-            })
-            .filter(|(s, e)| s < e)
-            .collect();
-        regions.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for (s, e) in regions {
-            match merged.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
-        }
-        let mut reserved_bytes = 0;
-        for &(s, e) in &merged {
-            // Merged, clipped and disjoint, into an empty allocator: cannot fail.
-            if iova.reserve(s, e - s).is_ok() {
-                reserved_bytes += e - s;
-            }
-        }
+        let space = IovaSpace::new(top, &platform.reserved)?;
         // The IOMMU reaches only what its 48-bit output address can name, tables included.
         let pool = TablePool::new(
             phys.clone(),
@@ -175,12 +137,8 @@ impl IommuDomain {
         .map_err(map_err(DmaAddr(0), 0))?;
         Ok(IommuDomain {
             root: pt.root(),
-            span: (DmaAddr(span.0), DmaAddr(span.1)),
-            state: Mutex::new(State {
-                iova,
-                pt,
-                reserved_bytes,
-            }),
+            span: space.span(),
+            state: Mutex::new(State { space, pt }),
         })
     }
 
@@ -207,49 +165,17 @@ impl IommuDomain {
 
     /// IOVA bytes allocated, reserved regions excluded.
     pub(crate) fn iova_bytes_in_use(&self) -> u64 {
-        let s = self.state.lock();
-        s.iova.used_bytes() - s.reserved_bytes
+        self.state.lock().space.bytes_in_use()
     }
 
-    /// Allocates an IOVA node for `size` bytes (a granule multiple, `> 0`): sizes under 32
-    /// granules rounded up to a power of two, aligned to the size rounded up to a power of two
-    /// (`alloc_iova(.., size_aligned = true)`), the highest free place below the mask.
-    fn alloc_locked(&self, s: &mut State, size: u64) -> Result<IovaNode, MmError> {
-        let pages = size / IOVA_GRANULE;
-        let node_pages = if pages < IOVA_RCACHE_PAGES {
-            pages.next_power_of_two()
-        } else {
-            pages
-        };
-        let align = pages
-            .checked_next_power_of_two()
-            .and_then(|p| p.checked_mul(IOVA_GRANULE));
-        let exhausted = MmError::NoAddressSpace {
-            space: AddressSpace::SystemIova,
-            size,
-            limit: self.limit(),
-        };
-        let (Some(align), Some(node)) = (align, node_pages.checked_mul(IOVA_GRANULE)) else {
-            return Err(exhausted);
-        };
-        match s.iova.alloc(node, align, AllocMode::Highest) {
-            Ok(n) => Ok(IovaNode {
-                start: DmaAddr(n.start()),
-                size: n.size(),
-            }),
-            Err(RangeError::NoSpace { .. }) => Err(exhausted),
-            Err(_) => Err(exhausted),
-        }
-    }
-
-    /// [`IommuDomain::alloc_locked`] under the lock.
+    /// Allocates an IOVA node for `size` bytes (see [`IovaSpace::alloc`]).
     pub(crate) fn alloc_iova(&self, size: u64) -> Result<IovaNode, MmError> {
-        self.alloc_locked(&mut self.state.lock(), size)
+        self.state.lock().space.alloc(size)
     }
 
     /// Frees the IOVA node starting at `start` (nothing mapped in it any more).
     pub(crate) fn free_iova(&self, start: DmaAddr) {
-        let _ = self.state.lock().iova.free(start.get());
+        self.state.lock().space.free(start);
     }
 
     /// Maps `segs` contiguously in a fresh IOVA node, as `iommu_dma_map_sg`: each segment is
@@ -278,14 +204,14 @@ impl IommuDomain {
             })?;
         }
         let mut st = self.state.lock();
-        let node = self.alloc_locked(&mut st, total)?;
+        let node = st.space.alloc(total)?;
         let mut g = Gather::new();
         let r = st
             .pt
             .map_segments(table_iova(node.start), &pieces, prot, &mut g);
         sync_gather(counters, &mut st, &mut g);
         if let Err(e) = r {
-            let _ = st.iova.free(node.start.get());
+            st.space.free(node.start);
             return Err(map_err(node.start, total)(e));
         }
         let mut out = Vec::with_capacity(segs.len());

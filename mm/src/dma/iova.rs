@@ -44,7 +44,7 @@ impl DmaOps {
     fn iommu(&self) -> Result<&IommuDomain, MmError> {
         match &self.backend {
             Backend::Iommu(i) => Ok(i),
-            Backend::Direct(_) => Err(MmError::IovaApiUnsupported),
+            Backend::Direct(_) | Backend::Vfio(_) => Err(MmError::IovaApiUnsupported),
         }
     }
 

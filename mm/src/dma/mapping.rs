@@ -31,6 +31,11 @@ impl DmaOps {
                     i.unmap_node(&self.counters, n);
                 }
             }
+            Backend::Vfio(v) => {
+                if let Some(n) = node {
+                    v.unmap_node(&self.counters, n);
+                }
+            }
         }
     }
 
@@ -57,6 +62,11 @@ impl DmaOps {
             Backend::Iommu(i) => {
                 let prot = dir.prot(self.dev.coherent);
                 let (segs, node) = i.map_phys(&self.counters, phys, prot)?;
+                Ok((segs, Some(node)))
+            }
+            Backend::Vfio(v) => {
+                let write = dir.prot(true).contains(devmmu_pagetable::Prot::WRITE);
+                let (segs, node) = v.map_phys(&self.phys, phys, write)?;
                 Ok((segs, Some(node)))
             }
         }
@@ -489,6 +499,11 @@ impl DmaOps {
                 let one = [PhysSegment { addr: pa, len }];
                 let (segs, node) = i.map_phys(&self.counters, &one, prot)?;
                 (segs, Some(node))
+            }
+            Backend::Vfio(_) => {
+                return Err(MmError::VfioUnsupported {
+                    what: "mapping a modelled MMIO resource: it has no memory VFIO could map",
+                })
             }
         };
         let handle = segs[0].dma;

@@ -7,7 +7,10 @@
 //! - [`Direct`]: `DmaAddr = phys + bus_offset`; a range beyond the device's DMA mask is bounced
 //!   through a swiotlb pool (`swiotlb.rs`) or refused when the platform has none;
 //! - [`IommuDomain`]: the device sits behind a system IOMMU; every mapping gets an IOVA in the
-//!   device's own domain and IOPTEs in a page table walked from physical memory.
+//!   device's own domain and IOPTEs in a page table walked from physical memory;
+//! - [`VfioDomain`]: the device sits behind the running kernel's real IOMMU, reached through a
+//!   VFIO container ([`crate::vfio`]); every mapping gets an IOVA of the device's space and a
+//!   `VFIO_IOMMU_MAP_DMA` of the memory behind it.
 //!
 //! This module owns the DMA-API semantics common to both, one concept per file, as kernel/dma
 //! cuts its own:
@@ -25,7 +28,8 @@
 //!   the leak report of [`DmaOps::detach`]);
 //! - `bus.rs`: what the bus does with an address a device emits ([`DmaOps::bus_to_phys`],
 //!   [`DmaOps::bus_read`], [`DmaOps::bus_write`]);
-//! - `direct.rs`, `swiotlb.rs`, `iommu.rs`: the backends, which own only what differs between
+//! - `direct.rs`, `swiotlb.rs`, `iommu.rs`, `vfio.rs`: the backends (`iova_space.rs`: the IOVA
+//!   allocator of the two IOMMU-backed ones), which own only what differs between
 //!   them and are handed the shared state they need; `table_pool.rs`: page-table pages from
 //!   physical frames; `stats.rs`: counters; `types.rs`: the value types.
 //!
@@ -41,6 +45,7 @@ mod debug;
 mod direct;
 mod iommu;
 mod iova;
+mod iova_space;
 mod machine;
 mod mapping;
 mod registry;
@@ -49,6 +54,7 @@ pub(crate) mod swiotlb;
 mod sync;
 mod table_pool;
 mod types;
+mod vfio;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,8 +73,9 @@ pub use swiotlb::{IO_TLB_SEGSIZE, IO_TLB_SIZE, MAX_BOUNCE_BYTES};
 pub use table_pool::{PoolMark, TableBus, TablePool, CHUNK_PAGES};
 pub use types::{
     BusFault, BusFaultReason, DmaAttrs, DmaDevice, DmaDirection, DmaMask, DmaOpsKind, DmaOwner,
-    DmaSegment, MappingKind, Platform, SgTable, DEFAULT_SWIOTLB_BYTES, X86_MSI_WINDOW,
+    DmaSegment, MappingKind, Platform, SgTable, VfioHandle, DEFAULT_SWIOTLB_BYTES, X86_MSI_WINDOW,
 };
+pub use vfio::VfioDomain;
 
 use debug::{DebugLog, PaIndex};
 use registry::Registry;
@@ -111,6 +118,8 @@ enum Backend {
     Direct(Direct),
     /// Behind a system IOMMU.
     Iommu(IommuDomain),
+    /// Behind the running kernel's IOMMU, through VFIO.
+    Vfio(VfioDomain),
 }
 
 const _: () = {
@@ -148,7 +157,9 @@ impl DmaOps {
         if let Some(&(start, end)) = platform.reserved.iter().find(|(s, e)| s >= e) {
             return Err(MmError::BadReservedRegion { start, end });
         }
-        let backend = if platform.system_iommu {
+        let backend = if let Some(vfio) = &platform.vfio {
+            Backend::Vfio(VfioDomain::new(vfio.0.clone(), dev.mask, platform)?)
+        } else if platform.system_iommu {
             Backend::Iommu(IommuDomain::new(&phys, dev.mask, platform)?)
         } else {
             Backend::Direct(Direct::new(&phys, dev.mask, platform)?)
@@ -177,6 +188,7 @@ impl DmaOps {
         match self.backend {
             Backend::Direct(_) => DmaOpsKind::Direct,
             Backend::Iommu(_) => DmaOpsKind::Iommu,
+            Backend::Vfio(_) => DmaOpsKind::Vfio,
         }
     }
 
@@ -184,7 +196,7 @@ impl DmaOps {
     pub fn as_direct(&self) -> Option<&Direct> {
         match &self.backend {
             Backend::Direct(d) => Some(d),
-            Backend::Iommu(_) => None,
+            Backend::Iommu(_) | Backend::Vfio(_) => None,
         }
     }
 
@@ -193,7 +205,15 @@ impl DmaOps {
     pub fn as_iommu(&self) -> Option<&IommuDomain> {
         match &self.backend {
             Backend::Iommu(i) => Some(i),
-            Backend::Direct(_) => None,
+            Backend::Direct(_) | Backend::Vfio(_) => None,
+        }
+    }
+
+    /// The VFIO domain (its container and aperture), if this is [`DmaOpsKind::Vfio`].
+    pub fn as_vfio(&self) -> Option<&VfioDomain> {
+        match &self.backend {
+            Backend::Vfio(v) => Some(v),
+            Backend::Direct(_) | Backend::Iommu(_) => None,
         }
     }
 
@@ -212,7 +232,7 @@ impl DmaOps {
     pub fn dma_zone(&self) -> Zone {
         match &self.backend {
             Backend::Direct(d) => d.zone(),
-            Backend::Iommu(_) => Zone::Any,
+            Backend::Iommu(_) | Backend::Vfio(_) => Zone::Any,
         }
     }
 
@@ -222,6 +242,7 @@ impl DmaOps {
         match &self.backend {
             Backend::Direct(d) => s.swiotlb_slots_in_use = d.slots_in_use(),
             Backend::Iommu(i) => s.iova_bytes_in_use = i.iova_bytes_in_use(),
+            Backend::Vfio(v) => s.iova_bytes_in_use = v.iova_bytes_in_use(),
         }
         s
     }

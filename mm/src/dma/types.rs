@@ -2,7 +2,10 @@
 
 use devmmu_pagetable::{DmaAddr, Prot};
 
+use std::sync::Arc;
+
 use crate::phys::{PhysAddr, PhysSegment};
+use crate::vfio::VfioContainer;
 
 /// Which way the data of a streaming mapping flows (the kernel's `enum dma_data_direction`,
 /// include/linux/dma-direction.h; `DMA_NONE` has no counterpart: it is never valid for a mapping).
@@ -118,6 +121,12 @@ pub struct Platform {
     /// Devices sit behind a system IOMMU (an SMMU, VT-d, AMD-Vi): each gets its own domain and
     /// IOVA space. Takes precedence over everything below except `reserved` and the debug flags.
     pub system_iommu: bool,
+    /// Devices sit behind the real system IOMMU of the running kernel, reached through this
+    /// VFIO container (the device's group attached to it): each mapping is a
+    /// `VFIO_IOMMU_MAP_DMA` of the memory at an IOVA of the device's own space. Takes
+    /// precedence over `system_iommu` and everything below except `reserved` and the debug
+    /// flags.
+    pub vfio: Option<VfioHandle>,
     /// Size in bytes of the swiotlb bounce pool a direct-DMA device gets when its mask does not
     /// reach all RAM (`None`: no pool; a buffer beyond the mask is then refused). Rounded up to
     /// whole pages.
@@ -142,6 +151,7 @@ impl Default for Platform {
     fn default() -> Platform {
         Platform {
             system_iommu: false,
+            vfio: None,
             swiotlb: Some(DEFAULT_SWIOTLB_BYTES),
             bus_offset: 0,
             reserved: vec![X86_MSI_WINDOW],
@@ -158,6 +168,26 @@ pub enum DmaOpsKind {
     Direct,
     /// Behind a system IOMMU: bus address = IOVA in the device's own domain.
     Iommu,
+    /// Behind the running kernel's IOMMU through VFIO: bus address = IOVA in the container.
+    Vfio,
+}
+
+/// A VFIO container as a [`Platform`] holds it: shared, compared and hashed by identity.
+#[derive(Clone, Debug)]
+pub struct VfioHandle(pub Arc<VfioContainer>);
+
+impl PartialEq for VfioHandle {
+    fn eq(&self, other: &VfioHandle) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for VfioHandle {}
+
+impl core::hash::Hash for VfioHandle {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.0).hash(state);
+    }
 }
 
 /// Attributes of a streaming mapping (the kernel's `DMA_ATTR_*`, include/linux/dma-mapping.h).
