@@ -173,13 +173,6 @@ pub enum MmError {
         expected: Option<u64>,
     },
 
-    /// An fd of a kind this build cannot import (e.g. a dma-buf).
-    #[error("import of {what} is not supported")]
-    ImportUnsupported {
-        /// What was refused, and why.
-        what: &'static str,
-    },
-
     /// The udmabuf device could not be opened (absent on this kernel, or no permission), and
     /// the export was not allowed to fall back to the memfd.
     #[error("udmabuf device {path} unavailable: {errno}")]

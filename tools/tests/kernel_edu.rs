@@ -5,78 +5,19 @@
 //!
 //! Each test says what it checked on stdout (`edu: ...` lines), which the tier's log keeps.
 
-use std::sync::Arc;
+mod kernel;
 
-use devmmu_mm::device::{Device, DeviceConfig, MmuFormat};
-use devmmu_mm::dma::{DmaMask, DmaOpsKind, Platform, TableBus, TablePool, VfioHandle};
-use devmmu_mm::phys::{CacheMode, MemoryMap, PhysMem, Zone, PAGE_SIZE};
+use kernel::{dmar_faults, pattern, quiet_fault_log, rig};
+
+use devmmu_mm::device::MmuFormat;
+use devmmu_mm::dma::{TableBus, TablePool};
+use devmmu_mm::phys::{Zone, PAGE_SIZE};
 use devmmu_mm::prelude::*;
-use devmmu_mm::vfio::VfioContainer;
 use devmmu_mm::vm::MmuContext;
 use devmmu_pagetable::{
     ArmLpae4k, Format, Gather, Ipu, PageTable, PageTableConfig, TableAlloc, TablePage,
 };
-use devmmu_tools::edu::{Edu, EduError, EDU_DMA_BITS, EDU_PCI_ID};
-
-/// The PCI address of the edu device, from sysfs.
-fn edu_bdf() -> String {
-    for e in std::fs::read_dir("/sys/bus/pci/devices").expect("sysfs") {
-        let p = e.expect("sysfs entry").path();
-        let id = |f: &str| {
-            std::fs::read_to_string(p.join(f))
-                .ok()
-                .and_then(|s| u16::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
-        };
-        if id("vendor") == Some(EDU_PCI_ID.0) && id("device") == Some(EDU_PCI_ID.1) {
-            return p.file_name().unwrap().to_string_lossy().into_owned();
-        }
-    }
-    panic!("no edu device (1234:11e8) in this machine: run inside the test guest");
-}
-
-struct Rig {
-    phys: Arc<PhysMem>,
-    device: Arc<Device>,
-    edu: Edu,
-}
-
-/// edu opened through VFIO; a devmmu device with `format`'s MMU attached on the container's
-/// DMA ops (28-bit mask, as edu); the edu driver on top.
-fn rig(format: MmuFormat) -> Rig {
-    let (container, vdev) = VfioContainer::open_pci(&edu_bdf()).expect("VFIO open of edu");
-    let phys = PhysMem::new(MemoryMap::default(), CacheMode::Native).expect("phys");
-    let platform = Platform {
-        vfio: Some(VfioHandle(container)),
-        debug: true,
-        ..Platform::default()
-    };
-    let mut config = match format {
-        MmuFormat::Ipu => DeviceConfig::ipu("edu"),
-        _ => DeviceConfig::arm_lpae("edu", DmaMask::bits(EDU_DMA_BITS), false),
-    };
-    config.dma_mask = DmaMask::bits(EDU_DMA_BITS);
-    let tlb = Edu::tlb();
-    let device = Device::attach(&phys, config, &platform, tlb.clone()).expect("attach");
-    assert_eq!(device.dma_ops().kind(), DmaOpsKind::Vfio);
-    let edu = Edu::new(vdev, device.dma_ops(), tlb).expect("edu");
-    Rig { phys, device, edu }
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-        .collect()
-}
-
-/// Lines of the kernel log that report an IOMMU (DMAR) fault.
-fn dmar_faults() -> Vec<String> {
-    let out = std::process::Command::new("dmesg").output().expect("dmesg");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("DMAR") && l.to_lowercase().contains("fault"))
-        .map(str::to_string)
-        .collect()
-}
+use devmmu_tools::edu::{EduError, EDU_DMA_BITS};
 
 fn device_writes_cpu_reads(format: MmuFormat) {
     let rig = rig(format);
@@ -169,6 +110,7 @@ fn leaf_to_unmapped<F: Format>(format: MmuFormat) {
     // Memory of ours the device could hit if the IOMMU let a stray write through.
     let canary = rig.device.dma_ops().alloc_coherent(PAGE_SIZE).unwrap();
     canary.write(0, &[0xC3; PAGE_SIZE as usize]).unwrap();
+    quiet_fault_log();
     let before = dmar_faults();
     rig.edu.write(&ctx, va, &[0x5a; 64]).unwrap();
     let mut buf = [0xEEu8; 64];
@@ -279,6 +221,7 @@ fn table_not_mapped<F: Format>(format: MmuFormat) {
         format,
         dummy_page: None,
     };
+    quiet_fault_log();
     let before = dmar_faults();
     match rig.edu.translate(&ctx, va, false) {
         // ARM LPAE: the refused fetch reads as a zero entry, which is invalid.

@@ -167,7 +167,7 @@ impl CpuAccessGuard<'_> {
     /// The first error of `DmaOps::sync_sg_for_device` (e.g. [`MmError::BadPhysAddr`]).
     pub fn end(mut self) -> Result<(), MmError> {
         self.ended = true;
-        self.bo.end_cpu_access()
+        self.bo.end_cpu_access(self.access)
     }
 }
 
@@ -175,7 +175,7 @@ impl Drop for CpuAccessGuard<'_> {
     fn drop(&mut self) {
         if !self.ended {
             // A destructor cannot return the error; `end` does.
-            let _ = self.bo.end_cpu_access();
+            let _ = self.bo.end_cpu_access(self.access);
         }
     }
 }
@@ -200,12 +200,18 @@ impl Bo {
     /// The first error of `DmaOps::sync_sg_for_cpu`. The attachments synced before it are
     /// handed back to their devices, so no bracket is left half open.
     pub fn begin_cpu_access(&self, access: CpuAccess) -> Result<CpuAccessGuard<'_>, MmError> {
+        if self.dma_buf {
+            super::dma_buf::sync(self.frames.fd(), access, true)?;
+        }
         let live = self.live_attachments();
         for (i, a) in live.iter().enumerate() {
             if let Err(e) = a.sync_for_cpu() {
                 for done in &live[..i] {
                     // Best effort: the error being returned is the one that matters.
                     let _ = done.sync_for_device();
+                }
+                if self.dma_buf {
+                    let _ = super::dma_buf::sync(self.frames.fd(), access, false);
                 }
                 return Err(e);
             }
@@ -219,10 +225,17 @@ impl Bo {
         })
     }
 
-    fn end_cpu_access(&self) -> Result<(), MmError> {
+    fn end_cpu_access(&self, access: CpuAccess) -> Result<(), MmError> {
         let mut first = Ok(());
         for a in self.live_attachments() {
             if let Err(e) = a.sync_for_device() {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        if self.dma_buf {
+            if let Err(e) = super::dma_buf::sync(self.frames.fd(), access, false) {
                 if first.is_ok() {
                     first = Err(e);
                 }

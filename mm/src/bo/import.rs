@@ -45,16 +45,37 @@ fn os(op: &'static str) -> impl FnOnce(Errno) -> MmError {
     move |errno| MmError::Os { op, errno }
 }
 
-/// The checks of [`Bo::import`]; returns the fd's size in bytes.
-fn check_fd(fd: BorrowedFd<'_>, expected_size: Option<u64>) -> Result<u64, MmError> {
-    let st = rustix::fs::fstat(fd).map_err(os("fstat"))?;
-    let file_type = FileType::from_raw_mode(st.st_mode);
-    if is_dma_buf(fd) {
-        return Err(MmError::ImportUnsupported {
-            what: "dma-buf fds (this kernel has no dma-buf exporter to test against; import \
-                   would need mmap of the dma-buf and DMA_BUF_IOCTL_SYNC around CPU access)",
+/// What an fd passed to [`Bo::import`] turned out to be.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FdKind {
+    DmaBuf,
+    Memfd,
+}
+
+/// The checks of a dma-buf: opened read-write (else its mmap cannot be writable), size from
+/// `lseek` a non-zero page multiple equal to `expected_size` when given.
+fn check_dma_buf(fd: BorrowedFd<'_>, expected_size: Option<u64>) -> Result<u64, MmError> {
+    let access = rustix::fs::fcntl_getfl(fd).map_err(os("fcntl(F_GETFL)"))? & OFlags::RWMODE;
+    if access != OFlags::RDWR {
+        return Err(MmError::FdNotWritable { access });
+    }
+    let size = super::dma_buf::size(fd)?;
+    if check_size(size).is_err() || expected_size.is_some_and(|e| e != size) {
+        return Err(MmError::WrongSize {
+            size,
+            expected: expected_size,
         });
     }
+    Ok(size)
+}
+
+/// The checks of [`Bo::import`]; returns what the fd is and its size in bytes.
+fn check_fd(fd: BorrowedFd<'_>, expected_size: Option<u64>) -> Result<(FdKind, u64), MmError> {
+    if is_dma_buf(fd) {
+        return Ok((FdKind::DmaBuf, check_dma_buf(fd, expected_size)?));
+    }
+    let st = rustix::fs::fstat(fd).map_err(os("fstat"))?;
+    let file_type = FileType::from_raw_mode(st.st_mode);
     // Only shmem (memfd, tmpfs) and hugetlbfs files carry seals; the kernel answers EINVAL for
     // every other kind of file (mm/memfd.c `memfd_fcntl`).
     let seals = match rustix::fs::fcntl_get_seals(fd) {
@@ -84,7 +105,7 @@ fn check_fd(fd: BorrowedFd<'_>, expected_size: Option<u64>) -> Result<u64, MmErr
             expected: expected_size,
         });
     }
-    Ok(size)
+    Ok((FdKind::Memfd, size))
 }
 
 impl Bo {
@@ -113,9 +134,14 @@ impl Bo {
     /// second object is made over the same pages and `flags` is not used.
     ///
     /// Checks, in order (the first failure is returned):
-    /// 1. not a dma-buf: [`MmError::ImportUnsupported`]. This machine has no dma-buf exporter
-    ///    (no `/dev/udmabuf`, no DRM), so importing one could not be tested; refuse it
-    ///    rather than map it without `DMA_BUF_IOCTL_SYNC`.
+    /// 1. a dma-buf (a udmabuf, a DRM driver's PRIME export, a dma-heap buffer) is imported
+    ///    as the exporter gives it: it must be opened read-write ([`MmError::FdNotWritable`]),
+    ///    its size (`lseek(fd, 0, SEEK_END)`) must be a non-zero page multiple equal to
+    ///    `expected_size` when given ([`MmError::WrongSize`]); its pages are the dma-buf's
+    ///    `mmap`, every CPU access bracket ([`Bo::begin_cpu_access`]) is also a
+    ///    `DMA_BUF_IOCTL_SYNC` START/END on it, and a device maps it through its own system DMA
+    ///    ops like any BO (on VFIO: `VFIO_IOMMU_MAP_DMA` of the mmap). Checks 2-6 are for
+    ///    other fds.
     /// 2. sealable (a memfd; also a tmpfs or hugetlbfs file): otherwise `F_GET_SEALS` fails with
     ///    `EINVAL` and the error is [`MmError::NotMemfd`] (a pipe, a socket, a file on disk, a
     ///    directory, a device node).
@@ -148,11 +174,14 @@ impl Bo {
             return Ok(bo);
         }
         let key = prime::file_key(fd.as_fd());
-        let size = check_fd(fd.as_fd(), expected_size)?;
+        let (kind, size) = check_fd(fd.as_fd(), expected_size)?;
         // The checked seals cannot be removed, so the size cannot drop below `size` between the
-        // check and the mapping; a write seal added meanwhile makes `mmap` fail (EPERM).
+        // check and the mapping; a write seal added meanwhile makes `mmap` fail (EPERM). A
+        // dma-buf's size never changes.
         let frames = phys.adopt_fd(fd, size, flags.frame_alloc())?;
-        let bo = Arc::new(Bo::from_frames(frames, flags, true));
+        let mut bo = Bo::from_frames(frames, flags, true);
+        bo.dma_buf = kind == FdKind::DmaBuf;
+        let bo = Arc::new(bo);
         if let Some(key) = key {
             prime::remember(key, &bo);
         }

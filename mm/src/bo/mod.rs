@@ -14,8 +14,10 @@
 //! Documentation/driver-api/dma-buf.rst) for attachments and CPU access, udmabuf
 //! (drivers/dma-buf/udmabuf.c) for turning a memfd into a dma-buf.
 
+mod allocator;
 mod attach;
 mod cpu_access;
+pub(crate) mod dma_buf;
 mod export;
 mod handles;
 mod import;
@@ -31,6 +33,7 @@ use crate::phys::{
 };
 use crate::MmError;
 
+pub use allocator::{AllocSource, DmaBufAllocator, SharedBuffer, DMA_HEAP_SYSTEM_PATH};
 pub use attach::BoAttachment;
 pub use cpu_access::{CpuAccess, CpuAccessGuard};
 pub use export::{ExportOptions, ExportedFd, FdKind, UDMABUF_PATH};
@@ -137,6 +140,8 @@ pub struct Bo {
     frames: Frames,
     flags: BoFlags,
     imported: bool,
+    /// Imported from a dma-buf: every CPU access is bracketed with `DMA_BUF_IOCTL_SYNC` on it.
+    dma_buf: bool,
     pin: Mutex<PinState>,
     /// The live attachments, at most one per device, for sharing between the device's users,
     /// the CPU access bracket and the DMA-debug checks. Weak, so that an attachment whose last
@@ -190,6 +195,7 @@ impl Bo {
             frames,
             flags,
             imported,
+            dma_buf: false,
             pin: Mutex::new(PinState::default()),
             attachments: Mutex::new(Vec::new()),
             prime_keys: Mutex::new(Vec::new()),
