@@ -9,6 +9,10 @@
 //! frame byte for byte against the sensor's NV12. Cache maintenance uses the model, so a
 //! missing sync shows up as a mismatch.
 //!
+//! With `--platform vfio` the same driver runs on the real kernel: QEMU's edu DMA engine,
+//! opened through VFIO, is the ISP's DMA engine ([`crate::edu`]), the system DMA ops are the
+//! kernel's IOMMU, and the CPU's caches are the real ones.
+//!
 //! The sensor stamps the frame number into every frame ([`stamp_frame`]: the first 4 luma bytes),
 //! so each frame is checked against its own bytes. Without it a still scene gives the same bytes
 //! every frame, and a buffer that was never written could pass: with direct DMA the device
@@ -61,6 +65,22 @@ pub enum DmaArg {
     Direct,
 }
 
+/// Where the camera ISP runs, as given on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum PlatformArg {
+    /// The simulated machine: devmmu's device model writes the frames (the default).
+    Sim,
+    /// The running kernel: QEMU's edu DMA engine, opened through VFIO, writes the frames through
+    /// devmmu's IOPTEs, its table walk fetching every entry by DMA (`devmmu_tools::edu`); the
+    /// system DMA ops are the kernel's IOMMU through VFIO. edu moves at most 4 KiB per DMA,
+    /// about 10 per second, so the built-in chart is 64x48 and an `--input` may be at most
+    /// 128x96 pixels.
+    Vfio,
+}
+
+/// The largest frame `--platform vfio` accepts, in pixels (128x96: 18 KiB of NV12, 5 pages).
+pub const VFIO_MAX_PIXELS: u64 = 128 * 96;
+
 /// Arguments of `devmmu camera`.
 #[derive(Args, Debug, Clone)]
 pub struct CameraArgs {
@@ -78,6 +98,13 @@ pub struct CameraArgs {
     /// The system DMA ops the camera is attached with.
     #[arg(long, value_enum, default_value_t = DmaArg::Iommu)]
     pub dma: DmaArg,
+    /// Where the ISP runs: the simulated machine, or edu through VFIO on the running kernel
+    /// (`--dma` and the simulated memory map do not apply then).
+    #[arg(long, value_enum, default_value_t = PlatformArg::Sim)]
+    pub platform: PlatformArg,
+    /// With `--platform vfio`: the edu device's PCI address (default: the first 1234:11e8).
+    #[arg(long, value_name = "DDDD:BB:DD.F")]
+    pub pci: Option<String>,
     /// Make the camera (data and page-table walker) cache-coherent.
     #[arg(long)]
     pub coherent: bool,
@@ -114,6 +141,12 @@ pub enum CameraError {
     /// The simulated system refused an operation (exit status 1).
     #[error("{0}")]
     System(#[from] MmError),
+    /// `--platform vfio`: no edu device, or the input is too large for it (exit status 2).
+    #[error("{0}")]
+    Platform(String),
+    /// `--platform vfio`: the edu driver failed (exit status 1).
+    #[error("edu: {0}")]
+    Edu(#[from] crate::edu::EduError),
 }
 
 /// What `--json` prints (every key the issue names, and a few more).
@@ -127,8 +160,12 @@ pub struct Report {
     pub height: u32,
     /// MMU format name.
     pub mmu: &'static str,
-    /// `"iommu"` or `"direct"`.
+    /// `"iommu"`, `"direct"` or `"vfio"`.
     pub dma_ops: &'static str,
+    /// `"sim"` (the device model writes the frames) or `"vfio"` (edu on the running kernel).
+    pub platform: &'static str,
+    /// DMAs the edu engine made, table-entry fetches included (0 on the simulated platform).
+    pub device_dmas: u64,
     /// Whether the device is cache-coherent.
     pub coherent: bool,
     /// Whether buffers were rebound every frame.
@@ -212,12 +249,22 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     if let Some(out) = &args.output {
         check_output_path(out).map_err(CameraError::Output)?;
     }
+    let vfio = args.platform == PlatformArg::Vfio;
     let image = match &args.input {
         Some(path) => load_image(path, LoadLimits::default()).map_err(CameraError::Input)?,
+        None if vfio => test_chart(VFIO_CHART.0, VFIO_CHART.1).map_err(CameraError::Input)?,
         None => {
             test_chart(DEFAULT_CHART_WIDTH, DEFAULT_CHART_HEIGHT).map_err(CameraError::Input)?
         }
     };
+    if vfio && u64::from(image.width()) * u64::from(image.height()) > VFIO_MAX_PIXELS {
+        return Err(CameraError::Platform(format!(
+            "--platform vfio: a {}x{} image is too large for edu (4 KiB per DMA, ~10 DMAs per \
+             second): at most {VFIO_MAX_PIXELS} pixels, e.g. 128x96",
+            image.width(),
+            image.height()
+        )));
+    }
     let sensor = rgb_to_nv12(&image).map_err(CameraError::Input)?;
     let layout = *sensor.layout();
     // The device's source frame: the scene, converted once; each frame only its stamp changes.
@@ -225,33 +272,12 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     let frame_bytes = layout.total_size() as u64;
     let bo_bytes = layout.bo_size() as u64;
 
-    // The system: RAM below and above 4 GiB; buffers come from the high region.
-    let phys = PhysMem::new(camera_memory_map()?, CacheMode::Model)?;
-    // Direct DMA bounces the whole bound ring (as a streaming mapping of each buffer), so the
-    // swiotlb pool is sized for it, the way a platform sets `swiotlb=` for a camera.
-    let ring_bytes = bo_bytes * RING as u64;
-    let platform = Platform {
-        system_iommu: args.dma == DmaArg::Iommu,
-        swiotlb: Some(DEFAULT_SWIOTLB_BYTES.max(ring_bytes + DEFAULT_SWIOTLB_BYTES)),
-        debug: true,
-        ..Platform::default()
+    let (device, engine) = if vfio {
+        attach_edu(args)?
+    } else {
+        attach_sim(args, bo_bytes)?
     };
-    let config = DeviceConfig {
-        name: "camera-isp".into(),
-        dma_mask: DmaMask::bits(32),
-        coherent: args.coherent,
-        coherent_walk: args.coherent,
-        mmu: args.mmu,
-        tlb_invalidation: args.mmu.tlb_invalidation(),
-        accept_unenforced_prot: false,
-    };
-    let mmu = SimMmu::new(SimConfig {
-        tlb_entries: 64,
-        coherent_walk: args.coherent,
-        coherent: args.coherent,
-    });
-    let device = Device::attach(&phys, config, &platform, mmu.clone())?;
-    let sim = SimDevice::new(device.clone(), mmu.clone());
+    let phys = device.phys().clone();
     let vm = Vm::new(&device)?;
 
     // The capture ring: scattered pages, above 4 GiB.
@@ -291,7 +317,7 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         // by the model), unless a test made it drop this frame.
         stamp_frame(&mut source, &layout, frame).map_err(CameraError::Input)?;
         if args.skip_frame != Some(frame) {
-            let _ = sim.dma_write(&vm, *va, &source);
+            engine.write(&vm, *va, &source);
         }
         {
             let _cpu = bo.begin_cpu_access(CpuAccess::READ)?;
@@ -325,7 +351,8 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
 
     let pt = vm.pt_stats();
     let dma = device.dma_ops().stats();
-    let faults = mmu.faults().len() as u64;
+    let faults = engine.faults();
+    let device_dmas = engine.dmas();
     // Read with the other counters, so that none of them includes the teardown below.
     let tlb_invalidations = device.tlb_invalidations();
     // Tear down in order: unbind (invalidate, free tables, release DMA), drop the VM, detach.
@@ -340,10 +367,13 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         width: layout.width(),
         height: layout.height(),
         mmu: args.mmu.name(),
-        dma_ops: match args.dma {
-            DmaArg::Iommu => "iommu",
-            DmaArg::Direct => "direct",
+        dma_ops: match (args.platform, args.dma) {
+            (PlatformArg::Vfio, _) => "vfio",
+            (PlatformArg::Sim, DmaArg::Iommu) => "iommu",
+            (PlatformArg::Sim, DmaArg::Direct) => "direct",
         },
+        platform: if vfio { "vfio" } else { "sim" },
+        device_dmas,
         coherent: args.coherent,
         rebind: args.rebind,
         frame_bytes,
@@ -368,6 +398,129 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         write_png(out, &rgb).map_err(CameraError::Output)?;
     }
     Ok(Outcome { report })
+}
+
+/// The built-in chart's size on `--platform vfio`, in pixels: 4608 bytes of NV12 (2 pages).
+const VFIO_CHART: (u32, u32) = (64, 48);
+
+/// The DMA engine that writes the frames through the device MMU.
+enum Engine {
+    /// The device model.
+    Sim { sim: SimDevice, mmu: Arc<SimMmu> },
+    /// edu on the running kernel; `errors` counts the writes it could not make.
+    Edu {
+        edu: crate::edu::Edu,
+        errors: std::cell::Cell<u64>,
+    },
+}
+
+impl Engine {
+    /// The device writes `data` at `va` of `vm`. A failure is a device fault, counted (the
+    /// model records its own), and shows in the frame check.
+    fn write(&self, vm: &Vm, va: Iova, data: &[u8]) {
+        match self {
+            Engine::Sim { sim, .. } => {
+                let _ = sim.dma_write(vm, va, data);
+            }
+            Engine::Edu { edu, errors } => {
+                if edu.write(&vm.context(), va, data).is_err() {
+                    errors.set(errors.get() + 1);
+                }
+            }
+        }
+    }
+
+    fn faults(&self) -> u64 {
+        match self {
+            Engine::Sim { mmu, .. } => mmu.faults().len() as u64,
+            Engine::Edu { errors, .. } => errors.get(),
+        }
+    }
+
+    fn dmas(&self) -> u64 {
+        match self {
+            Engine::Sim { .. } => 0,
+            Engine::Edu { edu, .. } => edu.stats().dmas,
+        }
+    }
+}
+
+/// The simulated machine: RAM below and above 4 GiB (buffers come from the high region), the
+/// ISP behind the system IOMMU or direct DMA, the device model writing.
+fn attach_sim(args: &CameraArgs, bo_bytes: u64) -> Result<(Arc<Device>, Engine), CameraError> {
+    let phys = PhysMem::new(camera_memory_map()?, CacheMode::Model)?;
+    // Direct DMA bounces the whole bound ring (as a streaming mapping of each buffer), so the
+    // swiotlb pool is sized for it, the way a platform sets `swiotlb=` for a camera.
+    let ring_bytes = bo_bytes * RING as u64;
+    let platform = Platform {
+        system_iommu: args.dma == DmaArg::Iommu,
+        swiotlb: Some(DEFAULT_SWIOTLB_BYTES.max(ring_bytes + DEFAULT_SWIOTLB_BYTES)),
+        debug: true,
+        ..Platform::default()
+    };
+    let mmu = SimMmu::new(SimConfig {
+        tlb_entries: 64,
+        coherent_walk: args.coherent,
+        coherent: args.coherent,
+    });
+    let device = Device::attach(&phys, isp_config(args, 32), &platform, mmu.clone())?;
+    let sim = SimDevice::new(device.clone(), mmu.clone());
+    Ok((device, Engine::Sim { sim, mmu }))
+}
+
+/// The running kernel: edu through VFIO (its container as the system DMA ops), devmmu's memory
+/// in the CPU's real caches.
+fn attach_edu(args: &CameraArgs) -> Result<(Arc<Device>, Engine), CameraError> {
+    use crate::edu::{find_edu, Edu, EDU_DMA_BITS};
+    let bdf = match &args.pci {
+        Some(b) => b.clone(),
+        None => find_edu().ok_or_else(|| {
+            CameraError::Platform(
+                "--platform vfio: no edu device (PCI 1234:11e8) here; it runs in the kernel \
+                 tier's guest (scripts/kernel/test.sh)"
+                    .into(),
+            )
+        })?,
+    };
+    let (container, vdev) = devmmu_mm::vfio::VfioContainer::open_pci(&bdf).map_err(|e| {
+        CameraError::Platform(format!(
+            "--platform vfio: cannot open {bdf} through VFIO: {e}"
+        ))
+    })?;
+    let phys = PhysMem::new(MemoryMap::default(), CacheMode::Native)?;
+    let platform = Platform {
+        vfio: Some(devmmu_mm::dma::VfioHandle(container)),
+        debug: true,
+        ..Platform::default()
+    };
+    let tlb = Edu::tlb();
+    let device = Device::attach(
+        &phys,
+        isp_config(args, EDU_DMA_BITS),
+        &platform,
+        tlb.clone(),
+    )?;
+    let edu = Edu::new(vdev, device.dma_ops(), tlb)?;
+    Ok((
+        device,
+        Engine::Edu {
+            edu,
+            errors: std::cell::Cell::new(0),
+        },
+    ))
+}
+
+/// The camera ISP as the driver describes it, with a `mask_bits`-bit DMA mask.
+fn isp_config(args: &CameraArgs, mask_bits: u32) -> DeviceConfig {
+    DeviceConfig {
+        name: "camera-isp".into(),
+        dma_mask: DmaMask::bits(mask_bits),
+        coherent: args.coherent,
+        coherent_walk: args.coherent,
+        mmu: args.mmu,
+        tlb_invalidation: args.mmu.tlb_invalidation(),
+        accept_unenforced_prot: false,
+    }
 }
 
 /// RAM of the simulated machine: 2.75 GiB below 4 GiB (where page tables and the swiotlb pool
@@ -460,4 +613,11 @@ fn print_summary(r: &Report) {
         "  synced for device {} B, for CPU {} B, bounced {} B, faults {}, {:.1} ms",
         r.synced_bytes_for_device, r.synced_bytes_for_cpu, r.bounced_bytes, r.faults, r.elapsed_ms
     );
+    if r.platform == "vfio" {
+        println!(
+            "  edu on the running kernel: {} DMAs through the IOMMU (every IOPTE fetched by DMA, \
+             then the data)",
+            r.device_dmas
+        );
+    }
 }

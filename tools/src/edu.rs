@@ -317,6 +317,24 @@ impl Edu {
     }
 }
 
+/// The PCI address (`DDDD:BB:DD.F`) of the first edu device sysfs lists, if any.
+pub fn find_edu() -> Option<String> {
+    let mut found: Vec<String> = std::fs::read_dir("/sys/bus/pci/devices")
+        .ok()?
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let id = |f: &str| {
+                let s = std::fs::read_to_string(p.join(f)).ok()?;
+                u16::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+            };
+            (id("vendor")? == EDU_PCI_ID.0 && id("device")? == EDU_PCI_ID.1)
+                .then(|| p.file_name()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
 /// Whether `[dma, dma + len)` lies below edu's 28-bit mask.
 fn fits_mask(dma: DmaAddr, len: u64) -> bool {
     dma.get()

@@ -67,7 +67,9 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("devmmu camera: {e}");
                 match e {
-                    CameraError::Input(_) | CameraError::Output(_) => ExitCode::from(2),
+                    CameraError::Input(_) | CameraError::Output(_) | CameraError::Platform(_) => {
+                        ExitCode::from(2)
+                    }
                     _ => ExitCode::from(1),
                 }
             }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use devmmu_mm::device::MmuFormat;
 use devmmu_mm::dma::CHUNK_PAGES;
 use devmmu_mm::vm::VA_START;
-use devmmu_tools::camera::{capture, CameraArgs, CameraError, DmaArg, Report, RING};
+use devmmu_tools::camera::{capture, CameraArgs, CameraError, DmaArg, PlatformArg, Report, RING};
 use devmmu_tools::sensor::SensorError;
 use image::RgbImage;
 
@@ -61,6 +61,8 @@ fn args(input: Option<PathBuf>, mmu: MmuFormat, dma: DmaArg, coherent: bool) -> 
         frames: FRAMES,
         mmu,
         dma,
+        platform: PlatformArg::Sim,
+        pci: None,
         coherent,
         rebind: false,
         output: None,

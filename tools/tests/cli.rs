@@ -201,6 +201,7 @@ fn each_bad_input_gets_one_line_and_exit_2() {
     let nowhere = s.path("nowhere/out.png");
     let out = s.path("out.png");
     let (good, out) = (path_str(&good), path_str(&out));
+    let astronaut = Path::new(DATA).join("astronaut.png");
 
     // (what, arguments after `camera`, words the line must hold)
     let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
@@ -260,6 +261,27 @@ fn each_bad_input_gets_one_line_and_exit_2() {
             "--output that is a directory",
             vec!["--output", path_str(&dir)],
             vec![path_str(&dir), "is a directory"],
+        ),
+        // The real-kernel platform off its guest: no edu device, no VFIO.
+        (
+            "--platform vfio without edu",
+            vec!["--platform", "vfio"],
+            vec!["no edu device", "scripts/kernel/test.sh"],
+        ),
+        (
+            "--platform vfio with a PCI address that has no IOMMU group",
+            vec!["--platform", "vfio", "--pci", "0000:99:1f.7"],
+            vec!["0000:99:1f.7", "VFIO", "no IOMMU group"],
+        ),
+        (
+            "--platform vfio with an image too large for edu",
+            vec!["--platform", "vfio", "--input", path_str(&astronaut)],
+            vec!["512x512", "too large for edu", "128x96"],
+        ),
+        (
+            "--platform bogus",
+            vec!["--platform", "bogus"],
+            vec!["--platform", "'bogus'", "sim, vfio"],
         ),
     ];
     let before = s.entries();

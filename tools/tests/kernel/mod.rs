@@ -9,22 +9,12 @@ use devmmu_mm::device::{Device, DeviceConfig, MmuFormat};
 use devmmu_mm::dma::{DmaMask, DmaOpsKind, Platform, VfioHandle};
 use devmmu_mm::phys::{CacheMode, MemoryMap, PhysMem};
 use devmmu_mm::vfio::VfioContainer;
-use devmmu_tools::edu::{Edu, EDU_DMA_BITS, EDU_PCI_ID};
+use devmmu_tools::edu::{Edu, EDU_DMA_BITS};
 
 /// The PCI address of the edu device, from sysfs.
 pub fn edu_bdf() -> String {
-    for e in std::fs::read_dir("/sys/bus/pci/devices").expect("sysfs") {
-        let p = e.expect("sysfs entry").path();
-        let id = |f: &str| {
-            std::fs::read_to_string(p.join(f))
-                .ok()
-                .and_then(|s| u16::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok())
-        };
-        if id("vendor") == Some(EDU_PCI_ID.0) && id("device") == Some(EDU_PCI_ID.1) {
-            return p.file_name().unwrap().to_string_lossy().into_owned();
-        }
-    }
-    panic!("no edu device (1234:11e8) in this machine: run inside the test guest");
+    devmmu_tools::edu::find_edu()
+        .expect("no edu device (1234:11e8) in this machine: run inside the test guest")
 }
 
 pub struct Rig {
