@@ -46,6 +46,8 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v udevadm >/dev/null || need+=(udev)
 command -v depmod >/dev/null || need+=(kmod)
+# The gbm test links Mesa's libgbm (the version the system's libgbm1 has).
+dpkg -s libgbm-dev >/dev/null 2>&1 || need+=(libgbm-dev)
 if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]}"
     apt_update

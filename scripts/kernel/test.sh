@@ -20,8 +20,11 @@ KERNEL=$(scripts/kernel/setup.sh | sed -n 's/^KERNEL=//p')
 export PATH=$ROOT/target/kernel/venv/bin:$PATH
 t1=$(date +%s)
 
-# The test binaries that hold kernel-tier tests (targets named kernel_*).
-BINS=$(cargo test --workspace --no-run --message-format=json 2>/dev/null | python3 -c '
+# The test binaries that hold kernel-tier tests (targets named kernel_*); the gbm test needs the
+# `gbm` feature of the devmmu package (it links libgbm, which setup.sh installed).
+BINS=$( (cargo test --workspace --no-run --message-format=json 2>/dev/null &&
+         cargo test -p devmmu --features gbm --test kernel_gbm --no-run --message-format=json \
+             2>/dev/null) | python3 -c '
 import json, sys
 for line in sys.stdin:
     try:

@@ -4,7 +4,6 @@
 
 mod kernel;
 
-use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -13,40 +12,8 @@ use devmmu_mm::device::MmuFormat;
 use devmmu_mm::phys::{CacheMode, MemoryMap, PhysMem, PAGE_SIZE};
 use devmmu_mm::prelude::*;
 use drm::control::Device as _;
-use drm::Device as _;
 use drm_fourcc::DrmFourcc;
-use kernel::{pattern, rig};
-
-/// A DRM card node.
-struct Card(File);
-
-impl AsFd for Card {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
-impl drm::Device for Card {}
-impl drm::control::Device for Card {}
-
-/// The vgem card (`modprobe vgem` in the guest script).
-fn vgem() -> Card {
-    for e in std::fs::read_dir("/dev/dri").expect("/dev/dri: is vgem loaded?") {
-        let p = e.unwrap().path();
-        if !p.file_name().unwrap().to_string_lossy().starts_with("card") {
-            continue;
-        }
-        let card = Card(OpenOptions::new().read(true).write(true).open(&p).unwrap());
-        if card
-            .get_driver()
-            .map(|d| d.name().to_string_lossy() == "vgem")
-            .unwrap_or(false)
-        {
-            return card;
-        }
-    }
-    panic!("no vgem card in /dev/dri");
-}
+use kernel::{pattern, rig, vgem, Card};
 
 /// `DMA_BUF_IOCTL_SYNC` START (`end == false`) or END for read+write, on a peer's dma-buf fd.
 fn peer_sync(fd: BorrowedFd<'_>, end: bool) {

@@ -3,7 +3,11 @@
 
 #![allow(dead_code)]
 
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
+
+use drm::Device as _;
 
 use devmmu_mm::device::{Device, DeviceConfig, MmuFormat};
 use devmmu_mm::dma::{DmaMask, DmaOpsKind, Platform, VfioHandle};
@@ -82,4 +86,35 @@ pub fn quiet_fault_log() {
             std::thread::sleep(std::time::Duration::from_secs_f64(wait));
         }
     }
+}
+
+/// A DRM card node.
+pub struct Card(pub File);
+
+impl AsFd for Card {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl drm::Device for Card {}
+impl drm::control::Device for Card {}
+
+/// The vgem card (`modprobe vgem` in the guest script).
+pub fn vgem() -> Card {
+    for e in std::fs::read_dir("/dev/dri").expect("/dev/dri: is vgem loaded?") {
+        let p = e.unwrap().path();
+        if !p.file_name().unwrap().to_string_lossy().starts_with("card") {
+            continue;
+        }
+        let card = Card(OpenOptions::new().read(true).write(true).open(&p).unwrap());
+        if card
+            .get_driver()
+            .map(|d| d.name().to_string_lossy() == "vgem")
+            .unwrap_or(false)
+        {
+            return card;
+        }
+    }
+    panic!("no vgem card in /dev/dri");
 }
