@@ -70,8 +70,10 @@ if [ -z "$VMLINUZ" ]; then
           | sort -V | tail -n1)
     [ -n "$PKG" ] || die "no linux-image-6.12.*-amd64-unsigned in apt's lists (bookworm-backports?)"
     say "downloading $PKG"
-    (cd "$KDIR" && rm -f ./*.deb && apt-get download -qq "$PKG" >/dev/null) \
-        || die "apt-get download $PKG failed"
+    # apt downloads as user _apt: into a directory it may write, then moved here.
+    DL=$(mktemp -d) && chmod 777 "$DL"
+    (cd "$DL" && apt-get download -qq "$PKG" >/dev/null) || die "apt-get download $PKG failed"
+    rm -f "$KDIR"/*.deb && mv "$DL"/*.deb "$KDIR"/ && rmdir "$DL"
     rm -rf "$KDIR/root.tmp"
     dpkg-deb -x "$KDIR"/*.deb "$KDIR/root.tmp" || die "dpkg-deb -x failed"
     rm -rf "$KDIR/root" && mv "$KDIR/root.tmp" "$KDIR/root" && rm -f "$KDIR"/*.deb
