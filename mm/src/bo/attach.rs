@@ -196,22 +196,7 @@ impl Bo {
         let attrs = DmaAttrs {
             skip_cpu_sync: !live.is_empty(),
         };
-        let sg = ops
-            .map_sg_attrs(&self.segments(), dir, attrs)
-            .map_err(|e| match e {
-                // vfio_iommu_type1 pins by CPU address; a dma-buf exporter's mmap is VM_PFNMAP
-                // (udmabuf, dma-heaps, drm_gem_shmem: vmf_insert_pfn / remap_pfn_range), whose
-                // RAM pages type1 refuses to pin (vaddr_get_pfns: EFAULT).
-                MmError::Os {
-                    op: "ioctl(VFIO_IOMMU_MAP_DMA)",
-                    errno: rustix::io::Errno::FAULT,
-                } if self.dma_buf => MmError::VfioUnsupported {
-                    what: "DMA-mapping an imported dma-buf: VFIO type1 pins pages by CPU \
-                           address and refuses the exporter's VM_PFNMAP mapping (EFAULT); the \
-                           kernel has no dma-buf import for VFIO users",
-                },
-                e => e,
-            })?;
+        let sg = ops.map_sg_attrs(&self.segments(), dir, attrs)?;
         let attachment = Arc::new(BoAttachment {
             bo: Arc::clone(self),
             ops: Arc::clone(ops),

@@ -9,6 +9,13 @@
 //! this process's view of [`PhysMem`](crate::phys::PhysMem) (the memfd mapping that backs it:
 //! the real pages the kernel pins); an unmap is one `VFIO_IOMMU_UNMAP_DMA` of the node, then the
 //! node is freed (after the kernel has flushed its IOTLB, which UNMAP_DMA does before returning).
+//!
+//! Memory VFIO cannot pin is bounced, as swiotlb bounces what a device cannot reach: type1 pins
+//! by CPU address and refuses `VM_PFNMAP` mappings of RAM (`vaddr_get_pfns`: `EFAULT`), which
+//! is how every dma-buf exporter maps its buffer (udmabuf, dma-heaps, `drm_gem_shmem_mmap`), and
+//! Linux 6.12 offers a VFIO user no other way to DMA-map a dma-buf. Such a segment gets a
+//! contiguous bounce buffer of devmmu's own memory, mapped instead; the syncs of the DMA API copy
+//! between the two (`sync.rs`, the same code as swiotlb's), counted in `bounced_bytes`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +28,7 @@ use super::iova_space::IovaSpace;
 use super::registry::Seg;
 use super::stats::Counters;
 use super::types::{BusFault, BusFaultReason, DmaMask, Platform};
-use crate::phys::{PhysAddr, PhysMem, PhysSegment, PAGE_SIZE};
+use crate::phys::{FrameAlloc, Frames, PhysAddr, PhysMem, PhysSegment, PAGE_SIZE};
 use crate::vfio::VfioContainer;
 use crate::{AddressSpace, MmError};
 
@@ -36,6 +43,9 @@ struct State {
     space: IovaSpace,
     /// Every live run, by IOVA.
     runs: BTreeMap<u64, Run>,
+    /// The bounce buffers of each node that has some, by the node's first IOVA; freed after the
+    /// node's unmap.
+    bounces: BTreeMap<u64, Vec<Frames>>,
 }
 
 /// The VFIO domain of one device: its container, IOVA space and mapped runs.
@@ -82,6 +92,7 @@ impl VfioDomain {
             state: Mutex::new(State {
                 space,
                 runs: BTreeMap::new(),
+                bounces: BTreeMap::new(),
             }),
         })
     }
@@ -106,11 +117,12 @@ impl VfioDomain {
     /// [`Seg`] per input and the node.
     ///
     /// # Errors
-    /// [`MmError::NoAddressSpace`]; [`MmError::Os`] from `VFIO_IOMMU_MAP_DMA` (nothing stays
-    /// mapped or allocated).
+    /// [`MmError::NoAddressSpace`]; [`MmError::Os`] from `VFIO_IOMMU_MAP_DMA`, other than the
+    /// `EFAULT` of memory VFIO cannot pin, which is bounced instead (the bounce's
+    /// [`MmError::NoMemory`] then); nothing stays mapped or allocated on error.
     pub(crate) fn map_phys(
         &self,
-        phys: &PhysMem,
+        phys: &Arc<PhysMem>,
         segs: &[PhysSegment],
         write: bool,
     ) -> Result<(Vec<Seg>, IovaNode), MmError> {
@@ -129,33 +141,39 @@ impl VfioDomain {
         let mut st = self.state.lock();
         let node = st.space.alloc(total)?;
         let mut done: Vec<u64> = Vec::new();
+        let mut bounces: Vec<Frames> = Vec::new();
+        let mut out = Vec::with_capacity(segs.len());
         let mut cur = node.start.get();
         let mut failed = None;
-        'pieces: for &(base, mlen) in &pieces {
-            for (off, len) in host_runs(phys, base, mlen) {
-                let Some(ptr) = phys.cpu_ptr(base + off) else {
-                    failed = Some(MmError::BadPhysAddr { addr: base + off });
-                    break 'pieces;
-                };
-                // SAFETY: `ptr..ptr + len` is part of PhysMem's shared memfd mapping, which
-                // stays mapped as long as the `PhysMem` lives, and the `DmaOps` holding this
-                // domain holds an `Arc<PhysMem>`; runs are unmapped no later than the
-                // `DmaOps`' drop (every mapping is released by then, and `Drop` below unmaps
-                // whatever is left). PhysMem only touches that memory through raw pointers.
-                let r = unsafe { self.container.map_dma(cur + off, ptr.as_ptr(), len, write) };
-                if let Err(e) = r {
+        for (s, &(base, mlen)) in segs.iter().zip(&pieces) {
+            let bounce = match self.map_piece(&mut st, phys, cur, base, mlen, write, &mut done) {
+                Ok(()) => None,
+                // Memory VFIO cannot pin (a dma-buf's VM_PFNMAP mapping): bounce it.
+                Err(MmError::Os {
+                    errno: rustix::io::Errno::FAULT,
+                    ..
+                }) => match self.map_bounce(&mut st, phys, cur, mlen, write, &mut done) {
+                    Ok(frames) => {
+                        let b = frames.pages()[0] + s.addr.page_offset();
+                        bounces.push(frames);
+                        Some(b)
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                },
+                Err(e) => {
                     failed = Some(e);
-                    break 'pieces;
+                    break;
                 }
-                done.push(cur + off);
-                st.runs.insert(
-                    cur + off,
-                    Run {
-                        pa: base + off,
-                        len,
-                    },
-                );
-            }
+            };
+            out.push(Seg {
+                dma: DmaAddr(cur) + s.addr.page_offset(),
+                len: s.len,
+                pa: s.addr,
+                bounce,
+            });
             cur += mlen;
         }
         if let Some(e) = failed {
@@ -167,18 +185,73 @@ impl VfioDomain {
             st.space.free(node.start);
             return Err(e);
         }
-        let mut out = Vec::with_capacity(segs.len());
-        let mut cur = node.start;
-        for (s, &(_, mlen)) in segs.iter().zip(&pieces) {
-            out.push(Seg {
-                dma: cur + s.addr.page_offset(),
-                len: s.len,
-                pa: s.addr,
-                bounce: None,
-            });
-            cur += mlen;
+        if !bounces.is_empty() {
+            st.bounces.insert(node.start.get(), bounces);
         }
         Ok((out, node))
+    }
+
+    /// Maps `mlen` bytes of `phys` from `base` at IOVA `iova`, one `VFIO_IOMMU_MAP_DMA` per run
+    /// contiguous in this process's view; the IOVAs mapped are pushed to `done`. On error the
+    /// runs of this piece are unmapped again.
+    #[allow(clippy::too_many_arguments)]
+    fn map_piece(
+        &self,
+        st: &mut State,
+        phys: &PhysMem,
+        iova: u64,
+        base: PhysAddr,
+        mlen: u64,
+        write: bool,
+        done: &mut Vec<u64>,
+    ) -> Result<(), MmError> {
+        let first = done.len();
+        for (off, len) in host_runs(phys, base, mlen) {
+            let r = match phys.cpu_ptr(base + off) {
+                // SAFETY: `ptr..ptr + len` is part of a PhysMem backing's shared mapping, which
+                // stays mapped as long as the `PhysMem` lives, and the `DmaOps` holding this
+                // domain holds an `Arc<PhysMem>`; runs are unmapped no later than the
+                // `DmaOps`' drop (every mapping is released by then, and `Drop` below unmaps
+                // whatever is left). PhysMem only touches that memory through raw pointers.
+                Some(ptr) => unsafe {
+                    self.container.map_dma(iova + off, ptr.as_ptr(), len, write)
+                },
+                None => Err(MmError::BadPhysAddr { addr: base + off }),
+            };
+            if let Err(e) = r {
+                for iova in done.drain(first..) {
+                    if let Some(run) = st.runs.remove(&iova) {
+                        let _ = self.container.unmap_dma(iova, run.len);
+                    }
+                }
+                return Err(e);
+            }
+            done.push(iova + off);
+            st.runs.insert(
+                iova + off,
+                Run {
+                    pa: base + off,
+                    len,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// A bounce buffer of `mlen` bytes (contiguous frames of devmmu's own memory, which VFIO can
+    /// pin) mapped at IOVA `iova`.
+    fn map_bounce(
+        &self,
+        st: &mut State,
+        phys: &Arc<PhysMem>,
+        iova: u64,
+        mlen: u64,
+        write: bool,
+        done: &mut Vec<u64>,
+    ) -> Result<Frames, MmError> {
+        let frames = phys.alloc_frames(mlen / PAGE_SIZE, FrameAlloc::contiguous())?;
+        self.map_piece(st, phys, iova, frames.pages()[0], mlen, write, done)?;
+        Ok(frames)
     }
 
     /// Unmaps a whole node (one `VFIO_IOMMU_UNMAP_DMA`, which flushes the IOTLB before it
@@ -193,6 +266,8 @@ impl VfioDomain {
         for k in keys {
             st.runs.remove(&k);
         }
+        // Freed only after the unmap below: the device may use them until then.
+        let bounces = st.bounces.remove(&node.start.get());
         // The node covers whole runs only (each map filled its own node), so type1v2 accepts
         // it; a failure would leave the pages pinned, never the device with a stale IOVA we
         // hand out again, because the node is then not freed.
@@ -202,9 +277,12 @@ impl VfioDomain {
                 st.space.free(node.start);
             }
             Err(_) => {
-                // Leak the IOVA rather than reuse it.
+                // Leak the IOVA (and the bounce buffers) rather than reuse them.
+                std::mem::forget(bounces);
+                return;
             }
         }
+        drop(bounces);
     }
 
     /// Where a device access to `dma..dma + len` lands according to what this domain mapped
