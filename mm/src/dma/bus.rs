@@ -25,12 +25,21 @@ impl DmaOps {
     /// # Errors
     /// A [`BusFault`] naming the address and the reason.
     pub fn bus_to_phys(&self, dma: DmaAddr, len: u64, write: bool) -> Result<PhysAddr, BusFault> {
+        let fault = |reason| BusFault { dma, reason };
+        if len == 0 {
+            return Err(fault(BusFaultReason::ZeroLength));
+        }
+        if !self.dev.mask.covers(dma.get(), len) {
+            return Err(fault(BusFaultReason::BeyondMask {
+                mask: self.dev.mask.0,
+            }));
+        }
         match &self.backend {
             Backend::Direct(d) => {
-                d.bus_to_phys(self.dev.mask, &self.phys, &self.registry, dma, len)
+                d.bus_to_phys(&self.phys, &self.registry, dma, len)
             }
-            Backend::Iommu(i) => i.bus_to_phys(self.dev.mask, &self.phys, dma, len, write),
-            Backend::Vfio(v) => v.bus_to_phys(self.dev.mask, dma, len),
+            Backend::Iommu(i) => i.bus_to_phys(&self.phys, dma, len, write),
+            Backend::Vfio(v) => v.bus_to_phys(dma, len),
         }
     }
 

@@ -200,19 +200,13 @@ impl Direct {
     /// mapped resource (a live mapping of `registry`) behind every page.
     pub(crate) fn bus_to_phys(
         &self,
-        mask: DmaMask,
         phys: &PhysMem,
         registry: &Mutex<Registry>,
         dma: DmaAddr,
         len: u64,
     ) -> Result<PhysAddr, BusFault> {
+        // Zero length and the DMA mask: checked by the caller (`DmaOps::bus_to_phys`).
         let fault = |reason| BusFault { dma, reason };
-        if len == 0 {
-            return Err(fault(BusFaultReason::ZeroLength));
-        }
-        if !mask.covers(dma.get(), len) {
-            return Err(fault(BusFaultReason::BeyondMask { mask: mask.0 }));
-        }
         let pa = self
             .phys_addr(dma)
             .ok_or(fault(BusFaultReason::BelowBusOffset {

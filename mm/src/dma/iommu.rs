@@ -283,19 +283,13 @@ impl IommuDomain {
     /// it must be mapped, writable if `write`, and physically contiguous.
     pub(crate) fn bus_to_phys(
         &self,
-        mask: DmaMask,
         phys: &PhysMem,
         dma: DmaAddr,
         len: u64,
         write: bool,
     ) -> Result<PhysAddr, BusFault> {
+        // Zero length and the DMA mask: checked by the caller (`DmaOps::bus_to_phys`).
         let fault = |reason| BusFault { dma, reason };
-        if len == 0 {
-            return Err(fault(BusFaultReason::ZeroLength));
-        }
-        if !mask.covers(dma.get(), len) {
-            return Err(fault(BusFaultReason::BeyondMask { mask: mask.0 }));
-        }
         let end = dma + len;
         let reader = PhysReader(phys.frames());
         let mut cur = dma;
