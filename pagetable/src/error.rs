@@ -63,6 +63,12 @@ pub enum Error {
         /// The dummy page's bus address.
         dma: u64,
     },
+    /// The [`Gather`](crate::Gather) holds the work (TLB ranges, table pages to free) of another
+    /// page table: a table only adds to, and completes, a gather that is empty or its own, so
+    /// that table pages only ever return to the allocator they came from. Nothing was done; the
+    /// gather is as it was, for its own table to complete.
+    #[error("the gather holds another page table's work")]
+    ForeignGather,
     /// The protection grants neither read nor write.
     #[error("protection {prot} grants no access")]
     NoAccess {

@@ -1,8 +1,15 @@
 //! What must follow a page-table update before it is complete: the device TLB ranges to
 //! invalidate and the table pages to free only after that invalidation (the kernel's
 //! `struct iommu_iotlb_gather` with generic_pt's free list).
+//!
+//! A gather that holds work belongs to the one [`PageTable`](crate::PageTable) that put it
+//! there: the pages on its free list are that table's, and only that table's allocator may take
+//! them back. Each table has a process-unique id; the gather records it with its first piece of
+//! work, a different table refuses to add to it or to complete it
+//! ([`Error::ForeignGather`](crate::Error::ForeignGather)), and it becomes free for any table
+//! again once completed (empty).
 
-use crate::{alloc_table::TablePage, Iova};
+use crate::{alloc_table::TablePage, Error, Iova};
 use alloc::vec::Vec;
 
 /// Collects, across one or more map/unmap calls, the IOVA ranges whose translations the device
@@ -12,19 +19,45 @@ use alloc::vec::Vec;
 /// not 262144. Complete it with [`PageTable::iotlb_sync`](crate::PageTable::iotlb_sync): the
 /// ranges are invalidated first, the pages freed after. A `Gather` dropped with pages still in it
 /// leaks those pages (they may still be walked, so freeing them silently would be worse).
+///
+/// Ownership: the first map or unmap that adds work to an empty gather makes it that table's;
+/// until it is completed, every other table refuses it ([`Error::ForeignGather`]), so table
+/// pages can never reach another table's allocator.
 #[derive(Debug, Default)]
 pub struct Gather {
     ranges: Vec<(u64, u64)>,
     pub(crate) freed: Vec<TablePage>,
+    /// Id of the table whose work this holds (0: none yet).
+    owner: u64,
 }
 
 impl Gather {
-    /// An empty gather.
+    /// An empty gather, owned by no table.
     pub const fn new() -> Self {
         Self {
             ranges: Vec::new(),
             freed: Vec::new(),
+            owner: 0,
         }
+    }
+
+    /// Makes the gather table `id`'s, unless it holds another table's work.
+    #[inline]
+    pub(crate) fn claim(&mut self, id: u64) -> Result<(), Error> {
+        if self.owner != id {
+            if self.owner != 0 && !self.is_empty() {
+                return Err(Error::ForeignGather);
+            }
+            self.owner = id;
+        }
+        Ok(())
+    }
+
+    /// Whether table `id` may complete this gather: it is `id`'s, or holds no table's pages
+    /// (only ranges added by [`Gather::add_range`], or nothing).
+    #[inline]
+    pub(crate) fn completable_by(&self, id: u64) -> bool {
+        self.owner == id || self.owner == 0 || self.is_empty()
     }
 
     /// Records that `[iova, iova + size)` (bytes) must be invalidated, merging with a range it
@@ -94,5 +127,11 @@ impl Gather {
 
     pub(crate) fn clear_ranges(&mut self) {
         self.ranges.clear();
+    }
+
+    /// Marks the gather as completed: owned by no table again.
+    pub(crate) fn release(&mut self) {
+        debug_assert!(self.is_empty());
+        self.owner = 0;
     }
 }

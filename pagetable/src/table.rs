@@ -14,12 +14,13 @@
 //! turns one back into its own page record either.
 
 use crate::alloc_table::{TableAlloc, TablePage, TABLE_SIZE};
-use crate::format::{Entry, MAX_LEVELS};
+use crate::format::{Entry, Geometry, MAX_LEVELS};
 use crate::{DmaAddr, Error, Format, Gather, Iova, Prot, PteWord, Stats};
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 const NONE: u32 = u32::MAX;
 const LINE: usize = 64;
@@ -128,6 +129,8 @@ impl Src<'_> {
 /// device from walking it (or invalidated its TLB) before, as with `free_io_pgtable_ops`.
 pub struct PageTable<F: Format, A: TableAlloc> {
     alloc: A,
+    /// Process-unique id, recorded in the gathers this table fills (see [`Gather`]).
+    id: u64,
     coherent: bool,
     nodes: Vec<Node>,
     free_slots: Vec<u32>,
@@ -138,11 +141,9 @@ pub struct PageTable<F: Format, A: TableAlloc> {
     _format: PhantomData<F>,
 }
 
-// SAFETY: the table pages are owned exclusively by this PageTable (TableAlloc's contract) and
-// only touched through &mut self or read through &self, like plain owned memory.
-unsafe impl<F: Format, A: TableAlloc + Send> Send for PageTable<F, A> {}
-// SAFETY: &self methods only read table memory.
-unsafe impl<F: Format, A: TableAlloc + Sync> Sync for PageTable<F, A> {}
+// `Send` and `Sync` are the auto traits' answer: the table is `Send` (`Sync`) exactly when its
+// allocator is, since `TablePage` is both (see its impls) and every other field is plain data.
+// Table memory is written only through `&mut self` and read through `&self`.
 
 impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Creates an empty page table: allocates the root (and, for formats whose empty entries are
@@ -151,8 +152,12 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     ///
     /// Errors: [`Error::NoMemory`] if the allocator runs out (everything allocated is freed).
     pub fn new(alloc: A, config: PageTableConfig) -> Result<Self, Error> {
+        // Compile-time check of the format's geometry (see `Geometry`).
+        #[allow(clippy::let_unit_value)]
+        let () = Geometry::<F>::VALID;
         let mut pt = Self {
             alloc,
+            id: next_table_id(),
             coherent: config.coherent_walk,
             nodes: Vec::new(),
             free_slots: Vec::new(),
@@ -173,7 +178,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             for level in (1..=last).rev() {
                 let table = pt.alloc_page()?;
                 pt.dummies.push(table);
-                fill(table, F::entries(level), pt.empty[level]);
+                fill(table, Geometry::<F>::ENTRIES[level], pt.empty[level]);
                 pt.clean_whole(table);
                 pt.empty[level - 1] = F::table_entry(level - 1, table.dma);
             }
@@ -215,8 +220,18 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         &self.alloc
     }
 
-    /// The table allocator, mutably (e.g. to read its counters).
-    pub fn table_alloc_mut(&mut self) -> &mut A {
+    /// The table allocator, mutably: for an allocator's own maintenance that leaves the pages
+    /// it handed out alone (say, giving back free pages it keeps in reserve). Reading its
+    /// counters needs only [`PageTable::table_alloc`].
+    ///
+    /// # Safety
+    /// Every page this table holds (its live tables, dummy pages, and the pages on its
+    /// gathers' free lists) stays allocated and valid for as long as the table has it: the
+    /// caller neither replaces the allocator (`core::mem::replace`, `swap`, assignment: the old
+    /// one would be dropped while the table still reads and writes its pages, and the new one
+    /// would be handed pages it never made) nor frees, reuses or hands out again any such page
+    /// through it.
+    pub unsafe fn table_alloc_mut(&mut self) -> &mut A {
         &mut self.alloc
     }
 
@@ -253,6 +268,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         prot: Prot,
         gather: &mut Gather,
     ) -> Result<(), Error> {
+        gather.claim(self.id)?;
         if !prot.grants_access() {
             return Err(Error::NoAccess { prot });
         }
@@ -326,6 +342,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Errors (table unchanged): [`Error::ZeroSize`], [`Error::Misaligned`], [`Error::Overflow`],
     /// [`Error::OutOfRange`], [`Error::NoMemory`].
     pub fn unmap(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
+        gather.claim(self.id)?;
         let end = self.check_iova(iova, size)?;
         let mut reserve = Vec::new();
         let need = self.splits_needed(iova.0, end);
@@ -348,19 +365,44 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     /// Completes the operations gathered in `gather`: calls `invalidate(start, size)` for each
     /// IOVA range (the device TLB invalidation), then frees the unlinked tables. Leaves `gather`
-    /// empty.
-    pub fn iotlb_sync(&mut self, gather: &mut Gather, mut invalidate: impl FnMut(Iova, u64)) {
+    /// empty and owned by no table.
+    ///
+    /// A gather holding another table's work is left exactly as it is (nothing invalidated,
+    /// nothing freed: its table pages belong to the other table's allocator, and its ranges to
+    /// the other table's device), for its own table to complete; [`PageTable::try_iotlb_sync`]
+    /// reports that case as [`Error::ForeignGather`].
+    pub fn iotlb_sync(&mut self, gather: &mut Gather, invalidate: impl FnMut(Iova, u64)) {
+        // The only error is a foreign gather, documented above as left untouched.
+        let _ = self.try_iotlb_sync(gather, invalidate);
+    }
+
+    /// [`PageTable::iotlb_sync`], reporting a gather filled by another table.
+    ///
+    /// Errors: [`Error::ForeignGather`] (nothing invalidated, nothing freed, `gather`
+    /// unchanged).
+    pub fn try_iotlb_sync(
+        &mut self,
+        gather: &mut Gather,
+        mut invalidate: impl FnMut(Iova, u64),
+    ) -> Result<(), Error> {
+        if !gather.completable_by(self.id) {
+            return Err(Error::ForeignGather);
+        }
         for &(s, e) in gather.normalized_ranges() {
             invalidate(Iova(s), e - s);
             self.stats.inval_ranges += 1;
         }
         gather.clear_ranges();
         for page in gather.freed.drain(..) {
-            // SAFETY: the page came from this allocator, was unlinked, and the TLB that could
-            // still reference it has just been invalidated.
+            // SAFETY: the gather is this table's (checked above: only this table's map/unmap put
+            // pages on it, and only pages it unlinked from its own tree), so the page came from
+            // this allocator, is no longer reachable from the root, and the TLB that could still
+            // reference it has just been invalidated.
             unsafe { self.alloc.free_table(page) };
             self.stats.tables_freed += 1;
         }
+        gather.release();
+        Ok(())
     }
 
     /// Translates `iova` from the table as the CPU sees it: `(bus address of that byte,
@@ -372,7 +414,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         }
         let mut node = self.root;
         for level in 0..F::LEVELS {
-            let idx = F::index(level, iova.0);
+            let idx = Geometry::<F>::index(level, iova.0);
             let pte = self.read(node, idx);
             if pte == self.empty[level] {
                 return None;
@@ -383,7 +425,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             }
             return match F::decode(level, pte) {
                 Entry::Leaf(addr, prot) => {
-                    let off = iova.0 & ((1u64 << F::level_shift(level)) - 1);
+                    let off = iova.0 & ((1u64 << Geometry::<F>::SHIFT[level]) - 1);
                     Some((addr + off, prot))
                 }
                 _ => None,
@@ -430,7 +472,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     fn node_from_page(&mut self, level: usize, page: TablePage) -> u32 {
         if !F::EMPTY_IS_ZERO {
-            fill(page, F::entries(level), self.empty[level]);
+            fill(page, Geometry::<F>::ENTRIES[level], self.empty[level]);
         }
         self.insert_node(level, page)
     }
@@ -438,7 +480,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Adds a node for `page` as it is (no fill).
     fn insert_node(&mut self, level: usize, page: TablePage) -> u32 {
         let children = if level + 1 < F::LEVELS {
-            vec![NONE; F::entries(level)].into_boxed_slice()
+            vec![NONE; Geometry::<F>::ENTRIES[level]].into_boxed_slice()
         } else {
             Box::default()
         };
@@ -538,10 +580,10 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     /// Lowest mapped IOVA in `[start, end)` under `node` (of `level`), if any.
     fn first_mapped(&self, node: u32, level: usize, start: u64, end: u64) -> Option<u64> {
-        let shift = F::level_shift(level);
+        let shift = Geometry::<F>::SHIFT[level];
         let mut a = start;
         while a < end {
-            let idx = F::index(level, a);
+            let idx = Geometry::<F>::index(level, a);
             let chunk_end = end.min(((a >> shift) + 1) << shift);
             let pte = self.read(node, idx);
             if pte != self.empty[level] {
@@ -594,12 +636,12 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         done: &mut u64,
         dirty: &mut Dirty,
     ) -> Result<(), Error> {
-        let shift = F::level_shift(level);
+        let shift = Geometry::<F>::SHIFT[level];
         let esize = 1u64 << shift;
-        let entries = F::entries(level);
+        let entries = Geometry::<F>::ENTRIES[level];
         let page = self.nodes[node as usize].page;
         while *iova < end {
-            let idx = F::index(level, *iova);
+            let idx = Geometry::<F>::index(level, *iova);
             let dma = src.dma();
             let seg_left = src.remaining().min(end - *iova);
             if F::LEAF_LEVELS[level] && (*iova | dma) & (esize - 1) == 0 && seg_left >= esize {
@@ -665,7 +707,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         }
         let mut node = self.root;
         for level in 0..F::LEVELS {
-            let idx = F::index(level, addr);
+            let idx = Geometry::<F>::index(level, addr);
             let pte = self.read(node, idx);
             if pte == self.empty[level] {
                 return None;
@@ -685,7 +727,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         let (ls, le) = (self.leaf_level(start), self.leaf_level(end));
         let mut n = 0;
         for k in 0..F::LEVELS - 1 {
-            let size = 1u64 << F::level_shift(k);
+            let size = 1u64 << Geometry::<F>::SHIFT[k];
             let s = ls.is_some_and(|l| k >= l) && !start.is_multiple_of(size);
             let e = le.is_some_and(|l| k >= l) && !end.is_multiple_of(size);
             n += s as usize + e as usize;
@@ -708,14 +750,14 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         reserve: &mut Vec<TablePage>,
         gather: &mut Gather,
     ) -> u64 {
-        let shift = F::level_shift(level);
+        let shift = Geometry::<F>::SHIFT[level];
         let esize = 1u64 << shift;
         let page = self.nodes[node as usize].page;
         let mut dirty = Dirty::default();
         let mut bytes = 0;
         if level == F::LEVELS - 1 {
             // Only pages live here: one tight loop over the whole run.
-            let idx = F::index(level, start);
+            let idx = Geometry::<F>::index(level, start);
             let n = ((end - start) >> shift) as usize;
             let p = page.cpu.as_ptr() as *mut F::Pte;
             // SAFETY: [start, end) lies inside this table's span, so idx + n <= entries.
@@ -730,7 +772,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         } else {
             let mut a = start;
             while a < end {
-                let idx = F::index(level, a);
+                let idx = Geometry::<F>::index(level, a);
                 let entry_start = a & !(esize - 1);
                 let chunk_end = end.min(entry_start + esize);
                 let pte = self.read(node, idx);
@@ -770,8 +812,8 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                         .pop()
                         .expect("splits_needed reserved a table for every split");
                     let c = self.node_from_page(level + 1, cpage);
-                    let cshift = F::level_shift(level + 1);
-                    let cn = F::entries(level + 1);
+                    let cshift = Geometry::<F>::SHIFT[level + 1];
+                    let cn = Geometry::<F>::ENTRIES[level + 1];
                     // SAFETY: a fresh table page of cn entries.
                     unsafe {
                         store_leaves::<F>(
@@ -833,7 +875,7 @@ impl<F: Format, A: TableAlloc> Iterator for Mappings<'_, F, A> {
         loop {
             let top = self.stack.last_mut()?;
             let (node, level, idx, base) = *top;
-            if idx == F::entries(level) {
+            if idx == Geometry::<F>::ENTRIES[level] {
                 self.stack.pop();
                 continue;
             }
@@ -842,7 +884,7 @@ impl<F: Format, A: TableAlloc> Iterator for Mappings<'_, F, A> {
             if pte == self.pt.empty[level] {
                 continue;
             }
-            let shift = F::level_shift(level);
+            let shift = Geometry::<F>::SHIFT[level];
             let iova = base + ((idx as u64) << shift);
             if F::is_table(level, pte) {
                 let child = self.pt.nodes[node as usize].children[idx];
@@ -862,6 +904,13 @@ impl<F: Format, A: TableAlloc> Iterator for Mappings<'_, F, A> {
     }
 }
 
+/// A process-unique, never-zero id for a new table (0 marks a gather owned by no table).
+fn next_table_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    // Relaxed: only uniqueness matters, and fetch_add gives it. 2^64 tables never wrap.
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Validates `[start, start + len)` for a format: non-empty, both granule-aligned (`what` names
 /// the start and the length in errors), no overflow, and ending within `bits` bits. Returns the
 /// exclusive end.
@@ -871,7 +920,7 @@ fn check_range<F: Format>(
     len: u64,
     bits: u32,
 ) -> Result<u64, Error> {
-    let g = F::granule();
+    let g = 1u64 << F::GRANULE_SHIFT;
     if len == 0 {
         return Err(Error::ZeroSize);
     }

@@ -796,3 +796,74 @@ fn split_of_one_page_reserves_exactly_the_tables_it_uses() {
         Some(DmaAddr((1 << 31) + 0x1234_6000))
     );
 }
+
+/// A gather filled by one table is refused by every other table: adding to it (map, unmap) and
+/// completing it (`try_iotlb_sync` says so, `iotlb_sync` leaves it alone). Neither table changes,
+/// nothing is invalidated, the gather keeps its pages, and its own table then completes it,
+/// after which any table may use it again.
+#[test]
+fn a_gather_is_refused_by_every_table_but_its_own() {
+    for coherent in [true, false] {
+        let (sim_a, mut a) = fixture::<Arm>(coherent);
+        let (sim_b, mut b) = fixture::<Arm>(coherent);
+        let mut g = Gather::new();
+        assert_eq!(a.unmap(Iova(PRE_IOVA), PRE_SIZE, &mut g), Ok(PRE_SIZE));
+        let tables = g.tables_to_free();
+        assert_eq!(tables, 3, "L1, L2 and L3 of the fixture emptied");
+        let ranges: Vec<_> = g.ranges().collect();
+        let (state_a, state_b, stats_b) =
+            (table_state(&a, &sim_a), table_state(&b, &sim_b), b.stats());
+        sim_b.clear_sync_log();
+        let mut calls = 0;
+        assert_eq!(
+            b.try_iotlb_sync(&mut g, |_, _| calls += 1),
+            Err(Error::ForeignGather)
+        );
+        b.iotlb_sync(&mut g, |_, _| calls += 1);
+        assert_eq!(
+            b.unmap(Iova(PRE_IOVA), PAGE, &mut g),
+            Err(Error::ForeignGather)
+        );
+        assert_eq!(
+            b.map(Iova(0x1000_0000), DmaAddr(PRE_DMA), PAGE, Prot::RW, &mut g),
+            Err(Error::ForeignGather)
+        );
+        assert_eq!(calls, 0, "a foreign gather's ranges were invalidated");
+        assert_eq!(g.tables_to_free(), tables);
+        assert_eq!(g.ranges().collect::<Vec<_>>(), ranges);
+        assert_eq!(table_state(&b, &sim_b), state_b);
+        assert_eq!(b.stats(), stats_b);
+        assert!(sim_b.sync_log().is_empty());
+        assert_eq!(table_state(&a, &sim_a), state_a);
+
+        let live = sim_a.live_pages();
+        assert_eq!(sync_gather(&mut a, &mut g).len(), 1);
+        assert_eq!(sim_a.live_pages(), live - tables);
+        assert!(g.is_empty());
+        assert_eq!(b.unmap(Iova(PRE_IOVA), PRE_SIZE, &mut g), Ok(PRE_SIZE));
+        sync_gather(&mut b, &mut g);
+        assert_eq!(sim_b.live_pages(), 1, "only b's root is left");
+    }
+}
+
+/// The crash: a gather outlives its table. Another table (even one created after, in
+/// memory the first one gave back) still refuses it; its pages are leaked, never freed into the
+/// wrong allocator.
+#[test]
+fn a_gather_outliving_its_table_is_refused() {
+    let sim = SimAlloc::new();
+    let mut a: Pt<Arm> = PageTable::new(sim.clone(), PageTableConfig::default()).unwrap();
+    let mut g = Gather::new();
+    a.map(Iova(PRE_IOVA), DmaAddr(PRE_DMA), PAGE, Prot::RW, &mut g)
+        .unwrap();
+    a.unmap(Iova(PRE_IOVA), PAGE, &mut g).unwrap();
+    drop(a);
+    let mut b: Pt<Arm> = PageTable::new(sim.clone(), PageTableConfig::default()).unwrap();
+    let (before, frees) = (table_state(&b, &sim), sim.total_frees());
+    assert_eq!(
+        b.try_iotlb_sync(&mut g, |_, _| {}),
+        Err(Error::ForeignGather)
+    );
+    assert_eq!(g.tables_to_free(), 3);
+    assert_eq!((table_state(&b, &sim), sim.total_frees()), (before, frees));
+}

@@ -300,7 +300,9 @@ impl Vm {
         if let Err(e) = r {
             // Give back the table-pool growth this bind made (its tables were all freed by the
             // roll-back above), so that a failed bind holds no frames and no DMA mappings.
-            with_table!(&mut inner.table, pt => pt.table_alloc_mut().shrink_to(pool_mark));
+            // SAFETY: `shrink_to` gives back only chunks whose pages are all free (none is a
+            // table of this VM's page table), and the pool stays the table's allocator.
+            with_table!(&mut inner.table, pt => unsafe { pt.table_alloc_mut() }.shrink_to(pool_mark));
             let _ = inner.va.free(va);
             return Err(e.into());
         }
