@@ -69,6 +69,21 @@ pub enum Error {
     /// gather is as it was, for its own table to complete.
     #[error("the gather holds another page table's work")]
     ForeignGather,
+    /// The range to unmap cuts a block mapping (ARM LPAE 2 MiB or 1 GiB): `iova`, one end of the
+    /// range, falls strictly inside the `size`-byte block at `block`. Unmapping part of a block
+    /// would need a table written over a live block, which break-before-make forbids
+    /// (io-pgtable-arm.c refuses it since Linux v6.13, commit 33729a5fc0ca); use
+    /// [`PageTable::unmap_split`](crate::PageTable::unmap_split) or unmap the whole block.
+    /// Nothing changed.
+    #[error("unmap boundary {iova} cuts the {size:#x}-byte block at {block}")]
+    PartialBlock {
+        /// The end of the requested range that lies inside the block.
+        iova: Iova,
+        /// First IOVA of the block.
+        block: Iova,
+        /// Size of the block in bytes.
+        size: u64,
+    },
     /// The protection grants neither read nor write.
     #[error("protection {prot} grants no access")]
     NoAccess {

@@ -314,8 +314,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         );
         if let Err(e) = r {
             if done > iova.0 {
-                let mut reserve = Vec::new();
-                self.unmap_level(self.root, 0, false, iova.0, done, &mut reserve, gather);
+                self.unmap_level(self.root, 0, iova.0, done, gather);
                 gather.add_range(iova, done - iova.0);
             }
             return Err(e);
@@ -329,23 +328,70 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Unmaps `[iova, iova + size)` and returns the number of bytes that were mapped in it (holes
     /// are skipped; 0 if nothing was mapped).
     ///
-    /// Partial unmap of a block: the block is split into a next-level table of smaller leaves
-    /// with the same attributes and only the requested part is removed, so exactly the requested
-    /// range becomes unmapped (unlike generic_pt, which removes the whole block). The tables a
-    /// split needs are allocated before anything is written, so [`Error::NoMemory`] leaves the
-    /// table unchanged.
+    /// Only whole leaves are unmapped: a range that cuts a block (an ARM LPAE 2 MiB or 1 GiB
+    /// block with only part of it inside the range) is refused with [`Error::PartialBlock`] and
+    /// nothing changed, as Linux's io-pgtable-arm.c has done since commit 33729a5fc0ca
+    /// ("iommu/io-pgtable-arm: Remove split on unmap behavior", v6.13): writing a table over a
+    /// live block without break-before-make is not allowed by the architecture (Arm ARM DDI 0487,
+    /// "Using break-before-make when updating translation table entries"; SMMUv3 without
+    /// BBML2). [`PageTable::unmap_split`] splits such a block with
+    /// break-before-make, for callers that accept its cost.
     ///
     /// The leaves are cleared one by one, including those of tables that become empty; emptied
     /// tables are unlinked and queued on `gather`, together with the range to invalidate. Free
     /// them with [`PageTable::iotlb_sync`] once the device TLB is invalidated.
     ///
-    /// Errors (table unchanged): [`Error::ZeroSize`], [`Error::Misaligned`], [`Error::Overflow`],
-    /// [`Error::OutOfRange`], [`Error::NoMemory`].
+    /// Errors (table unchanged): [`Error::ForeignGather`], [`Error::ZeroSize`],
+    /// [`Error::Misaligned`], [`Error::Overflow`], [`Error::OutOfRange`],
+    /// [`Error::PartialBlock`].
     pub fn unmap(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
         gather.claim(self.id)?;
         let end = self.check_iova(iova, size)?;
-        let mut reserve = Vec::new();
+        if let Some((at, block, bsize)) = self.cut_block(iova.0, end) {
+            return Err(Error::PartialBlock {
+                iova: Iova(at),
+                block: Iova(block),
+                size: bsize,
+            });
+        }
+        let bytes = self.unmap_level(self.root, 0, iova.0, end, gather);
+        if bytes > 0 {
+            gather.add_range(iova, size);
+        }
+        Ok(bytes)
+    }
+
+    /// Unmaps `[iova, iova + size)` as [`PageTable::unmap`] does, except that a block the range
+    /// cuts is split first, with break-before-make (Arm ARM DDI 0487, "Using break-before-make
+    /// when updating translation table entries"): the block entry is cleared
+    /// (and cleaned for a non-coherent walker), `gather` is completed through `invalidate`
+    /// exactly as [`PageTable::iotlb_sync`] does (so the device TLB holds the block no more, and
+    /// what `gather` held before is completed too), and only then is a table of smaller leaves
+    /// with the block's attributes (built, filled and cleaned beforehand, down to the level the
+    /// boundary needs) linked in its place. Then the range is unmapped. At most two blocks are
+    /// split (one per end of the range), each with its own invalidation.
+    ///
+    /// Cost, and why it is not the default: between the clear and the link, the *whole* block is
+    /// unmapped, including the part outside the range, so a device access there in that window
+    /// faults (or, on a format without valid bits, would read the dummy page). Use it only where
+    /// the device cannot touch the rest of the block during the call, as a GPU driver's VM_BIND
+    /// remap does.
+    ///
+    /// The tables the splits need are allocated before anything is written. Errors, each
+    /// leaving the table unchanged and `invalidate` not called: as [`PageTable::unmap`] but for
+    /// [`Error::PartialBlock`], and [`Error::NoMemory`], [`Error::BadTableAddr`] (no table page
+    /// for a split).
+    pub fn unmap_split(
+        &mut self,
+        iova: Iova,
+        size: u64,
+        gather: &mut Gather,
+        mut invalidate: impl FnMut(Iova, u64),
+    ) -> Result<u64, Error> {
+        gather.claim(self.id)?;
+        let end = self.check_iova(iova, size)?;
         let need = self.splits_needed(iova.0, end);
+        let mut reserve = Vec::with_capacity(need);
         for _ in 0..need {
             match self.alloc_page() {
                 Ok(p) => reserve.push(p),
@@ -355,8 +401,22 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 }
             }
         }
-        let bytes = self.unmap_level(self.root, 0, false, iova.0, end, &mut reserve, gather);
+        while let Some((_, block, bsize)) = self.cut_block(iova.0, end) {
+            self.split_block(
+                block,
+                bsize,
+                [iova.0, end],
+                &mut reserve,
+                gather,
+                &mut invalidate,
+            );
+        }
+        debug_assert!(
+            reserve.is_empty(),
+            "splits_needed counted the tables the splits take"
+        );
         self.free_reserve(reserve);
+        let bytes = self.unmap_level(self.root, 0, iova.0, end, gather);
         if bytes > 0 {
             gather.add_range(iova, size);
         }
@@ -738,16 +798,127 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         n
     }
 
-    /// Clears `[start, end)` under `node`; returns the bytes that were mapped there.
-    #[allow(clippy::too_many_arguments)]
+    /// The first block that `[start, end)` cuts, as `(boundary inside it, block IOVA, block size
+    /// in bytes)`: the leaf covering `start` if it is a block that starts before `start`, else
+    /// the leaf covering `end` if it is a block that starts before `end`.
+    fn cut_block(&self, start: u64, end: u64) -> Option<(u64, u64, u64)> {
+        for at in [start, end] {
+            if let Some(level) = self.leaf_level(at) {
+                let size = 1u64 << Geometry::<F>::SHIFT[level];
+                if level + 1 < F::LEVELS && !at.is_multiple_of(size) {
+                    return Some((at, at & !(size - 1), size));
+                }
+            }
+        }
+        None
+    }
+
+    /// Replaces the live block at `block` (`size` bytes) with an equivalent subtree, with
+    /// break-before-make: clear the block entry and clean it, complete `gather` through
+    /// `invalidate`, then link the subtree, built beforehand from `reserve`, whose tables split
+    /// further every entry that one of `cuts` falls strictly inside.
+    fn split_block(
+        &mut self,
+        block: u64,
+        size: u64,
+        cuts: [u64; 2],
+        reserve: &mut Vec<TablePage>,
+        gather: &mut Gather,
+        invalidate: &mut impl FnMut(Iova, u64),
+    ) {
+        // Find the block's entry: its parent table and index.
+        let mut node = self.root;
+        let mut level = 0;
+        while Geometry::<F>::SHIFT[level] as u64 != size.trailing_zeros() as u64 {
+            node = self.nodes[node as usize].children[Geometry::<F>::index(level, block)];
+            level += 1;
+        }
+        let idx = Geometry::<F>::index(level, block);
+        let Entry::Leaf(addr, prot) = F::decode(level, self.read(node, idx)) else {
+            unreachable!("cut_block returned a leaf")
+        };
+        let child = self.build_split(level + 1, block, addr.0, prot, cuts, reserve);
+        // Break: the walker must see the entry invalid and the TLB must forget the block before
+        // the table is linked, or the TLB could hold the block and the table's leaves at once.
+        let page = self.nodes[node as usize].page;
+        self.write(node, idx, self.empty[level]);
+        let b = <F::Pte as PteWord>::BYTES;
+        self.sync_bytes(&page, idx * b, b);
+        gather.add_range(Iova(block), size);
+        self.try_iotlb_sync(gather, &mut *invalidate)
+            .expect("the caller claimed the gather");
+        gather.claim(self.id).expect("a completed gather is free");
+        // Make: link the subtree, cleaned whole when it was built.
+        let cdma = self.nodes[child as usize].page.dma;
+        self.write(node, idx, F::table_entry(level, cdma));
+        self.nodes[node as usize].children[idx] = child;
+        self.sync_bytes(&page, idx * b, b);
+        self.stats.blocks_split += 1;
+    }
+
+    /// Builds, unlinked, a table of `level` whose entries map `[base, base + span)` to `addr..`
+    /// with `prot` as leaves of that level, except that an entry one of `cuts` falls strictly
+    /// inside becomes a table built the same way one level down. Cleaned whole (non-coherent
+    /// walker) once filled. Takes its pages from `reserve`.
+    fn build_split(
+        &mut self,
+        level: usize,
+        base: u64,
+        addr: u64,
+        prot: Prot,
+        cuts: [u64; 2],
+        reserve: &mut Vec<TablePage>,
+    ) -> u32 {
+        let page = reserve
+            .pop()
+            .expect("splits_needed reserved a table for every split");
+        let c = self.insert_node(level, page);
+        let shift = Geometry::<F>::SHIFT[level];
+        let n = Geometry::<F>::ENTRIES[level];
+        // SAFETY: a page of this table, live (just taken from the allocator, not yet linked),
+        // and `n` entries are exactly one table of `level` (Geometry's compile-time check).
+        unsafe {
+            store_leaves::<F>(
+                page.cpu.as_ptr() as *mut F::Pte,
+                n,
+                F::leaf_attrs(level, prot),
+                addr,
+                shift,
+            )
+        };
+        self.nodes[c as usize].used = n as u32;
+        self.stats.pte_stores += n as u64;
+        if level + 1 < F::LEVELS {
+            let esize = 1u64 << shift;
+            let span = esize << Geometry::<F>::ENTRIES[level].trailing_zeros();
+            let mut done: Option<u64> = None;
+            for cut in cuts {
+                let inside = cut > base && cut < base + span && !cut.is_multiple_of(esize);
+                let entry = cut & !(esize - 1);
+                if inside && done != Some(entry) {
+                    done = Some(entry);
+                    let i = Geometry::<F>::index(level, cut);
+                    let sub = addr + (entry - base);
+                    let g = self.build_split(level + 1, entry, sub, prot, cuts, reserve);
+                    let gdma = self.nodes[g as usize].page.dma;
+                    self.write(c, i, F::table_entry(level, gdma));
+                    self.nodes[c as usize].children[i] = g;
+                    self.stats.blocks_split += 1;
+                }
+            }
+        }
+        self.clean_whole(page);
+        c
+    }
+
+    /// Clears `[start, end)` under `node`, which cuts no block (the caller checked, or split
+    /// them first); returns the bytes that were mapped there.
     fn unmap_level(
         &mut self,
         node: u32,
         level: usize,
-        fresh: bool,
         start: u64,
         end: u64,
-        reserve: &mut Vec<TablePage>,
         gather: &mut Gather,
     ) -> u64 {
         let shift = Geometry::<F>::SHIFT[level];
@@ -782,8 +953,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 }
                 if F::is_table(level, pte) {
                     let child = self.nodes[node as usize].children[idx];
-                    bytes +=
-                        self.unmap_level(child, level + 1, false, a, chunk_end, reserve, gather);
+                    bytes += self.unmap_level(child, level + 1, a, chunk_end, gather);
                     if self.nodes[child as usize].used == 0 {
                         self.write(node, idx, self.empty[level]);
                         let n = &mut self.nodes[node as usize];
@@ -791,49 +961,15 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                         n.used -= 1;
                         let cpage = self.release_slot(child);
                         gather.freed.push(cpage);
-                        if !fresh {
-                            self.note(&mut dirty, &page, idx, 1);
-                        }
+                        self.note(&mut dirty, &page, idx, 1);
                     }
                 } else if a == entry_start && chunk_end == entry_start + esize {
                     self.write(node, idx, self.empty[level]);
                     self.nodes[node as usize].used -= 1;
                     bytes += esize;
-                    if !fresh {
-                        self.note(&mut dirty, &page, idx, 1);
-                    }
+                    self.note(&mut dirty, &page, idx, 1);
                 } else {
-                    // Split the block: a fresh next-level table of leaves with the same
-                    // attributes, trimmed, cleaned whole, then linked in place of the block.
-                    let Entry::Leaf(addr, prot) = F::decode(level, pte) else {
-                        unreachable!("a non-empty, non-table entry on the update path is a leaf")
-                    };
-                    let cpage = reserve
-                        .pop()
-                        .expect("splits_needed reserved a table for every split");
-                    let c = self.node_from_page(level + 1, cpage);
-                    let cshift = Geometry::<F>::SHIFT[level + 1];
-                    let cn = Geometry::<F>::ENTRIES[level + 1];
-                    // SAFETY: a fresh table page of cn entries.
-                    unsafe {
-                        store_leaves::<F>(
-                            cpage.cpu.as_ptr() as *mut F::Pte,
-                            cn,
-                            F::leaf_attrs(level + 1, prot),
-                            addr.0,
-                            cshift,
-                        )
-                    };
-                    self.nodes[c as usize].used = cn as u32;
-                    self.stats.pte_stores += cn as u64;
-                    self.stats.blocks_split += 1;
-                    bytes += self.unmap_level(c, level + 1, true, a, chunk_end, reserve, gather);
-                    self.clean_whole(cpage);
-                    self.write(node, idx, F::table_entry(level, cpage.dma));
-                    self.nodes[node as usize].children[idx] = c;
-                    if !fresh {
-                        self.note(&mut dirty, &page, idx, 1);
-                    }
+                    unreachable!("unmap_level met a block its range cuts: {a:#x}..{chunk_end:#x}");
                 }
                 a = chunk_end;
             }
@@ -841,7 +977,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         // A table about to be unlinked and freed need not be cleaned: the walker cannot reach it
         // once its parent entry is cleared and the TLB invalidated.
         let keep = node == self.root || self.nodes[node as usize].used > 0;
-        if !fresh && keep && dirty.start != dirty.end {
+        if keep && dirty.start != dirty.end {
             self.sync_bytes(&page, dirty.start, dirty.end - dirty.start);
         }
         bytes

@@ -675,7 +675,13 @@ fn split_unmap_no_memory(coherent: bool, start: u64, end: u64) -> (SimAlloc, Pt<
         sim.fail_after(k);
         sim.clear_sync_log();
         let allocs = sim.total_allocs();
-        match pt.unmap(Iova(start), end - start, &mut g) {
+        // The plain unmap refuses to cut the block, changing nothing.
+        assert!(matches!(
+            pt.unmap(Iova(start), end - start, &mut g),
+            Err(Error::PartialBlock { .. })
+        ));
+        assert!(g.is_empty());
+        match pt.unmap_split(Iova(start), end - start, &mut g, |_, _| {}) {
             Err(e) => {
                 assert_eq!(e, Error::NoMemory);
                 // Refused before anything was written.
@@ -785,7 +791,10 @@ fn split_of_one_page_reserves_exactly_the_tables_it_uses() {
     let before = pt.stats().tables_allocated;
     sim.fail_after(2);
     let page = (1u64 << 30) + 0x1234_5000;
-    assert_eq!(pt.unmap(Iova(page), PAGE, &mut g), Ok(PAGE));
+    assert_eq!(
+        pt.unmap_split(Iova(page), PAGE, &mut g, |_, _| {}),
+        Ok(PAGE)
+    );
     sync_gather(&mut pt, &mut g);
     sim.clear_faults();
     assert_eq!(pt.stats().tables_allocated - before, 2);
@@ -866,4 +875,53 @@ fn a_gather_outliving_its_table_is_refused() {
     );
     assert_eq!(g.tables_to_free(), 3);
     assert_eq!((table_state(&b, &sim), sim.total_frees()), (before, frees));
+}
+
+/// `unmap` of a range that cuts a block (either end strictly inside a 1 GiB or 2 MiB block) is
+/// refused and changes nothing (io-pgtable-arm.c since Linux v6.13); whole blocks unmap.
+#[test]
+fn partial_block_unmap_is_refused() {
+    for coherent in [true, false] {
+        let (sim, mut pt) = fixture::<Arm>(coherent);
+        let mut g = Gather::new();
+        let (gib, two_mib) = (1u64 << 30, 0x20_0000u64);
+        pt.map(Iova(gib), DmaAddr(0x80_0000_0000), gib, Prot::RW, &mut g)
+            .unwrap();
+        pt.map(
+            Iova(2 * gib + two_mib),
+            DmaAddr(0x80_4000_0000),
+            two_mib,
+            Prot::RW,
+            &mut g,
+        )
+        .unwrap();
+        sync_gather(&mut pt, &mut g);
+        refused(
+            &mut pt,
+            &sim,
+            Error::PartialBlock {
+                iova: Iova(gib + PAGE),
+                block: Iova(gib),
+                size: gib,
+            },
+            |pt, g| pt.unmap(Iova(gib + PAGE), gib - PAGE, g),
+        );
+        let end = 2 * gib + two_mib + 0x1_0000;
+        refused(
+            &mut pt,
+            &sim,
+            Error::PartialBlock {
+                iova: Iova(end),
+                block: Iova(2 * gib + two_mib),
+                size: two_mib,
+            },
+            |pt, g| pt.unmap(Iova(gib), end - gib, g),
+        );
+        assert_eq!(
+            pt.unmap(Iova(gib), gib + 2 * two_mib, &mut g),
+            Ok(gib + two_mib)
+        );
+        sync_gather(&mut pt, &mut g);
+        assert_eq!(pt.stats().blocks_split, 0);
+    }
 }

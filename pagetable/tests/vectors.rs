@@ -445,8 +445,9 @@ fn arm_map_block_then_pages() {
     assert_eq!(pt.mappings().count(), 512);
 }
 
-/// A partial unmap splits the block into a table of leaves with the block's attribute bits and
-/// the page type, as `arm_lpae_split_blk_unmap` (iopte_prot of the block | type).
+/// A partial unmap with the split option (`unmap_split`) turns the block into a table of leaves
+/// with the block's attribute bits and the page type, as `arm_lpae_split_blk_unmap` did before
+/// Linux v6.13 (iopte_prot of the block | type).
 #[test]
 fn arm_split_keeps_raw_attrs() {
     let (sim, mut pt) = arm_table();
@@ -461,7 +462,10 @@ fn arm_split_keeps_raw_attrs() {
     )
     .unwrap();
     assert_eq!(raw64(&sim, 0x1000_2008), 0x8_1240_0f49);
-    assert_eq!(pt.unmap(Iova(0x20_1000), 0x1000, &mut g), Ok(0x1000));
+    assert_eq!(
+        pt.unmap_split(Iova(0x20_1000), 0x1000, &mut g, |_, _| {}),
+        Ok(0x1000)
+    );
     common::sync_gather(&mut pt, &mut g);
     // L2[1] is now a table descriptor: an address and type 0b11, no attribute bits.
     let desc = raw64(&sim, 0x1000_2008);
@@ -489,7 +493,8 @@ fn arm_split_keeps_raw_attrs() {
         )
         .unwrap();
         let block = raw64(&sim, 0x1000_2008);
-        pt.unmap(Iova(0x20_1000), 0x1000, &mut g).unwrap();
+        pt.unmap_split(Iova(0x20_1000), 0x1000, &mut g, |_, _| {})
+            .unwrap();
         common::sync_gather(&mut pt, &mut g);
         let l3 = raw64(&sim, 0x1000_2008) & PTE_ADDR_MASK;
         let page_attrs = (block & !PTE_ADDR_MASK & !3) | 3;

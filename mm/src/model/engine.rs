@@ -198,7 +198,14 @@ impl<'a> StatsTally<'a> {
                     dma: DmaAddr(t.dma.0 - (iova.0 - t.leaf_iova.0)),
                     prot: t.prot,
                 };
-                dev.mmu.tlb().lock().insert(e);
+                let mut tlb = dev.mmu.tlb().lock();
+                if let Some(old) = tlb.note_walk(&e) {
+                    return Err(fault(FaultReason::TlbConflict {
+                        block: Iova(old.iova),
+                        size: old.size,
+                    }));
+                }
+                tlb.insert(e);
                 e
             }
         };

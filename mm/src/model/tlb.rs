@@ -36,12 +36,22 @@ pub struct TlbStats {
 }
 
 /// A fully associative TLB with round-robin replacement.
+///
+/// Besides its entries, it remembers every block (leaf larger than 4 KiB) it has walked and not
+/// yet seen invalidated: the architecture lets a TLB keep any translation it walked until an
+/// invalidation covers it, whatever a replacement policy evicted (Arm ARM DDI 0487, "TLB
+/// maintenance requirements and the TLB maintenance instructions"). A later walk that returns a
+/// different leaf overlapping such a block means a table (or another leaf) was written over a
+/// live block without break-before-make: [`Tlb::note_walk`] reports it, as an SMMUv3 reports
+/// `F_TLB_CONFLICT`.
 #[derive(Debug)]
 pub struct Tlb {
     capacity: usize,
     entries: Vec<TlbEntry>,
     victim: usize,
     stats: TlbStats,
+    /// Blocks walked and not invalidated since.
+    walked_blocks: Vec<TlbEntry>,
 }
 
 impl Tlb {
@@ -53,6 +63,7 @@ impl Tlb {
             entries: Vec::with_capacity(capacity),
             victim: 0,
             stats: TlbStats::default(),
+            walked_blocks: Vec::new(),
         }
     }
 
@@ -86,6 +97,27 @@ impl Tlb {
         hit
     }
 
+    /// Records a leaf a walk just returned, before it is cached: returns the block this TLB may
+    /// still hold (walked, never invalidated since) that overlaps `entry` but is not the same
+    /// leaf, i.e. a break-before-make violation the hardware would see as a TLB conflict; and
+    /// remembers `entry` if it is itself a block.
+    pub fn note_walk(&mut self, entry: &TlbEntry) -> Option<TlbEntry> {
+        let overlaps = |b: &TlbEntry| {
+            b.asid == entry.asid
+                && b.iova < entry.iova.saturating_add(entry.size)
+                && entry.iova < b.iova.saturating_add(b.size)
+        };
+        let conflict = self
+            .walked_blocks
+            .iter()
+            .find(|b| overlaps(b) && *b != entry)
+            .copied();
+        if entry.size > crate::phys::PAGE_SIZE && !self.walked_blocks.contains(entry) {
+            self.walked_blocks.push(*entry);
+        }
+        conflict
+    }
+
     /// Caches a walked leaf, evicting round-robin when full.
     pub fn insert(&mut self, entry: TlbEntry) {
         if self.entries.len() < self.capacity {
@@ -102,15 +134,18 @@ impl Tlb {
     pub fn invalidate_range(&mut self, asid: Option<u32>, iova: u64, size: u64) {
         let end = iova.saturating_add(size);
         self.stats.invalidations += 1;
-        self.retain(|e| {
+        let keep = |e: &TlbEntry| {
             let same = asid.is_none_or(|a| a == e.asid);
             !(same && e.iova < end && iova < e.iova.saturating_add(e.size))
-        });
+        };
+        self.walked_blocks.retain(keep);
+        self.retain(keep);
     }
 
     /// Drops every entry (a whole-TLB invalidation, as the IPU MMU's invalidate register does).
     pub fn invalidate_all(&mut self) {
         self.stats.invalidations += 1;
+        self.walked_blocks.clear();
         self.retain(|_| false);
     }
 

@@ -327,6 +327,16 @@ impl Vm {
     /// Order: IOPTEs cleared (cleaned if needed), TLB invalidated, emptied tables freed, then
     /// the DMA mappings of fully unbound BOs released.
     ///
+    /// Blocks: a bind places 2 MiB / 1 GiB blocks wherever the format and the bus addresses
+    /// allow, and VM_BIND lets an unbind cut a binding anywhere, so an unbind may cut a block.
+    /// The VM then splits it with break-before-make
+    /// ([`PageTable::unmap_split`](devmmu_pagetable::PageTable::unmap_split)): the block entry is
+    /// cleared, the TLB invalidated, then a table of smaller leaves linked. While the call runs,
+    /// the part of that block that stays bound is briefly unmapped, so the device must not use
+    /// it during the unbind (as with a GPU driver's remap); each cut block costs one extra TLB
+    /// invalidation. A table written over a live block without that invalidation would be a
+    /// TLB conflict on the device ([`FaultReason::TlbConflict`](crate::model::FaultReason)).
+    ///
     /// Errors, each leaving the VM as it was: [`MmError::ZeroSize`], [`MmError::Misaligned`],
     /// [`MmError::VaOutOfRange`], [`MmError::NotBound`], [`MmError::PageTable`] (no memory to
     /// split a block mapping).
@@ -358,7 +368,11 @@ impl Vm {
             return Err(MmError::NotBound { iova, size });
         }
         let mut gather = Gather::new();
-        let r = with_table!(&mut inner.table, pt => pt.unmap(iova, size, &mut gather));
+        // A block the range cuts is split with break-before-make (see the doc above); each of
+        // its invalidations gets a fresh invalidator, since a whole-TLB one acts only once.
+        let (device, asid) = (&self.device, self.asid);
+        let bbm = |i: Iova, n: u64| device.tlb_invalidator(asid)(i, n);
+        let r = with_table!(&mut inner.table, pt => pt.unmap_split(iova, size, &mut gather, bbm));
         complete(&self.device, self.asid, &mut inner.table, &mut gather);
         r?;
         let mut unbound = 0;
