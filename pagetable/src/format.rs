@@ -96,6 +96,10 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
     /// Whether the device TLB may hold translations for empty entries, so that a *map* must be
     /// followed by a TLB invalidation too (true where empty entries point at a dummy page).
     const TLB_CACHES_EMPTY: bool;
+    /// Whether [`PageTable::unmap`](crate::PageTable::unmap) frees, by default, a table it
+    /// leaves empty (after the TLB invalidation) rather than keeping it linked for later maps.
+    /// True unless the format's drivers keep tables until teardown (the Intel IPU).
+    const FREE_EMPTY_TABLES: bool = true;
 
     /// The attribute bits of a leaf at `level` with protection `prot`, without the address.
     fn leaf_attrs(level: usize, prot: Prot) -> Self::Pte;

@@ -64,6 +64,9 @@ struct Node {
     used: u32,
     /// Node index of each entry's child table, `NONE` if none (empty for last-level tables).
     children: Box<[u32]>,
+    /// Number of the map that created the table (`PageTable::maps` then), so that undoing a
+    /// failed map frees exactly the tables it created.
+    born: u64,
 }
 
 /// The bytes of one table written so far by an operation and not yet cleaned, kept as one run of
@@ -132,6 +135,10 @@ pub struct PageTable<F: Format, A: TableAlloc> {
     /// Process-unique id, recorded in the gathers this table fills (see [`Gather`]).
     id: u64,
     coherent: bool,
+    /// Whether unmap frees the tables it empties ([`Format::FREE_EMPTY_TABLES`] unless set).
+    free_empty: bool,
+    /// Map calls that got past validation, numbering them from 1 (0: creation).
+    maps: u64,
     nodes: Vec<Node>,
     free_slots: Vec<u32>,
     root: u32,
@@ -159,6 +166,8 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             alloc,
             id: next_table_id(),
             coherent: config.coherent_walk,
+            free_empty: F::FREE_EMPTY_TABLES,
+            maps: 0,
             nodes: Vec::new(),
             free_slots: Vec::new(),
             root: NONE,
@@ -198,6 +207,27 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Bus address of the dummy page that empty entries point at, for formats that have one.
     pub fn dummy_page(&self) -> Option<DmaAddr> {
         self.dummies.first().map(|p| p.dma)
+    }
+
+    /// Whether [`PageTable::unmap`] frees the tables it empties (through the gather, after the
+    /// TLB invalidation) or keeps them linked, empty, for later maps. The default is the
+    /// format's [`Format::FREE_EMPTY_TABLES`]: ARM LPAE frees them; the Intel IPU format keeps
+    /// them, as ipu3-mmu.c and ipu6-mmu.c do (an L2 table is freed only at teardown, so an L1
+    /// entry never changes under a live device).
+    ///
+    /// Turning freeing on for a format whose emptied upper entries stay valid pointers (to the
+    /// dummy table: the IPU) makes each unmap that frees a table gather the whole IOVA space,
+    /// so [`PageTable::iotlb_sync`] invalidates the whole TLB (which may cache the old upper
+    /// entry) before the page goes back to the allocator. A map that fails always frees the
+    /// tables it created, with the same invalidation.
+    pub fn set_free_empty_tables(&mut self, free: bool) {
+        self.free_empty = free;
+    }
+
+    /// Whether [`PageTable::unmap`] frees the tables it empties (see
+    /// [`PageTable::set_free_empty_tables`]).
+    pub fn frees_empty_tables(&self) -> bool {
+        self.free_empty
     }
 
     /// Whether the walker is coherent (no cache maintenance on updates).
@@ -291,6 +321,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         if let Some(at) = self.first_mapped(self.root, 0, iova.0, end) {
             return Err(Error::AlreadyMapped { iova: Iova(at) });
         }
+        self.maps += 1;
         let mut attrs = [F::Pte::default(); MAX_LEVELS];
         for (level, a) in attrs.iter_mut().enumerate().take(F::LEVELS) {
             *a = F::leaf_attrs(level, prot);
@@ -314,7 +345,9 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         );
         if let Err(e) = r {
             if done > iova.0 {
-                self.unmap_level(self.root, 0, iova.0, done, gather);
+                // Tables this map created are freed again, so a failed map leaves no trace.
+                let (free, this_map) = (self.free_empty, self.maps);
+                self.unmap_level(self.root, 0, iova.0, done, free, this_map, gather);
                 gather.add_range(iova, done - iova.0);
             }
             return Err(e);
@@ -354,7 +387,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 size: bsize,
             });
         }
-        let bytes = self.unmap_level(self.root, 0, iova.0, end, gather);
+        let bytes = self.unmap_level(self.root, 0, iova.0, end, self.free_empty, u64::MAX, gather);
         if bytes > 0 {
             gather.add_range(iova, size);
         }
@@ -416,7 +449,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             "splits_needed counted the tables the splits take"
         );
         self.free_reserve(reserve);
-        let bytes = self.unmap_level(self.root, 0, iova.0, end, gather);
+        let bytes = self.unmap_level(self.root, 0, iova.0, end, self.free_empty, u64::MAX, gather);
         if bytes > 0 {
             gather.add_range(iova, size);
         }
@@ -548,6 +581,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             page,
             used: 0,
             children,
+            born: self.maps,
         };
         match self.free_slots.pop() {
             Some(slot) => {
@@ -913,12 +947,17 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     /// Clears `[start, end)` under `node`, which cuts no block (the caller checked, or split
     /// them first); returns the bytes that were mapped there.
+    /// Tables it empties are unlinked and queued on `gather` if `free`, or if created by map
+    /// number `reclaim` (the map being undone; `u64::MAX`: none), else kept linked.
+    #[allow(clippy::too_many_arguments)]
     fn unmap_level(
         &mut self,
         node: u32,
         level: usize,
         start: u64,
         end: u64,
+        free: bool,
+        reclaim: u64,
         gather: &mut Gather,
     ) -> u64 {
         let shift = Geometry::<F>::SHIFT[level];
@@ -953,8 +992,10 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 }
                 if F::is_table(level, pte) {
                     let child = self.nodes[node as usize].children[idx];
-                    bytes += self.unmap_level(child, level + 1, a, chunk_end, gather);
-                    if self.nodes[child as usize].used == 0 {
+                    bytes +=
+                        self.unmap_level(child, level + 1, a, chunk_end, free, reclaim, gather);
+                    let c = &self.nodes[child as usize];
+                    if c.used == 0 && (free || c.born == reclaim) {
                         self.write(node, idx, self.empty[level]);
                         let n = &mut self.nodes[node as usize];
                         n.children[idx] = NONE;
@@ -962,6 +1003,13 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                         let cpage = self.release_slot(child);
                         gather.freed.push(cpage);
                         self.note(&mut dirty, &page, idx, 1);
+                        if !F::EMPTY_IS_ZERO {
+                            // The upper entry was a valid pointer and is one again (to the
+                            // dummy table): the device may cache it in a TLB that only a
+                            // whole-TLB invalidation reaches (the IPU MMU's L1 TLB streams), so
+                            // the page may be reused only after invalidating everything.
+                            gather.add_range(Iova(0), limit(F::IOVA_BITS));
+                        }
                     }
                 } else if a == entry_start && chunk_end == entry_start + esize {
                     self.write(node, idx, self.empty[level]);
@@ -976,7 +1024,8 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         }
         // A table about to be unlinked and freed need not be cleaned: the walker cannot reach it
         // once its parent entry is cleared and the TLB invalidated.
-        let keep = node == self.root || self.nodes[node as usize].used > 0;
+        let n = &self.nodes[node as usize];
+        let keep = node == self.root || n.used > 0 || !(free || n.born == reclaim);
         if keep && dirty.start != dirty.end {
             self.sync_bytes(&page, dirty.start, dirty.end - dirty.start);
         }

@@ -925,3 +925,36 @@ fn partial_block_unmap_is_refused() {
         assert_eq!(pt.stats().blocks_split, 0);
     }
 }
+
+/// IPU tables emptied by unmap are kept linked (ipu3-mmu.c, ipu6-mmu.c). A map that reuses such
+/// a table and then fails frees only the tables it created itself: the kept table, and every
+/// byte of every table, are as before.
+#[test]
+fn a_failed_ipu_map_keeps_the_tables_it_did_not_create() {
+    for coherent in [true, false] {
+        let (sim, mut pt) = fixture::<Ipu>(coherent);
+        let mut g = Gather::new();
+        // L1[8] gets an L2 table, emptied and kept.
+        let l2_span = 0x40_0000u64;
+        let kept = 8 * l2_span;
+        pt.map(Iova(kept), DmaAddr(PRE_DMA), PAGE, Prot::RW, &mut g)
+            .unwrap();
+        sync_gather(&mut pt, &mut g);
+        assert_eq!(pt.unmap(Iova(kept), PAGE, &mut g), Ok(PAGE));
+        sync_gather(&mut pt, &mut g);
+        let before = table_state(&pt, &sim);
+        assert_eq!(before.tables, 3, "root, the fixture's L2 and the kept one");
+        // Pages in the kept L2 (L1[8]) then into L1[9], whose new table cannot be allocated.
+        sim.fail_after(0);
+        let r = pt.map(
+            Iova(kept + l2_span - 4 * PAGE),
+            DmaAddr(PRE_DMA),
+            8 * PAGE,
+            Prot::RW,
+            &mut g,
+        );
+        assert_eq!(r, Err(Error::NoMemory));
+        sim.clear_faults();
+        undone(&mut pt, &sim, &mut g, &before);
+    }
+}

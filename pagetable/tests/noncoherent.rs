@@ -387,15 +387,41 @@ fn ipu_new_and_map_one_page() {
     r.unwrap();
     assert_eq!(log, vec![rec(BASE + 0x3000, 0xd18, 64)]);
     assert_eq!(lines(&log), 2);
-    // Unmap everything: the L2 table empties and is freed uncleaned; only the L1 entry's line
-    // (reset to the dummy L2) is cleaned.
+    // Unmap everything: the L2 table empties and is kept linked (ipu6-mmu.c frees L2 tables
+    // only at teardown), so its cleared entries 0x345..0x356 (bytes 0xd14..0xd58) are cleaned
+    // and the L1 entry is left alone.
     sync_gather(&mut pt, &mut g);
     let (r, log) = counted(&sim, &mut pt, |pt| {
         pt.unmap(Iova(0x1234_5000), 17 * PAGE, &mut g)
     });
     assert_eq!(r, Ok(17 * PAGE));
-    assert_eq!(log, vec![rec(BASE + 0x2000, 0x120, 4)]);
+    assert_eq!(log, vec![rec(BASE + 0x3000, 0xd14, 68)]);
+    assert_eq!(
+        sync_gather(&mut pt, &mut g),
+        vec![(0x1234_5000, 0x1235_6000)]
+    );
+    assert_eq!(sim.live_pages(), 4);
+    assert_eq!(pt.table_count(), 2);
+    // With freeing turned on, the same unmap frees the L2 table: uncleaned, the L1 entry's line
+    // (reset to the dummy L2) cleaned, and the whole IOVA space invalidated before the page
+    // goes back (the L1 entry may be cached).
+    pt.map(
+        Iova(0x1234_5000),
+        DmaAddr(0x9_8765_4000),
+        PAGE,
+        Prot::RW,
+        &mut g,
+    )
+    .unwrap();
     sync_gather(&mut pt, &mut g);
+    pt.set_free_empty_tables(true);
+    let (r, log) = counted(&sim, &mut pt, |pt| {
+        pt.unmap(Iova(0x1234_5000), PAGE, &mut g)
+    });
+    assert_eq!(r, Ok(PAGE));
+    assert_eq!(log, vec![rec(BASE + 0x2000, 0x120, 4)]);
+    assert_eq!(g.tables_to_free(), 1);
+    assert_eq!(sync_gather(&mut pt, &mut g), vec![(0, 1 << 32)]);
     assert_eq!(sim.live_pages(), 3);
     let t = walk::<Ipu, _>(&sim, pt.root(), Iova(0x1234_5010)).unwrap();
     assert_eq!(

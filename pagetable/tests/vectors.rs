@@ -627,16 +627,18 @@ fn ipu_map_one_page_raw() {
         Some((DmaAddr(0x9_8765_4000), Prot::RW))
     );
 
-    // Unmap restores the dummy entries and frees the L2 (after the TLB sync).
+    // Unmap restores the dummy page entry (L2[0x345] = 0x1_0000) and keeps the L2 table
+    // linked: L1[0x48] still points at it (0x1_0003), as in ipu6-mmu.c's l2_unmap.
     common::sync_gather(&mut pt, &mut g);
     assert_eq!(pt.unmap(Iova(0x1234_5000), 0x1000, &mut g), Ok(0x1000));
-    assert_eq!(raw32(&sim, 0x1000_2120), 0x1_0001);
-    assert_eq!(g.tables_to_free(), 1);
+    assert_eq!(raw32(&sim, 0x1000_3000 + 0x345 * 4), 0x1_0000);
+    assert_eq!(raw32(&sim, 0x1000_2120), 0x1_0003);
+    assert_eq!(g.tables_to_free(), 0);
     assert_eq!(
         common::sync_gather(&mut pt, &mut g),
         vec![(0x1234_5000, 0x1234_6000)]
     );
-    assert_eq!(sim.live_pages(), 3);
+    assert_eq!(sim.live_pages(), 4);
     let t = walk::<Ipu, _>(&sim, pt.root(), Iova(0x1234_5678)).unwrap();
     assert_eq!(t.dma, DmaAddr(0x1000_0678));
 }

@@ -46,6 +46,9 @@ impl Format for Ipu {
     const OA_BITS: u32 = IPU_OA_BITS;
     const EMPTY_IS_ZERO: bool = false;
     const TLB_CACHES_EMPTY: bool = true;
+    /// ipu3-mmu.c and ipu6-mmu.c never free an L2 table on unmap, only at teardown
+    /// (`ipu6_mmu_destroy`), so an L1 entry never changes under a live device.
+    const FREE_EMPTY_TABLES: bool = false;
 
     #[inline(always)]
     fn leaf_attrs(_level: usize, _prot: Prot) -> u32 {
