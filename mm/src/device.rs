@@ -130,10 +130,12 @@ impl Device {
     /// Attaches a device: chooses its DMA ops once ([`DmaOps::attach`]: behind the system IOMMU
     /// if the platform has one, else direct with swiotlb as configured).
     ///
-    /// The DMA layer is given the narrower of `config.dma_mask` and what the MMU format's
-    /// entries can hold ([`MmuFormat::oa_bits`]): a bus address the device's own page table
-    /// cannot store is one the device cannot emit, whatever its bus is wired for (ipu6-mmu.c
-    /// sets a 39-bit mask for this reason). [`Device::dma_mask`] reports the result.
+    /// The DMA layer is given the narrower of `config.dma_mask`, what the MMU format's entries
+    /// can hold ([`MmuFormat::oa_bits`]) and what its root register holds
+    /// ([`MmuFormat::root_bits`]: the root table is DMA-mapped like any table page, and the IPU's
+    /// `REG_L1_PHYS` takes a 27-bit page number): a bus address the device's own MMU cannot
+    /// store is one the device cannot emit, whatever its bus is wired for (ipu6.c sets a 39-bit
+    /// mask, `DMA_BIT_MASK(39)`, for this reason). [`Device::dma_mask`] reports the result.
     ///
     /// Errors: those of [`DmaOps::attach`] (e.g. no memory for the swiotlb pool).
     pub fn attach(
@@ -142,7 +144,7 @@ impl Device {
         platform: &Platform,
         tlb: Arc<dyn DeviceTlb>,
     ) -> Result<Arc<Device>, MmError> {
-        let oa_mask = DmaMask::bits(config.mmu.oa_bits());
+        let oa_mask = DmaMask::bits(config.mmu.oa_bits().min(config.mmu.root_bits()));
         let mask = DmaMask(config.dma_mask.0.min(oa_mask.0));
         let dma_dev = DmaDevice::new(config.name.clone(), mask, config.coherent);
         let dma = DmaOps::attach(phys.clone(), dma_dev, platform)?;

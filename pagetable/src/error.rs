@@ -20,8 +20,9 @@ pub enum Error {
         /// The required alignment in bytes.
         align: u64,
     },
-    /// The end of the range (`value`, exclusive) lies beyond what the format can address
-    /// (`limit` = 2^IOVA_BITS for an IOVA, 2^OA_BITS for an output address).
+    /// The end of the range (`value`, exclusive) lies beyond what the table can address
+    /// (`limit` = 2^ias for an IOVA, 2^oas for an output address: the table's
+    /// [`AddressSizes`](crate::AddressSizes)).
     #[error("{what} range ends at {value:#x}, beyond the format's limit {limit:#x}")]
     OutOfRange {
         /// "iova" or "dma address".
@@ -49,8 +50,10 @@ pub enum Error {
     /// The table allocator had no page. Everything the call wrote was undone.
     #[error("no memory for a page-table page")]
     NoMemory,
-    /// The table allocator returned a page whose bus address the format cannot hold (beyond
-    /// `OA_BITS`, or not aligned to the table size). The page was given back.
+    /// The table allocator returned a page whose bus address the table cannot hold: beyond the
+    /// output size (`oas`, see [`AddressSizes`](crate::AddressSizes)), beyond what the MMU's
+    /// root register holds for the root ([`Format::ROOT_BITS`](crate::Format::ROOT_BITS)), or
+    /// not aligned to the table size. The page was given back.
     #[error("table page at bus address {dma:#x} is not reachable by this format's walker")]
     BadTableAddr {
         /// The offending bus address.
@@ -83,6 +86,17 @@ pub enum Error {
         block: Iova,
         /// Size of the block in bytes.
         size: u64,
+    },
+    /// [`AddressSizes`](crate::AddressSizes) the format cannot be configured with: `what` is
+    /// `"ias"` (outside [`Format::MIN_IOVA_BITS`](crate::Format::MIN_IOVA_BITS)`..=`
+    /// [`Format::IOVA_BITS`](crate::Format::IOVA_BITS)) or `"oas"` (not one of
+    /// [`Format::OA_SIZES`](crate::Format::OA_SIZES)). Nothing was allocated.
+    #[error("{what} of {bits} bits is not one this format supports")]
+    BadAddressSize {
+        /// "ias" or "oas".
+        what: &'static str,
+        /// The refused size in bits.
+        bits: u32,
     },
     /// The protection grants neither read nor write.
     #[error("protection {prot} grants no access")]

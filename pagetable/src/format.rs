@@ -89,6 +89,15 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
     const IOVA_BITS: u32;
     /// Width of the output (bus) address in bits.
     const OA_BITS: u32;
+    /// Smallest input size ([`AddressSizes::ias`](crate::AddressSizes)) a table of this format
+    /// may be configured with; [`Format::IOVA_BITS`] is the largest. Default: not configurable.
+    const MIN_IOVA_BITS: u32 = Self::IOVA_BITS;
+    /// The output sizes ([`AddressSizes::oas`](crate::AddressSizes)) a table of this format may
+    /// be configured with. Default: only [`Format::OA_BITS`].
+    const OA_SIZES: &'static [u32] = &[Self::OA_BITS];
+    /// Width in bits of the root table's bus address as the MMU's root register holds it
+    /// (TTBR, the IPU's L1 base register). Default: [`Format::OA_BITS`].
+    const ROOT_BITS: u32 = Self::OA_BITS;
     /// Whether an empty entry is the all-zero value. If not, empty entries point at a dummy
     /// page (last level) or a dummy table (upper levels), as on the Intel IPU MMU, and the page
     /// table allocates those at creation.

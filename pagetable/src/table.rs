@@ -15,7 +15,7 @@
 
 use crate::alloc_table::{TableAlloc, TablePage, TABLE_SIZE};
 use crate::format::{Entry, Geometry, MAX_LEVELS};
-use crate::{DmaAddr, Error, Format, Gather, Iova, Prot, PteWord, Stats};
+use crate::{AddressSizes, DmaAddr, Error, Format, Gather, Iova, Prot, PteWord, Stats};
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -132,6 +132,12 @@ impl Src<'_> {
 /// device from walking it (or invalidated its TLB) before, as with `free_io_pgtable_ops`.
 pub struct PageTable<F: Format, A: TableAlloc> {
     alloc: A,
+    /// Input size in bits: IOVAs are below `2^ias`.
+    ias: u32,
+    /// Output size in bits: every bus address an entry holds is below `2^oas`.
+    oas: u32,
+    /// Level of the root table (0 unless `ias` leaves the top levels out).
+    start: usize,
     /// Process-unique id, recorded in the gathers this table fills (see [`Gather`]).
     id: u64,
     coherent: bool,
@@ -159,10 +165,32 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     ///
     /// Errors: [`Error::NoMemory`] if the allocator runs out (everything allocated is freed).
     pub fn new(alloc: A, config: PageTableConfig) -> Result<Self, Error> {
+        Self::with_address_sizes(alloc, config, AddressSizes::of::<F>())
+    }
+
+    /// Creates an empty page table, as [`PageTable::new`], for the address sizes `sizes`
+    /// (`io_pgtable_cfg.ias/.oas`): IOVAs beyond `2^ias` and bus addresses (pages, blocks,
+    /// tables) beyond `2^oas` are refused with [`Error::OutOfRange`]; a narrower `ias` may start
+    /// the walk at a lower level ([`AddressSizes::start_level`]), whose table the root then is.
+    /// E.g. ARM LPAE with `ias` 40..=48 walks 4 levels, with 32..=39 3 levels from L1; the
+    /// Intel IPU6 in non-secure mode has a 31-bit aperture (`IPU6_MMU_ADDR_BITS_NON_SECURE`,
+    /// drivers/media/pci/intel/ipu6/ipu6.h).
+    ///
+    /// Errors: [`Error::BadAddressSize`] (nothing allocated), [`Error::NoMemory`],
+    /// [`Error::BadTableAddr`] (everything allocated is freed).
+    pub fn with_address_sizes(
+        alloc: A,
+        config: PageTableConfig,
+        sizes: AddressSizes,
+    ) -> Result<Self, Error> {
         // Compile-time check of the format's geometry (see `Geometry`).
         #[allow(clippy::let_unit_value)]
         let () = Geometry::<F>::VALID;
+        let sizes = sizes.check::<F>()?;
         let mut pt = Self {
+            ias: sizes.ias,
+            oas: sizes.oas,
+            start: sizes.start_level::<F>(),
             alloc,
             id: next_table_id(),
             coherent: config.coherent_walk,
@@ -192,8 +220,16 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 pt.empty[level - 1] = F::table_entry(level - 1, table.dma);
             }
         }
-        pt.root = pt.new_node(0)?;
+        pt.root = pt.new_node(pt.start)?;
         let root_page = pt.nodes[pt.root as usize].page;
+        if root_page.dma.0 >= limit(F::ROOT_BITS) {
+            // The MMU's root register cannot hold it (the IPU's REG_L1_PHYS: a 27-bit pfn).
+            let root = core::mem::replace(&mut pt.root, NONE);
+            pt.free_unlinked(root);
+            return Err(Error::BadTableAddr {
+                dma: root_page.dma.0,
+            });
+        }
         pt.clean_whole(root_page);
         Ok(pt)
     }
@@ -228,6 +264,20 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// [`PageTable::set_free_empty_tables`]).
     pub fn frees_empty_tables(&self) -> bool {
         self.free_empty
+    }
+
+    /// The table's address sizes (input and output, in bits).
+    pub fn address_sizes(&self) -> AddressSizes {
+        AddressSizes {
+            ias: self.ias,
+            oas: self.oas,
+        }
+    }
+
+    /// Level of the root table: 0, or higher when the input size leaves the top levels out
+    /// ([`AddressSizes::start_level`]). What a walker of this table starts at.
+    pub fn start_level(&self) -> usize {
+        self.start
     }
 
     /// Whether the walker is coherent (no cache maintenance on updates).
@@ -272,8 +322,9 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// format's TLB may cache empty entries (Intel IPU).
     ///
     /// Errors, each leaving the table unchanged: [`Error::ZeroSize`], [`Error::Misaligned`],
-    /// [`Error::Overflow`], [`Error::OutOfRange`] (IOVA beyond `IOVA_BITS`, address beyond
-    /// `OA_BITS`), [`Error::NoAccess`], [`Error::AlreadyMapped`] (nothing written),
+    /// [`Error::Overflow`], [`Error::OutOfRange`] (IOVA at or beyond `2^ias`, address at or
+    /// beyond `2^oas`: [`PageTable::address_sizes`]), [`Error::NoAccess`],
+    /// [`Error::ForeignGather`], [`Error::AlreadyMapped`] (nothing written),
     /// [`Error::NoMemory`] (what was written is undone; the undo may add ranges and tables to
     /// `gather`, so sync it as after any operation).
     pub fn map(
@@ -318,7 +369,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             })?;
         }
         let end = self.check_iova(iova, total)?;
-        if let Some(at) = self.first_mapped(self.root, 0, iova.0, end) {
+        if let Some(at) = self.first_mapped(self.root, self.start, iova.0, end) {
             return Err(Error::AlreadyMapped { iova: Iova(at) });
         }
         self.maps += 1;
@@ -335,7 +386,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         let mut done = iova.0;
         let r = self.map_level(
             self.root,
-            0,
+            self.start,
             false,
             &mut cursor,
             end,
@@ -347,7 +398,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             if done > iova.0 {
                 // Tables this map created are freed again, so a failed map leaves no trace.
                 let (free, this_map) = (self.free_empty, self.maps);
-                self.unmap_level(self.root, 0, iova.0, done, free, this_map, gather);
+                self.unmap_level(self.root, self.start, iova.0, done, free, this_map, gather);
                 gather.add_range(iova, done - iova.0);
             }
             return Err(e);
@@ -387,7 +438,15 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 size: bsize,
             });
         }
-        let bytes = self.unmap_level(self.root, 0, iova.0, end, self.free_empty, u64::MAX, gather);
+        let bytes = self.unmap_level(
+            self.root,
+            self.start,
+            iova.0,
+            end,
+            self.free_empty,
+            u64::MAX,
+            gather,
+        );
         if bytes > 0 {
             gather.add_range(iova, size);
         }
@@ -449,7 +508,15 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             "splits_needed counted the tables the splits take"
         );
         self.free_reserve(reserve);
-        let bytes = self.unmap_level(self.root, 0, iova.0, end, self.free_empty, u64::MAX, gather);
+        let bytes = self.unmap_level(
+            self.root,
+            self.start,
+            iova.0,
+            end,
+            self.free_empty,
+            u64::MAX,
+            gather,
+        );
         if bytes > 0 {
             gather.add_range(iova, size);
         }
@@ -502,11 +569,11 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// permissions)`, or `None` if unmapped or beyond the IOVA width. Unlike the hardware walker,
     /// an empty entry of the Intel IPU format is reported as unmapped, not as the dummy page.
     pub fn translate(&self, iova: Iova) -> Option<(DmaAddr, Prot)> {
-        if F::IOVA_BITS < 64 && iova.0 >> F::IOVA_BITS != 0 {
+        if iova.0 >= limit(self.ias) {
             return None;
         }
         let mut node = self.root;
-        for level in 0..F::LEVELS {
+        for level in self.start..F::LEVELS {
             let idx = Geometry::<F>::index(level, iova.0);
             let pte = self.read(node, idx);
             if pte == self.empty[level] {
@@ -531,18 +598,18 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     pub fn mappings(&self) -> Mappings<'_, F, A> {
         Mappings {
             pt: self,
-            stack: vec![(self.root, 0, 0, 0)],
+            stack: vec![(self.root, self.start, 0, 0)],
         }
     }
 
     // ---- validation ----
 
     fn check_iova(&self, iova: Iova, size: u64) -> Result<u64, Error> {
-        check_range::<F>(("iova", "size"), iova.0, size, F::IOVA_BITS)
+        check_range::<F>(("iova", "size"), iova.0, size, self.ias)
     }
 
     fn check_dma(&self, dma: DmaAddr, len: u64) -> Result<(), Error> {
-        check_range::<F>(("dma address", "segment length"), dma.0, len, F::OA_BITS).map(|_| ())
+        check_range::<F>(("dma address", "segment length"), dma.0, len, self.oas).map(|_| ())
     }
 
     // ---- table memory ----
@@ -554,7 +621,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     /// Gives back a page whose bus address the format cannot hold; counts an accepted one.
     fn checked_page(&mut self, p: TablePage) -> Result<TablePage, Error> {
-        if p.dma.0 >= limit(F::OA_BITS) || !p.dma.is_aligned(TABLE_SIZE as u64) {
+        if p.dma.0 >= limit(self.oas) || !p.dma.is_aligned(TABLE_SIZE as u64) {
             // SAFETY: just allocated by this allocator, never linked.
             unsafe { self.alloc.free_table(p) };
             return Err(Error::BadTableAddr { dma: p.dma.0 });
@@ -796,11 +863,11 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     /// Level of the leaf that covers `addr`, if `addr` is mapped (and inside the IOVA space).
     fn leaf_level(&self, addr: u64) -> Option<usize> {
-        if addr >= limit(F::IOVA_BITS) {
+        if addr >= limit(self.ias) {
             return None;
         }
         let mut node = self.root;
-        for level in 0..F::LEVELS {
+        for level in self.start..F::LEVELS {
             let idx = Geometry::<F>::index(level, addr);
             let pte = self.read(node, idx);
             if pte == self.empty[level] {
@@ -862,7 +929,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     ) {
         // Find the block's entry: its parent table and index.
         let mut node = self.root;
-        let mut level = 0;
+        let mut level = self.start;
         while Geometry::<F>::SHIFT[level] as u64 != size.trailing_zeros() as u64 {
             node = self.nodes[node as usize].children[Geometry::<F>::index(level, block)];
             level += 1;
@@ -1008,7 +1075,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                             // dummy table): the device may cache it in a TLB that only a
                             // whole-TLB invalidation reaches (the IPU MMU's L1 TLB streams), so
                             // the page may be reused only after invalidating everything.
-                            gather.add_range(Iova(0), limit(F::IOVA_BITS));
+                            gather.add_range(Iova(0), limit(self.ias));
                         }
                     }
                 } else if a == entry_start && chunk_end == entry_start + esize {
