@@ -290,3 +290,50 @@ fn a_block_replaced_without_invalidation_is_a_tlb_conflict() {
         }
     }
 }
+
+/// Walk caches. The device walks a page through the L0..L2 table descriptors, which its walk
+/// cache keeps; unbinding the page empties and frees the L1..L3 tables, so the VM asks for a
+/// walk-cache invalidation of their span, and the device's next walk faults at the cleared root
+/// entry. A driver that issues only leaf invalidations leaves the cached descriptors: the device
+/// walks through the freed tables, and its fault comes from the freed L3 table.
+#[test]
+fn a_missing_walk_invalidation_walks_through_freed_tables() {
+    for leaf_only in [false, true] {
+        let mut opts = RigOptions::new(Combo {
+            mmu: MmuFormat::ArmLpae4k,
+            coherent: true,
+            iommu: false,
+        });
+        opts.leaf_only_invalidation = leaf_only;
+        let rig = Rig::with(opts);
+        let vm = rig.vm();
+        let bo = rig.bo(1);
+        let iova = vm
+            .bind(&bo, 0, P, Placement::Fixed(Iova(0x4000_0000)), Prot::RW)
+            .unwrap();
+        let mut buf = [0u8; 8];
+        rig.sim.dma_read(&vm, iova, &mut buf).unwrap();
+        let cached: Vec<u64> = rig
+            .mmu
+            .walk_cache_entries()
+            .iter()
+            .map(|w| w.size)
+            .collect();
+        assert_eq!(
+            cached,
+            vec![1 << 39, 1 << 30, 1 << 21],
+            "L0, L1, L2 descriptors"
+        );
+        let freed = vm.pt_stats().tables_freed;
+        assert_eq!(vm.unbind(iova, P), Ok(P));
+        assert_eq!(vm.pt_stats().tables_freed - freed, 3);
+        let f = rig.sim.dma_read(&vm, iova, &mut buf).unwrap_err();
+        let level = if leaf_only { 3 } else { 0 };
+        assert_eq!(
+            f.reason,
+            FaultReason::Translation { level },
+            "leaf only: {leaf_only}"
+        );
+        assert_eq!(rig.mmu.walk_cache_entries().is_empty(), !leaf_only);
+    }
+}

@@ -6,9 +6,15 @@
 //!   [`fmt::arm_lpae::ArmLpae4k`] (ARM LPAE stage 1, 4 KiB granule) are bit-exact with the
 //!   hardware.
 //! - [`PageTable`]: map (one range or a scatter-gather list), unmap, translate, iterate; written
-//!   once, monomorphised per format.
-//! - [`Gather`]: the TLB ranges to invalidate and tables to free after an update.
-//! - [`walk`]: the hardware walker in software, reading tables by bus address.
+//!   once, monomorphised per format, for configurable [`AddressSizes`] (`ias`/`oas`).
+//! - Hardware rules it keeps: `unmap` never cuts a block ([`Error::PartialBlock`], as
+//!   io-pgtable-arm.c since Linux v6.13); [`PageTable::unmap_split`] splits one with
+//!   break-before-make. Intel IPU tables emptied by unmap stay linked until teardown, as in
+//!   ipu3-mmu.c and ipu6-mmu.c ([`PageTable::set_free_empty_tables`]).
+//! - [`Gather`]: the TLB ranges to invalidate (leaf ranges, and walk-cache ranges where a table
+//!   was unlinked: [`Invalidation`]) and tables to free after an update; owned by the one
+//!   table that filled it.
+//! - [`walk`], [`walk_with`]: the hardware walker in software, reading tables by bus address.
 //!
 //! `no_std` + `alloc`: usable in a kernel or firmware. Table pages come from a [`TableAlloc`],
 //! which also carries the cache-maintenance hook for non-coherent walkers.
@@ -116,7 +122,7 @@ pub use error::Error;
 pub use fmt::arm_lpae::ArmLpae4k;
 pub use fmt::ipu::Ipu;
 pub use format::{Entry, Format, PteWord, MAX_LEVELS};
-pub use gather::Gather;
+pub use gather::{Gather, Invalidation};
 pub use prot::Prot;
 pub use sizes::AddressSizes;
 pub use stats::Stats;

@@ -15,7 +15,9 @@
 
 use crate::alloc_table::{TableAlloc, TablePage, TABLE_SIZE};
 use crate::format::{Entry, Geometry, MAX_LEVELS};
-use crate::{AddressSizes, DmaAddr, Error, Format, Gather, Iova, Prot, PteWord, Stats};
+use crate::{
+    AddressSizes, DmaAddr, Error, Format, Gather, Invalidation, Iova, Prot, PteWord, Stats,
+};
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -404,7 +406,13 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             return Err(e);
         }
         if F::TLB_CACHES_EMPTY {
-            gather.add_range(iova, total);
+            if F::EMPTY_IS_ZERO {
+                gather.add_range(iova, total);
+            } else {
+                // Empty upper entries are valid pointers (to the dummy table): a walk cache may
+                // hold the one a new table replaced.
+                gather.add_walk_range(iova, total);
+            }
         }
         Ok(())
     }
@@ -524,7 +532,9 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     }
 
     /// Completes the operations gathered in `gather`: calls `invalidate(start, size)` for each
-    /// IOVA range (the device TLB invalidation), then frees the unlinked tables. Leaves `gather`
+    /// IOVA range (the device TLB invalidation: leaf ranges and walk-cache ranges merged, so
+    /// the callback must invalidate both TLB and walk-cache entries of the range, as a range
+    /// invalidation without a leaf-only hint does), then frees the unlinked tables. Leaves `gather`
     /// empty and owned by no table.
     ///
     /// A gather holding another table's work is left exactly as it is (nothing invalidated,
@@ -548,10 +558,48 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         if !gather.completable_by(self.id) {
             return Err(Error::ForeignGather);
         }
-        for &(s, e) in gather.normalized_ranges() {
+        for &(s, e) in gather.union_ranges() {
             invalidate(Iova(s), e - s);
             self.stats.inval_ranges += 1;
         }
+        self.free_gathered(gather);
+        Ok(())
+    }
+
+    /// Completes `gather` as [`PageTable::iotlb_sync`] does, telling the two kinds of
+    /// invalidation apart: `invalidate` gets each range whose walk-cache entries must go
+    /// ([`Invalidation::walk`]: a table was unlinked there, io-pgtable's `tlb_flush_walk`),
+    /// then each leaf-only range not already covered by one (`tlb_add_page`). A foreign gather
+    /// is left untouched, as there.
+    pub fn iotlb_sync_with(&mut self, gather: &mut Gather, invalidate: impl FnMut(Invalidation)) {
+        // The only error is a foreign gather, documented as left untouched.
+        let _ = self.try_iotlb_sync_with(gather, invalidate);
+    }
+
+    /// [`PageTable::iotlb_sync_with`], reporting a gather filled by another table.
+    ///
+    /// Errors: [`Error::ForeignGather`] (nothing invalidated, nothing freed, `gather`
+    /// unchanged).
+    pub fn try_iotlb_sync_with(
+        &mut self,
+        gather: &mut Gather,
+        mut invalidate: impl FnMut(Invalidation),
+    ) -> Result<(), Error> {
+        if !gather.completable_by(self.id) {
+            return Err(Error::ForeignGather);
+        }
+        let mut n = 0;
+        gather.for_each_invalidation(|inv| {
+            invalidate(inv);
+            n += 1;
+        });
+        self.stats.inval_ranges += n;
+        self.free_gathered(gather);
+        Ok(())
+    }
+
+    /// The end of a sync: forgets the ranges (just invalidated) and frees the gathered pages.
+    fn free_gathered(&mut self, gather: &mut Gather) {
         gather.clear_ranges();
         for page in gather.freed.drain(..) {
             // SAFETY: the gather is this table's (checked above: only this table's map/unmap put
@@ -562,7 +610,6 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             self.stats.tables_freed += 1;
         }
         gather.release();
-        Ok(())
     }
 
     /// Translates `iova` from the table as the CPU sees it: `(bus address of that byte,
@@ -1070,12 +1117,16 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                         let cpage = self.release_slot(child);
                         gather.freed.push(cpage);
                         self.note(&mut dirty, &page, idx, 1);
-                        if !F::EMPTY_IS_ZERO {
+                        if F::EMPTY_IS_ZERO {
+                            // A walk cache may still hold the pointer to the unlinked table,
+                            // for any IOVA the entry spans.
+                            gather.add_walk_range(Iova(entry_start), esize);
+                        } else {
                             // The upper entry was a valid pointer and is one again (to the
                             // dummy table): the device may cache it in a TLB that only a
                             // whole-TLB invalidation reaches (the IPU MMU's L1 TLB streams), so
                             // the page may be reused only after invalidating everything.
-                            gather.add_range(Iova(0), limit(self.ias));
+                            gather.add_walk_range(Iova(0), limit(self.ias));
                         }
                     }
                 } else if a == entry_start && chunk_end == entry_start + esize {

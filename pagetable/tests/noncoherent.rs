@@ -270,8 +270,19 @@ fn arm_unmap_1g_of_pages() {
                 level
             })
         );
+        // Walk caches: the L2 was unlinked from L1[1] (1 GiB at 1 GiB); without a kept L1, the
+        // L1 from root[0] (the first 512 GiB). The merged invalidation covers both kinds.
+        let walk_span = if keep_l1 {
+            (0x4000_0000, 0x8000_0000)
+        } else {
+            (0, 1 << 39)
+        };
+        assert_eq!(
+            g.walk_ranges().collect::<Vec<_>>(),
+            vec![(Iova(walk_span.0), walk_span.1 - walk_span.0)]
+        );
         let ranges = sync_gather(&mut pt, &mut g);
-        assert_eq!(ranges, vec![(0x4000_0000, 0x8000_0000)]);
+        assert_eq!(ranges, vec![walk_span]);
         assert_eq!(sim.live_pages(), live - (512 + 1 + !keep_l1 as usize));
         assert_eq!(pt.table_count(), if keep_l1 { 4 } else { 1 });
         assert_eq!(sim.stale_pages(), vec![]);
@@ -664,4 +675,57 @@ fn arm_split_is_break_before_make() {
     assert_eq!((t.dma, t.level), (DmaAddr(0x8_1240_5000), 3));
     assert!(walk::<Arm, _>(&sim, root, Iova(0x20_3000)).is_err());
     assert_eq!(sim.stale_pages(), vec![]);
+}
+
+/// `iotlb_sync_with` tells walk-cache invalidations from leaf ones: an unmap that leaves its
+/// leaf table in place asks for a leaf invalidation of the range only; one that empties and
+/// unlinks the leaf table asks for a walk invalidation of the whole span the parent entry
+/// covered (2 MiB), which includes the leaves (no separate leaf request).
+#[test]
+fn walk_invalidation_covers_the_span_of_an_unlinked_table() {
+    let sim = SimAlloc::new();
+    let mut pt = PageTable::<Arm, _>::new(sim.clone(), PageTableConfig::default()).unwrap();
+    let mut g = Gather::new();
+    pt.map(
+        Iova(0x40_0000),
+        DmaAddr(0x8000_0000),
+        4 * PAGE,
+        Prot::RW,
+        &mut g,
+    )
+    .unwrap();
+    pt.map(
+        Iova(0x60_0000),
+        DmaAddr(0x9000_0000),
+        PAGE,
+        Prot::RW,
+        &mut g,
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    pt.iotlb_sync_with(&mut g, |i| got.push(i));
+    assert_eq!(got, vec![], "an ARM map needs no invalidation");
+
+    pt.unmap(Iova(0x40_0000), 2 * PAGE, &mut g).unwrap();
+    pt.iotlb_sync_with(&mut g, |i| got.push(i));
+    let leaf = |iova, size| Invalidation {
+        iova: Iova(iova),
+        size,
+        walk: false,
+    };
+    assert_eq!(got, vec![leaf(0x40_0000, 2 * PAGE)]);
+
+    got.clear();
+    pt.unmap(Iova(0x40_2000), 2 * PAGE, &mut g).unwrap();
+    assert_eq!(g.tables_to_free(), 1);
+    pt.iotlb_sync_with(&mut g, |i| got.push(i));
+    assert_eq!(
+        got,
+        vec![Invalidation {
+            iova: Iova(0x40_0000),
+            size: 0x20_0000,
+            walk: true
+        }]
+    );
+    assert_eq!(pt.table_count(), 4, "root, L1, L2 and the L3 of 0x60_0000");
 }

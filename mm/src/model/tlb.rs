@@ -52,6 +52,25 @@ pub struct Tlb {
     stats: TlbStats,
     /// Blocks walked and not invalidated since.
     walked_blocks: Vec<TlbEntry>,
+    /// The walk cache: table descriptors read on walks, kept until a non-leaf invalidation
+    /// covers them.
+    walk_cache: Vec<WalkCacheEntry>,
+}
+
+/// One cached table descriptor: the entry at bus address `pte_addr` (an upper-level entry of
+/// address space `asid`'s tables, covering IOVAs `[iova, iova + size)`) read as `raw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkCacheEntry {
+    /// Address-space id.
+    pub asid: u32,
+    /// First IOVA the descriptor translates.
+    pub iova: u64,
+    /// Bytes of IOVA it translates.
+    pub size: u64,
+    /// Bus address of the descriptor.
+    pub pte_addr: DmaAddr,
+    /// The descriptor as read.
+    pub raw: u64,
 }
 
 impl Tlb {
@@ -64,6 +83,7 @@ impl Tlb {
             victim: 0,
             stats: TlbStats::default(),
             walked_blocks: Vec::new(),
+            walk_cache: Vec::new(),
         }
     }
 
@@ -118,6 +138,29 @@ impl Tlb {
         conflict
     }
 
+    /// The cached table descriptor at `pte_addr` for `asid`, if any (a walk-cache hit).
+    pub fn walk_lookup(&self, asid: u32, pte_addr: DmaAddr) -> Option<u64> {
+        self.walk_cache
+            .iter()
+            .find(|w| w.asid == asid && w.pte_addr == pte_addr)
+            .map(|w| w.raw)
+    }
+
+    /// Caches a table descriptor a walk read (the walk cache has no capacity limit: what it
+    /// holds is exactly what the architecture allows it to hold until invalidated).
+    pub fn walk_insert(&mut self, entry: WalkCacheEntry) {
+        if !self.walk_cache.contains(&entry) {
+            self.walk_cache
+                .retain(|w| !(w.asid == entry.asid && w.pte_addr == entry.pte_addr));
+            self.walk_cache.push(entry);
+        }
+    }
+
+    /// The walk cache's entries.
+    pub fn walk_entries(&self) -> &[WalkCacheEntry] {
+        &self.walk_cache
+    }
+
     /// Caches a walked leaf, evicting round-robin when full.
     pub fn insert(&mut self, entry: TlbEntry) {
         if self.entries.len() < self.capacity {
@@ -130,8 +173,19 @@ impl Tlb {
     }
 
     /// Drops every entry of `asid` (all address spaces if `None`) whose leaf overlaps
-    /// `[iova, iova + size)` bytes.
+    /// `[iova, iova + size)` bytes, and the walk-cache entries overlapping it.
     pub fn invalidate_range(&mut self, asid: Option<u32>, iova: u64, size: u64) {
+        let end = iova.saturating_add(size);
+        self.walk_cache.retain(|w| {
+            let same = asid.is_none_or(|a| a == w.asid);
+            !(same && w.iova < end && iova < w.iova.saturating_add(w.size))
+        });
+        self.invalidate_leaf_range(asid, iova, size);
+    }
+
+    /// As [`Tlb::invalidate_range`], but leaf entries only: the walk cache keeps its table
+    /// descriptors (a leaf-only invalidation, SMMUv3 Leaf=1).
+    pub fn invalidate_leaf_range(&mut self, asid: Option<u32>, iova: u64, size: u64) {
         let end = iova.saturating_add(size);
         self.stats.invalidations += 1;
         let keep = |e: &TlbEntry| {
@@ -146,6 +200,7 @@ impl Tlb {
     pub fn invalidate_all(&mut self) {
         self.stats.invalidations += 1;
         self.walked_blocks.clear();
+        self.walk_cache.clear();
         self.retain(|_| false);
     }
 

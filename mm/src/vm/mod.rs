@@ -544,8 +544,9 @@ impl Drop for Vm {
 /// that is safe: the device TLB is invalidated for the gathered ranges (one request per range,
 /// or a single whole-TLB request, as the device invalidates), then the emptied tables are freed.
 fn complete(device: &Device, asid: u32, table: &mut Table, gather: &mut Gather) {
-    let mut invalidate = device.tlb_invalidator(asid);
-    with_table!(table, pt => pt.iotlb_sync(gather, &mut invalidate));
+    // Leaf-only requests where no table was unlinked, full ones (walk caches too) where one was.
+    let mut invalidate = device.tlb_invalidator_with(asid);
+    with_table!(table, pt => pt.iotlb_sync_with(gather, &mut invalidate));
 }
 
 /// Starts of the bindings overlapping `[start, end)`.
