@@ -176,7 +176,9 @@ mod tests {
         // was the first page handed out: slot 0) and with one out of range; then the live root
         // with bytes past its end.
         let root = pt.root();
-        let a = pt.table_alloc_mut();
+        // SAFETY: only `sync_for_device` calls follow, which neither free nor hand out pages,
+        // and the allocator is not replaced.
+        let a = unsafe { pt.table_alloc_mut() };
         let before = a.lines_cleaned();
         let foreign = TablePage {
             cpu: NonNull::dangling(),

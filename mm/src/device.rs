@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use devmmu_pagetable::Iova;
+use devmmu_pagetable::{Invalidation, Iova};
 use parking_lot::Mutex;
 
 use crate::dma::{DmaDevice, DmaMask, DmaOps, LeakReport, Platform};
@@ -36,8 +36,15 @@ pub enum TlbInvalidation {
 /// ([`crate::model::SimMmu`]) implements it; a real driver would write MMIO registers.
 pub trait DeviceTlb: Send + Sync {
     /// Invalidates the translations of address space `asid` that overlap `[iova, iova + size)`
-    /// (bytes).
+    /// (bytes): leaf TLB entries and walk-cache entries (cached table pointers) alike, as an
+    /// SMMUv3 `CMD_TLBI_NH_VA` with Leaf=0 does.
     fn invalidate_range(&self, asid: u32, iova: Iova, size: u64);
+    /// Invalidates only the leaf TLB entries of `asid` overlapping the range, keeping cached
+    /// table pointers (Leaf=1: what a driver issues when no table was unlinked there). The
+    /// default does a full [`DeviceTlb::invalidate_range`].
+    fn invalidate_leaf(&self, asid: u32, iova: Iova, size: u64) {
+        self.invalidate_range(asid, iova, size);
+    }
     /// Invalidates every translation of every address space.
     fn invalidate_all(&self);
 }
@@ -130,10 +137,12 @@ impl Device {
     /// Attaches a device: chooses its DMA ops once ([`DmaOps::attach`]: behind the system IOMMU
     /// if the platform has one, else direct with swiotlb as configured).
     ///
-    /// The DMA layer is given the narrower of `config.dma_mask` and what the MMU format's
-    /// entries can hold ([`MmuFormat::oa_bits`]): a bus address the device's own page table
-    /// cannot store is one the device cannot emit, whatever its bus is wired for (ipu6-mmu.c
-    /// sets a 39-bit mask for this reason). [`Device::dma_mask`] reports the result.
+    /// The DMA layer is given the narrower of `config.dma_mask`, what the MMU format's entries
+    /// can hold ([`MmuFormat::oa_bits`]) and what its root register holds
+    /// ([`MmuFormat::root_bits`]: the root table is DMA-mapped like any table page, and the IPU's
+    /// `REG_L1_PHYS` takes a 27-bit page number): a bus address the device's own MMU cannot
+    /// store is one the device cannot emit, whatever its bus is wired for (ipu6.c sets a 39-bit
+    /// mask, `DMA_BIT_MASK(39)`, for this reason). [`Device::dma_mask`] reports the result.
     ///
     /// Errors: those of [`DmaOps::attach`] (e.g. no memory for the swiotlb pool).
     pub fn attach(
@@ -142,7 +151,7 @@ impl Device {
         platform: &Platform,
         tlb: Arc<dyn DeviceTlb>,
     ) -> Result<Arc<Device>, MmError> {
-        let oa_mask = DmaMask::bits(config.mmu.oa_bits());
+        let oa_mask = DmaMask::bits(config.mmu.oa_bits().min(config.mmu.root_bits()));
         let mask = DmaMask(config.dma_mask.0.min(oa_mask.0));
         let dma_dev = DmaDevice::new(config.name.clone(), mask, config.coherent);
         let dma = DmaOps::attach(phys.clone(), dma_dev, platform)?;
@@ -208,10 +217,29 @@ impl Device {
     /// once per gathered range, it issues one range request each, or (whole-TLB devices) one
     /// whole-TLB request for the first range and nothing for the rest.
     pub(crate) fn tlb_invalidator(&self, asid: u32) -> impl FnMut(Iova, u64) + '_ {
+        let mut each = self.tlb_invalidator_with(asid);
+        move |iova, size| {
+            each(Invalidation {
+                iova,
+                size,
+                walk: true,
+            })
+        }
+    }
+
+    /// The invalidation callback for `PageTable::iotlb_sync_with` on address space `asid`:
+    /// range devices get a leaf-only request for a leaf range and a full one (walk caches too)
+    /// for a walk range; whole-TLB devices one whole-TLB request for the first and nothing for
+    /// the rest.
+    pub(crate) fn tlb_invalidator_with(&self, asid: u32) -> impl FnMut(Invalidation) + '_ {
         let mut whole_done = false;
-        move |iova, size| match self.config.tlb_invalidation {
+        move |inv: Invalidation| match self.config.tlb_invalidation {
             TlbInvalidation::Range => {
-                self.tlb.invalidate_range(asid, iova, size);
+                if inv.walk {
+                    self.tlb.invalidate_range(asid, inv.iova, inv.size);
+                } else {
+                    self.tlb.invalidate_leaf(asid, inv.iova, inv.size);
+                }
                 self.tlb_invalidations.fetch_add(1, Ordering::Relaxed);
             }
             TlbInvalidation::All => {

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{cpu_read, cpu_write, for_each_combo, pattern, Combo, Rig, RigOptions};
+use devmmu_mm::bo::{Bo, BoFlags};
 use devmmu_mm::device::MmuFormat;
+use devmmu_mm::dma::DmaMask;
 use devmmu_mm::model::{Access, FaultReason, Tlb, TlbEntry, TlbStats};
 use devmmu_mm::phys::PAGE_SIZE;
 use devmmu_mm::vm::Placement;
@@ -238,4 +240,100 @@ fn dma_copy_between_two_bindings() {
             "{c}: take_faults clears the log"
         );
     });
+}
+
+/// Break-before-make, as the device sees it. A 2 MiB block is walked (and cached, then evicted
+/// from a one-entry TLB); an unbind of one page inside it replaces the block with a table. With
+/// the driver's invalidations reaching the device, as `Vm::unbind` issues them (clear, invalidate,
+/// then link), the device walks the new table cleanly. With the invalidations lost, the block may
+/// still be in the TLB when the device walks the table: the model reports a TLB conflict.
+#[test]
+fn a_block_replaced_without_invalidation_is_a_tlb_conflict() {
+    const BLOCK: u64 = 0x20_0000;
+    for lost in [false, true] {
+        let mut opts = RigOptions::new(Combo {
+            mmu: MmuFormat::ArmLpae4k,
+            coherent: true,
+            iommu: false,
+        });
+        opts.mask = DmaMask::bits(48);
+        opts.tlb_entries = 1;
+        opts.skip_invalidation = lost;
+        let rig = Rig::with(opts);
+        let bo = Bo::new(&rig.phys, 2 * BLOCK, BoFlags::default().contiguous()).unwrap();
+        // The BO's first 2 MiB-aligned bus address (direct DMA: bus address = physical).
+        let off = bo.pages()[0].0.next_multiple_of(BLOCK) - bo.pages()[0].0;
+        let vm = rig.vm();
+        let iova = vm
+            .bind(&bo, off, BLOCK, Placement::Anywhere, Prot::RW)
+            .unwrap();
+        assert_eq!(vm.mapped_runs()[0].page_size, BLOCK, "bound as one block");
+        let other = vm.bind(&bo, 0, P, Placement::Anywhere, Prot::RW).unwrap();
+        let mut buf = [0u8; 8];
+        rig.sim.dma_read(&vm, iova, &mut buf).unwrap();
+        rig.sim.dma_read(&vm, other, &mut buf).unwrap();
+        assert_eq!(vm.unbind(Iova(iova.0 + P), P), Ok(P));
+        let r = rig.sim.dma_read(&vm, Iova(iova.0 + 2 * P), &mut buf);
+        if lost {
+            let f = r.unwrap_err();
+            assert_eq!(
+                f.reason,
+                FaultReason::TlbConflict {
+                    block: iova,
+                    size: BLOCK
+                }
+            );
+            assert!(rig.mmu.faults().contains(&f));
+        } else {
+            r.unwrap();
+            assert!(rig.mmu.faults().is_empty());
+        }
+    }
+}
+
+/// Walk caches. The device walks a page through the L0..L2 table descriptors, which its walk
+/// cache keeps; unbinding the page empties and frees the L1..L3 tables, so the VM asks for a
+/// walk-cache invalidation of their span, and the device's next walk faults at the cleared root
+/// entry. A driver that issues only leaf invalidations leaves the cached descriptors: the device
+/// walks through the freed tables, and its fault comes from the freed L3 table.
+#[test]
+fn a_missing_walk_invalidation_walks_through_freed_tables() {
+    for leaf_only in [false, true] {
+        let mut opts = RigOptions::new(Combo {
+            mmu: MmuFormat::ArmLpae4k,
+            coherent: true,
+            iommu: false,
+        });
+        opts.leaf_only_invalidation = leaf_only;
+        let rig = Rig::with(opts);
+        let vm = rig.vm();
+        let bo = rig.bo(1);
+        let iova = vm
+            .bind(&bo, 0, P, Placement::Fixed(Iova(0x4000_0000)), Prot::RW)
+            .unwrap();
+        let mut buf = [0u8; 8];
+        rig.sim.dma_read(&vm, iova, &mut buf).unwrap();
+        let cached: Vec<u64> = rig
+            .mmu
+            .walk_cache_entries()
+            .iter()
+            .map(|w| w.size)
+            .collect();
+        assert_eq!(
+            cached,
+            vec![1 << 39, 1 << 30, 1 << 21],
+            "L0, L1, L2 descriptors"
+        );
+        let freed = vm.pt_stats().tables_freed;
+        assert_eq!(vm.unbind(iova, P), Ok(P));
+        assert_eq!(vm.pt_stats().tables_freed - freed, 3);
+        let f = rig.sim.dma_read(&vm, iova, &mut buf).unwrap_err();
+        let level = if leaf_only { 3 } else { 0 };
+        assert_eq!(
+            f.reason,
+            FaultReason::Translation { level },
+            "leaf only: {leaf_only}"
+        );
+        assert_eq!(rig.mmu.walk_cache_entries().is_empty(), !leaf_only);
+    }
 }

@@ -20,8 +20,9 @@ pub enum Error {
         /// The required alignment in bytes.
         align: u64,
     },
-    /// The end of the range (`value`, exclusive) lies beyond what the format can address
-    /// (`limit` = 2^IOVA_BITS for an IOVA, 2^OA_BITS for an output address).
+    /// The end of the range (`value`, exclusive) lies beyond what the table can address
+    /// (`limit` = 2^ias for an IOVA, 2^oas for an output address: the table's
+    /// [`AddressSizes`](crate::AddressSizes)).
     #[error("{what} range ends at {value:#x}, beyond the format's limit {limit:#x}")]
     OutOfRange {
         /// "iova" or "dma address".
@@ -49,8 +50,10 @@ pub enum Error {
     /// The table allocator had no page. Everything the call wrote was undone.
     #[error("no memory for a page-table page")]
     NoMemory,
-    /// The table allocator returned a page whose bus address the format cannot hold (beyond
-    /// `OA_BITS`, or not aligned to the table size). The page was given back.
+    /// The table allocator returned a page whose bus address the table cannot hold: beyond the
+    /// output size (`oas`, see [`AddressSizes`](crate::AddressSizes)), beyond what the MMU's
+    /// root register holds for the root ([`Format::ROOT_BITS`](crate::Format::ROOT_BITS)), or
+    /// not aligned to the table size. The page was given back.
     #[error("table page at bus address {dma:#x} is not reachable by this format's walker")]
     BadTableAddr {
         /// The offending bus address.
@@ -62,6 +65,38 @@ pub enum Error {
     DummyPage {
         /// The dummy page's bus address.
         dma: u64,
+    },
+    /// The [`Gather`](crate::Gather) holds the work (TLB ranges, table pages to free) of another
+    /// page table: a table only adds to, and completes, a gather that is empty or its own, so
+    /// that table pages only ever return to the allocator they came from. Nothing was done; the
+    /// gather is as it was, for its own table to complete.
+    #[error("the gather holds another page table's work")]
+    ForeignGather,
+    /// The range to unmap cuts a block mapping (ARM LPAE 2 MiB or 1 GiB): `iova`, one end of the
+    /// range, falls strictly inside the `size`-byte block at `block`. Unmapping part of a block
+    /// would need a table written over a live block, which break-before-make forbids
+    /// (io-pgtable-arm.c refuses it since Linux v6.13, commit 33729a5fc0ca); use
+    /// [`PageTable::unmap_split`](crate::PageTable::unmap_split) or unmap the whole block.
+    /// Nothing changed.
+    #[error("unmap boundary {iova} cuts the {size:#x}-byte block at {block}")]
+    PartialBlock {
+        /// The end of the requested range that lies inside the block.
+        iova: Iova,
+        /// First IOVA of the block.
+        block: Iova,
+        /// Size of the block in bytes.
+        size: u64,
+    },
+    /// [`AddressSizes`](crate::AddressSizes) the format cannot be configured with: `what` is
+    /// `"ias"` (outside [`Format::MIN_IOVA_BITS`](crate::Format::MIN_IOVA_BITS)`..=`
+    /// [`Format::IOVA_BITS`](crate::Format::IOVA_BITS)) or `"oas"` (not one of
+    /// [`Format::OA_SIZES`](crate::Format::OA_SIZES)). Nothing was allocated.
+    #[error("{what} of {bits} bits is not one this format supports")]
+    BadAddressSize {
+        /// "ias" or "oas".
+        what: &'static str,
+        /// The refused size in bits.
+        bits: u32,
     },
     /// The protection grants neither read nor write.
     #[error("protection {prot} grants no access")]

@@ -3,10 +3,23 @@
 //! ([`walk`](crate::walk)) are written once against this trait, in the manner of Linux's
 //! generic page table (drivers/iommu/generic_pt/: one algorithm, one small file per format).
 
+use crate::alloc_table::TABLE_SIZE;
 use crate::{DmaAddr, Prot};
+use core::marker::PhantomData;
 
-/// The machine word of one IOPTE: `u32` or `u64`.
-pub trait PteWord: Copy + Eq + Default + Send + Sync + core::fmt::Debug + 'static {
+mod sealed {
+    /// Only `u32` and `u64` are entry words: the page table reads table memory as `F::Pte`, which
+    /// is sound only for plain integers (every bit pattern valid, no padding).
+    pub trait Sealed {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
+}
+
+/// The machine word of one IOPTE: `u32` or `u64` (sealed: no other type can be one, because
+/// the page table reads table memory, zeroed or written by the device's driver, as this type).
+pub trait PteWord:
+    sealed::Sealed + Copy + Eq + Default + Send + Sync + core::fmt::Debug + 'static
+{
     /// Size of one entry in bytes (4 or 8).
     const BYTES: usize;
     /// Zero-extends to 64 bits.
@@ -76,6 +89,15 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
     const IOVA_BITS: u32;
     /// Width of the output (bus) address in bits.
     const OA_BITS: u32;
+    /// Smallest input size ([`AddressSizes::ias`](crate::AddressSizes)) a table of this format
+    /// may be configured with; [`Format::IOVA_BITS`] is the largest. Default: not configurable.
+    const MIN_IOVA_BITS: u32 = Self::IOVA_BITS;
+    /// The output sizes ([`AddressSizes::oas`](crate::AddressSizes)) a table of this format may
+    /// be configured with. Default: only [`Format::OA_BITS`].
+    const OA_SIZES: &'static [u32] = &[Self::OA_BITS];
+    /// Width in bits of the root table's bus address as the MMU's root register holds it
+    /// (TTBR, the IPU's L1 base register). Default: [`Format::OA_BITS`].
+    const ROOT_BITS: u32 = Self::OA_BITS;
     /// Whether an empty entry is the all-zero value. If not, empty entries point at a dummy
     /// page (last level) or a dummy table (upper levels), as on the Intel IPU MMU, and the page
     /// table allocates those at creation.
@@ -83,6 +105,10 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
     /// Whether the device TLB may hold translations for empty entries, so that a *map* must be
     /// followed by a TLB invalidation too (true where empty entries point at a dummy page).
     const TLB_CACHES_EMPTY: bool;
+    /// Whether [`PageTable::unmap`](crate::PageTable::unmap) frees, by default, a table it
+    /// leaves empty (after the TLB invalidation) rather than keeping it linked for later maps.
+    /// True unless the format's drivers keep tables until teardown (the Intel IPU).
+    const FREE_EMPTY_TABLES: bool = true;
 
     /// The attribute bits of a leaf at `level` with protection `prot`, without the address.
     fn leaf_attrs(level: usize, prot: Prot) -> Self::Pte;
@@ -96,28 +122,27 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
     /// Whether `pte` at `level` is a table pointer (cheap test used on the update path).
     fn is_table(level: usize, pte: Self::Pte) -> bool;
 
+    // The four methods below are derived from the constants above. Do not override them:
+    // [`PageTable`](crate::PageTable) and [`walk`](crate::walk) never call them for the
+    // addressing of table memory (they use the same values, computed once at compile time from
+    // the constants), so an override could only make a format disagree with itself.
+
     /// Number of entries in a table of `level`.
     #[inline(always)]
     fn entries(level: usize) -> usize {
-        1 << Self::LEVEL_BITS[level]
+        Geometry::<Self>::ENTRIES[level]
     }
 
     /// log2 of the bytes mapped by one entry of `level`.
-    #[inline]
+    #[inline(always)]
     fn level_shift(level: usize) -> u32 {
-        let mut shift = Self::GRANULE_SHIFT;
-        let mut l = Self::LEVELS;
-        while l > level + 1 {
-            l -= 1;
-            shift += Self::LEVEL_BITS[l];
-        }
-        shift
+        Geometry::<Self>::SHIFT[level]
     }
 
     /// Index of `iova` in a table of `level`.
     #[inline(always)]
     fn index(level: usize, iova: u64) -> usize {
-        ((iova >> Self::level_shift(level)) as usize) & (Self::entries(level) - 1)
+        Geometry::<Self>::index(level, iova)
     }
 
     /// Granule in bytes.
@@ -132,7 +157,7 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
         let mut m = 0;
         for l in 0..Self::LEVELS {
             if Self::LEAF_LEVELS[l] {
-                m |= 1u64 << Self::level_shift(l);
+                m |= 1u64 << Geometry::<Self>::SHIFT[l];
             }
         }
         m
@@ -148,5 +173,88 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
             Entry::Leaf(_, p) => p,
             _ => Prot::NONE,
         }
+    }
+}
+
+/// The geometry of format `F`, computed once at compile time from its constants, and checked
+/// there: what the page table relies on to keep every access to table memory inside one table
+/// page. [`Geometry::VALID`] fails to compile (when a `PageTable<F, _>` is instantiated) for a
+/// format that breaks it:
+///
+/// - `1 <= LEVELS <= MAX_LEVELS`, and `LEVEL_BITS` and `LEAF_LEVELS` have `LEVELS` entries;
+/// - every table fits one [`TABLE_SIZE`] page: `size_of::<Pte>() << LEVEL_BITS[l] <= 4096`;
+/// - the last level holds leaves (so a map always ends in stores at the last level);
+/// - the levels resolve at most 64 bits, and at least `IOVA_BITS` (no two IOVAs of the space
+///   share an entry).
+pub(crate) struct Geometry<F>(PhantomData<F>);
+
+impl<F: Format> Geometry<F> {
+    /// log2 of the bytes one entry of each level maps (`SHIFT[LEVELS - 1] == GRANULE_SHIFT`).
+    pub(crate) const SHIFT: [u32; MAX_LEVELS] = {
+        let mut s = [0u32; MAX_LEVELS];
+        let mut shift = F::GRANULE_SHIFT;
+        let mut l = F::LEVELS;
+        while l > 0 {
+            l -= 1;
+            s[l] = shift;
+            shift += F::LEVEL_BITS[l];
+        }
+        s
+    };
+
+    /// Entries of a table of each level.
+    pub(crate) const ENTRIES: [usize; MAX_LEVELS] = {
+        let mut e = [0usize; MAX_LEVELS];
+        let mut l = 0;
+        while l < F::LEVELS {
+            e[l] = 1 << F::LEVEL_BITS[l];
+            l += 1;
+        }
+        e
+    };
+
+    /// Evaluates to `()` for a well-formed format; a compile error otherwise (see the type's doc).
+    pub(crate) const VALID: () = {
+        assert!(
+            F::LEVELS >= 1 && F::LEVELS <= MAX_LEVELS,
+            "LEVELS out of 1..=MAX_LEVELS"
+        );
+        assert!(
+            F::LEVEL_BITS.len() == F::LEVELS,
+            "LEVEL_BITS must have LEVELS entries"
+        );
+        assert!(
+            F::LEAF_LEVELS.len() == F::LEVELS,
+            "LEAF_LEVELS must have LEVELS entries"
+        );
+        assert!(
+            F::LEAF_LEVELS[F::LEVELS - 1],
+            "the last level must hold leaves"
+        );
+        let word = core::mem::size_of::<F::Pte>();
+        assert!(word == <F::Pte as PteWord>::BYTES);
+        let mut bits = F::GRANULE_SHIFT;
+        let mut l = 0;
+        while l < F::LEVELS {
+            let b = F::LEVEL_BITS[l];
+            assert!(b >= 1 && b < 16, "LEVEL_BITS out of 1..16");
+            assert!(
+                word << b <= TABLE_SIZE,
+                "a table must fit one TABLE_SIZE page"
+            );
+            bits += b;
+            l += 1;
+        }
+        assert!(bits <= 64, "the levels resolve more than 64 bits");
+        assert!(
+            F::IOVA_BITS <= bits,
+            "IOVA_BITS wider than the levels resolve"
+        );
+    };
+
+    /// Index of `iova` in a table of `level`: always `< ENTRIES[level]`, whatever `iova`.
+    #[inline(always)]
+    pub(crate) const fn index(level: usize, iova: u64) -> usize {
+        ((iova >> Self::SHIFT[level]) as usize) & (Self::ENTRIES[level] - 1)
     }
 }

@@ -6,12 +6,101 @@
 //!   [`fmt::arm_lpae::ArmLpae4k`] (ARM LPAE stage 1, 4 KiB granule) are bit-exact with the
 //!   hardware.
 //! - [`PageTable`]: map (one range or a scatter-gather list), unmap, translate, iterate; written
-//!   once, monomorphised per format.
-//! - [`Gather`]: the TLB ranges to invalidate and tables to free after an update.
-//! - [`walk`]: the hardware walker in software, reading tables by bus address.
+//!   once, monomorphised per format, for configurable [`AddressSizes`] (`ias`/`oas`).
+//! - Hardware rules it keeps: `unmap` never cuts a block ([`Error::PartialBlock`], as
+//!   io-pgtable-arm.c since Linux v6.13); [`PageTable::unmap_split`] splits one with
+//!   break-before-make. Intel IPU tables emptied by unmap stay linked until teardown, as in
+//!   ipu3-mmu.c and ipu6-mmu.c ([`PageTable::set_free_empty_tables`]).
+//! - [`Gather`]: the TLB ranges to invalidate (leaf ranges, and walk-cache ranges where a table
+//!   was unlinked: [`Invalidation`]) and tables to free after an update; owned by the one
+//!   table that filled it.
+//! - [`walk`], [`walk_with`]: the hardware walker in software, reading tables by bus address.
 //!
 //! `no_std` + `alloc`: usable in a kernel or firmware. Table pages come from a [`TableAlloc`],
 //! which also carries the cache-maintenance hook for non-coherent walkers.
+//!
+//! # Soundness: what safe code cannot do, and why
+//!
+//! No sequence of calls to the safe API can make the crate read or write memory it does not
+//! own, given allocators that keep the promises of the `unsafe trait` [`TableAlloc`]. Every
+//! `unsafe` of the crate, the invariant it relies on, and what enforces that invariant:
+//!
+//! | `unsafe` | relies on | enforced by |
+//! |---|---|---|
+//! | reads and stores of entries in table pages (`PageTable`'s `read`, `write`, `fill`, `store_leaves`, `clear_leaves`) | the page is live (allocated, not freed) and the entries touched are inside it | pages are freed only when unlinked (through a [`Gather`] after the invalidation, on an error path before they were linked, or at drop); entry indices come from the format's geometry computed at compile time, `index < entries` by masking, and `entries * size_of::<Pte>() <= TABLE_SIZE` is a compile-time check of every format a `PageTable` is made with (a format breaking it does not compile, see below) |
+//! | reading table memory as `F::Pte` | every bit pattern is a valid `Pte`, and memory from `alloc_table_for_overwrite` is stored before it is read | [`PteWord`] is sealed (only `u32`, `u64`); such a page is taken only for a last-level table the map covers whole, and the last level always holds leaves (compile-time check), so the store loop writes every entry before the table is linked |
+//! | `TableAlloc::free_table` | the page came from this allocator, unchanged, and is not used afterwards | `PageTable` keeps each `TablePage` as the allocator returned it and frees it once; a [`Gather`] holding one table's pages is refused by every other table ([`Error::ForeignGather`]); the allocator cannot be replaced under a live table (`PageTable::table_alloc_mut` is `unsafe`) |
+//! | [`HeapTableAlloc`]'s heap calls | the layout and the pages' provenance | pages come only from `alloc`/`alloc_zeroed` with one layout and return to `dealloc` with it |
+//! | `Send`/`Sync` for [`TablePage`] | a `TablePage` is a description: no access without `unsafe` | its fields are plain values; the page table is `Send`/`Sync` only as far as its allocator is |
+//!
+//! A format whose geometry would let an index leave its table page does not compile:
+//!
+//! ```compile_fail,E0080
+//! use devmmu_pagetable::*;
+//! #[derive(Clone, Copy, Default)]
+//! struct Huge; // 2048 entries of 8 bytes: a 16 KiB table in a 4 KiB page
+//! impl Format for Huge {
+//!     type Pte = u64;
+//!     const NAME: &'static str = "huge";
+//!     const LEVELS: usize = 1;
+//!     const GRANULE_SHIFT: u32 = 12;
+//!     const LEVEL_BITS: &'static [u32] = &[11];
+//!     const LEAF_LEVELS: &'static [bool] = &[true];
+//!     const IOVA_BITS: u32 = 23;
+//!     const OA_BITS: u32 = 48;
+//!     const EMPTY_IS_ZERO: bool = true;
+//!     const TLB_CACHES_EMPTY: bool = false;
+//!     fn leaf_attrs(_: usize, _: Prot) -> u64 { 1 }
+//!     fn leaf_with_addr(a: u64, d: DmaAddr) -> u64 { a | d.0 }
+//!     fn table_entry(_: usize, t: DmaAddr) -> u64 { t.0 | 3 }
+//!     fn decode(_: usize, _: u64) -> Entry { Entry::Invalid }
+//!     fn is_table(_: usize, _: u64) -> bool { false }
+//! }
+//! let _ = PageTable::<Huge, _>::new(HeapTableAlloc::new(), PageTableConfig::default());
+//! ```
+//!
+//! Nor does an entry word other than `u32`/`u64` (a `bool` read from table memory would be
+//! undefined behaviour):
+//!
+//! ```compile_fail,E0277
+//! use devmmu_pagetable::PteWord;
+//! #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+//! struct Flag(bool);
+//! impl PteWord for Flag {
+//!     const BYTES: usize = 1;
+//!     fn to_u64(self) -> u64 { self.0 as u64 }
+//!     fn from_u64(v: u64) -> Self { Flag(v != 0) }
+//! }
+//! ```
+//!
+//! Nor does replacing a live table's allocator from safe code:
+//!
+//! ```compile_fail,E0133
+//! use devmmu_pagetable::*;
+//! let mut pt =
+//!     PageTable::<ArmLpae4k, _>::new(HeapTableAlloc::new(), PageTableConfig::default()).unwrap();
+//! let old = core::mem::replace(pt.table_alloc_mut(), HeapTableAlloc::new());
+//! ```
+//!
+//! And a gather filled by one table is refused by another, at run time (one compare per call):
+//!
+//! ```
+//! use devmmu_pagetable::*;
+//! let new = || {
+//!     PageTable::<ArmLpae4k, _>::new(HeapTableAlloc::new(), PageTableConfig::default()).unwrap()
+//! };
+//! let (mut a, mut b) = (new(), new());
+//! let mut g = Gather::new();
+//! a.map(Iova(0x20_0000), DmaAddr(0x4000_0000), 0x1000, Prot::RW, &mut g).unwrap();
+//! a.unmap(Iova(0x20_0000), 0x1000, &mut g).unwrap();
+//! assert_eq!(g.tables_to_free(), 3); // a's L1, L2 and L3 tables, emptied
+//! assert_eq!(b.try_iotlb_sync(&mut g, |_, _| {}), Err(Error::ForeignGather));
+//! assert_eq!(b.unmap(Iova(0), 0x1000, &mut g), Err(Error::ForeignGather));
+//! assert_eq!(g.tables_to_free(), 3); // untouched, for `a`
+//! a.iotlb_sync(&mut g, |_, _| {});
+//! assert!(g.is_empty());
+//! b.unmap(Iova(0), 0x1000, &mut g).unwrap(); // completed: any table may use it again
+//! ```
 
 extern crate alloc;
 
@@ -22,6 +111,7 @@ pub mod fmt;
 mod format;
 mod gather;
 mod prot;
+mod sizes;
 mod stats;
 mod table;
 mod walk;
@@ -32,8 +122,9 @@ pub use error::Error;
 pub use fmt::arm_lpae::ArmLpae4k;
 pub use fmt::ipu::Ipu;
 pub use format::{Entry, Format, PteWord, MAX_LEVELS};
-pub use gather::Gather;
+pub use gather::{Gather, Invalidation};
 pub use prot::Prot;
+pub use sizes::AddressSizes;
 pub use stats::Stats;
 pub use table::{Mapping, Mappings, PageTable, PageTableConfig};
-pub use walk::{walk, TableReader, Translation, WalkFault};
+pub use walk::{walk, walk_with, TableReader, Translation, WalkFault};

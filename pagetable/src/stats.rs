@@ -20,6 +20,10 @@ pub struct Stats {
     pub sync_calls: u64,
     /// IOVA ranges handed to the TLB invalidation callback by `iotlb_sync`.
     pub inval_ranges: u64,
-    /// Blocks split into a next-level table by a partial unmap.
+    /// Blocks replaced by a next-level table by [`PageTable::unmap_split`]: each live block
+    /// split with break-before-make, plus each block of the new tables split further before
+    /// they were linked.
+    ///
+    /// [`PageTable::unmap_split`]: crate::PageTable::unmap_split
     pub blocks_split: u64,
 }

@@ -14,12 +14,15 @@
 //! turns one back into its own page record either.
 
 use crate::alloc_table::{TableAlloc, TablePage, TABLE_SIZE};
-use crate::format::{Entry, MAX_LEVELS};
-use crate::{DmaAddr, Error, Format, Gather, Iova, Prot, PteWord, Stats};
+use crate::format::{Entry, Geometry, MAX_LEVELS};
+use crate::{
+    AddressSizes, DmaAddr, Error, Format, Gather, Invalidation, Iova, Prot, PteWord, Stats,
+};
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 const NONE: u32 = u32::MAX;
 const LINE: usize = 64;
@@ -63,6 +66,9 @@ struct Node {
     used: u32,
     /// Node index of each entry's child table, `NONE` if none (empty for last-level tables).
     children: Box<[u32]>,
+    /// Number of the map that created the table (`PageTable::maps` then), so that undoing a
+    /// failed map frees exactly the tables it created.
+    born: u64,
 }
 
 /// The bytes of one table written so far by an operation and not yet cleaned, kept as one run of
@@ -128,7 +134,19 @@ impl Src<'_> {
 /// device from walking it (or invalidated its TLB) before, as with `free_io_pgtable_ops`.
 pub struct PageTable<F: Format, A: TableAlloc> {
     alloc: A,
+    /// Input size in bits: IOVAs are below `2^ias`.
+    ias: u32,
+    /// Output size in bits: every bus address an entry holds is below `2^oas`.
+    oas: u32,
+    /// Level of the root table (0 unless `ias` leaves the top levels out).
+    start: usize,
+    /// Process-unique id, recorded in the gathers this table fills (see [`Gather`]).
+    id: u64,
     coherent: bool,
+    /// Whether unmap frees the tables it empties ([`Format::FREE_EMPTY_TABLES`] unless set).
+    free_empty: bool,
+    /// Map calls that got past validation, numbering them from 1 (0: creation).
+    maps: u64,
     nodes: Vec<Node>,
     free_slots: Vec<u32>,
     root: u32,
@@ -138,11 +156,9 @@ pub struct PageTable<F: Format, A: TableAlloc> {
     _format: PhantomData<F>,
 }
 
-// SAFETY: the table pages are owned exclusively by this PageTable (TableAlloc's contract) and
-// only touched through &mut self or read through &self, like plain owned memory.
-unsafe impl<F: Format, A: TableAlloc + Send> Send for PageTable<F, A> {}
-// SAFETY: &self methods only read table memory.
-unsafe impl<F: Format, A: TableAlloc + Sync> Sync for PageTable<F, A> {}
+// `Send` and `Sync` are the auto traits' answer: the table is `Send` (`Sync`) exactly when its
+// allocator is, since `TablePage` is both (see its impls) and every other field is plain data.
+// Table memory is written only through `&mut self` and read through `&self`.
 
 impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Creates an empty page table: allocates the root (and, for formats whose empty entries are
@@ -151,9 +167,37 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     ///
     /// Errors: [`Error::NoMemory`] if the allocator runs out (everything allocated is freed).
     pub fn new(alloc: A, config: PageTableConfig) -> Result<Self, Error> {
+        Self::with_address_sizes(alloc, config, AddressSizes::of::<F>())
+    }
+
+    /// Creates an empty page table, as [`PageTable::new`], for the address sizes `sizes`
+    /// (`io_pgtable_cfg.ias/.oas`): IOVAs beyond `2^ias` and bus addresses (pages, blocks,
+    /// tables) beyond `2^oas` are refused with [`Error::OutOfRange`]; a narrower `ias` may start
+    /// the walk at a lower level ([`AddressSizes::start_level`]), whose table the root then is.
+    /// E.g. ARM LPAE with `ias` 40..=48 walks 4 levels, with 32..=39 3 levels from L1; the
+    /// Intel IPU6 in non-secure mode has a 31-bit aperture (`IPU6_MMU_ADDR_BITS_NON_SECURE`,
+    /// drivers/media/pci/intel/ipu6/ipu6.h).
+    ///
+    /// Errors: [`Error::BadAddressSize`] (nothing allocated), [`Error::NoMemory`],
+    /// [`Error::BadTableAddr`] (everything allocated is freed).
+    pub fn with_address_sizes(
+        alloc: A,
+        config: PageTableConfig,
+        sizes: AddressSizes,
+    ) -> Result<Self, Error> {
+        // Compile-time check of the format's geometry (see `Geometry`).
+        #[allow(clippy::let_unit_value)]
+        let () = Geometry::<F>::VALID;
+        let sizes = sizes.check::<F>()?;
         let mut pt = Self {
+            ias: sizes.ias,
+            oas: sizes.oas,
+            start: sizes.start_level::<F>(),
             alloc,
+            id: next_table_id(),
             coherent: config.coherent_walk,
+            free_empty: F::FREE_EMPTY_TABLES,
+            maps: 0,
             nodes: Vec::new(),
             free_slots: Vec::new(),
             root: NONE,
@@ -173,13 +217,21 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             for level in (1..=last).rev() {
                 let table = pt.alloc_page()?;
                 pt.dummies.push(table);
-                fill(table, F::entries(level), pt.empty[level]);
+                fill(table, Geometry::<F>::ENTRIES[level], pt.empty[level]);
                 pt.clean_whole(table);
                 pt.empty[level - 1] = F::table_entry(level - 1, table.dma);
             }
         }
-        pt.root = pt.new_node(0)?;
+        pt.root = pt.new_node(pt.start)?;
         let root_page = pt.nodes[pt.root as usize].page;
+        if root_page.dma.0 >= limit(F::ROOT_BITS) {
+            // The MMU's root register cannot hold it (the IPU's REG_L1_PHYS: a 27-bit pfn).
+            let root = core::mem::replace(&mut pt.root, NONE);
+            pt.free_unlinked(root);
+            return Err(Error::BadTableAddr {
+                dma: root_page.dma.0,
+            });
+        }
         pt.clean_whole(root_page);
         Ok(pt)
     }
@@ -193,6 +245,41 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Bus address of the dummy page that empty entries point at, for formats that have one.
     pub fn dummy_page(&self) -> Option<DmaAddr> {
         self.dummies.first().map(|p| p.dma)
+    }
+
+    /// Whether [`PageTable::unmap`] frees the tables it empties (through the gather, after the
+    /// TLB invalidation) or keeps them linked, empty, for later maps. The default is the
+    /// format's [`Format::FREE_EMPTY_TABLES`]: ARM LPAE frees them; the Intel IPU format keeps
+    /// them, as ipu3-mmu.c and ipu6-mmu.c do (an L2 table is freed only at teardown, so an L1
+    /// entry never changes under a live device).
+    ///
+    /// Turning freeing on for a format whose emptied upper entries stay valid pointers (to the
+    /// dummy table: the IPU) makes each unmap that frees a table gather the whole IOVA space,
+    /// so [`PageTable::iotlb_sync`] invalidates the whole TLB (which may cache the old upper
+    /// entry) before the page goes back to the allocator. A map that fails always frees the
+    /// tables it created, with the same invalidation.
+    pub fn set_free_empty_tables(&mut self, free: bool) {
+        self.free_empty = free;
+    }
+
+    /// Whether [`PageTable::unmap`] frees the tables it empties (see
+    /// [`PageTable::set_free_empty_tables`]).
+    pub fn frees_empty_tables(&self) -> bool {
+        self.free_empty
+    }
+
+    /// The table's address sizes (input and output, in bits).
+    pub fn address_sizes(&self) -> AddressSizes {
+        AddressSizes {
+            ias: self.ias,
+            oas: self.oas,
+        }
+    }
+
+    /// Level of the root table: 0, or higher when the input size leaves the top levels out
+    /// ([`AddressSizes::start_level`]). What a walker of this table starts at.
+    pub fn start_level(&self) -> usize {
+        self.start
     }
 
     /// Whether the walker is coherent (no cache maintenance on updates).
@@ -215,8 +302,18 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         &self.alloc
     }
 
-    /// The table allocator, mutably (e.g. to read its counters).
-    pub fn table_alloc_mut(&mut self) -> &mut A {
+    /// The table allocator, mutably: for an allocator's own maintenance that leaves the pages
+    /// it handed out alone (say, giving back free pages it keeps in reserve). Reading its
+    /// counters needs only [`PageTable::table_alloc`].
+    ///
+    /// # Safety
+    /// Every page this table holds (its live tables, dummy pages, and the pages on its
+    /// gathers' free lists) stays allocated and valid for as long as the table has it: the
+    /// caller neither replaces the allocator (`core::mem::replace`, `swap`, assignment: the old
+    /// one would be dropped while the table still reads and writes its pages, and the new one
+    /// would be handed pages it never made) nor frees, reuses or hands out again any such page
+    /// through it.
+    pub unsafe fn table_alloc_mut(&mut self) -> &mut A {
         &mut self.alloc
     }
 
@@ -227,8 +324,9 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// format's TLB may cache empty entries (Intel IPU).
     ///
     /// Errors, each leaving the table unchanged: [`Error::ZeroSize`], [`Error::Misaligned`],
-    /// [`Error::Overflow`], [`Error::OutOfRange`] (IOVA beyond `IOVA_BITS`, address beyond
-    /// `OA_BITS`), [`Error::NoAccess`], [`Error::AlreadyMapped`] (nothing written),
+    /// [`Error::Overflow`], [`Error::OutOfRange`] (IOVA at or beyond `2^ias`, address at or
+    /// beyond `2^oas`: [`PageTable::address_sizes`]), [`Error::NoAccess`],
+    /// [`Error::ForeignGather`], [`Error::AlreadyMapped`] (nothing written),
     /// [`Error::NoMemory`] (what was written is undone; the undo may add ranges and tables to
     /// `gather`, so sync it as after any operation).
     pub fn map(
@@ -253,6 +351,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         prot: Prot,
         gather: &mut Gather,
     ) -> Result<(), Error> {
+        gather.claim(self.id)?;
         if !prot.grants_access() {
             return Err(Error::NoAccess { prot });
         }
@@ -272,9 +371,10 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             })?;
         }
         let end = self.check_iova(iova, total)?;
-        if let Some(at) = self.first_mapped(self.root, 0, iova.0, end) {
+        if let Some(at) = self.first_mapped(self.root, self.start, iova.0, end) {
             return Err(Error::AlreadyMapped { iova: Iova(at) });
         }
+        self.maps += 1;
         let mut attrs = [F::Pte::default(); MAX_LEVELS];
         for (level, a) in attrs.iter_mut().enumerate().take(F::LEVELS) {
             *a = F::leaf_attrs(level, prot);
@@ -288,7 +388,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         let mut done = iova.0;
         let r = self.map_level(
             self.root,
-            0,
+            self.start,
             false,
             &mut cursor,
             end,
@@ -298,14 +398,21 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         );
         if let Err(e) = r {
             if done > iova.0 {
-                let mut reserve = Vec::new();
-                self.unmap_level(self.root, 0, false, iova.0, done, &mut reserve, gather);
+                // Tables this map created are freed again, so a failed map leaves no trace.
+                let (free, this_map) = (self.free_empty, self.maps);
+                self.unmap_level(self.root, self.start, iova.0, done, free, this_map, gather);
                 gather.add_range(iova, done - iova.0);
             }
             return Err(e);
         }
         if F::TLB_CACHES_EMPTY {
-            gather.add_range(iova, total);
+            if F::EMPTY_IS_ZERO {
+                gather.add_range(iova, total);
+            } else {
+                // Empty upper entries are valid pointers (to the dummy table): a walk cache may
+                // hold the one a new table replaced.
+                gather.add_walk_range(iova, total);
+            }
         }
         Ok(())
     }
@@ -313,22 +420,78 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Unmaps `[iova, iova + size)` and returns the number of bytes that were mapped in it (holes
     /// are skipped; 0 if nothing was mapped).
     ///
-    /// Partial unmap of a block: the block is split into a next-level table of smaller leaves
-    /// with the same attributes and only the requested part is removed, so exactly the requested
-    /// range becomes unmapped (unlike generic_pt, which removes the whole block). The tables a
-    /// split needs are allocated before anything is written, so [`Error::NoMemory`] leaves the
-    /// table unchanged.
+    /// Only whole leaves are unmapped: a range that cuts a block (an ARM LPAE 2 MiB or 1 GiB
+    /// block with only part of it inside the range) is refused with [`Error::PartialBlock`] and
+    /// nothing changed, as Linux's io-pgtable-arm.c has done since commit 33729a5fc0ca
+    /// ("iommu/io-pgtable-arm: Remove split on unmap behavior", v6.13): writing a table over a
+    /// live block without break-before-make is not allowed by the architecture (Arm ARM DDI 0487,
+    /// "Using break-before-make when updating translation table entries"; SMMUv3 without
+    /// BBML2). [`PageTable::unmap_split`] splits such a block with
+    /// break-before-make, for callers that accept its cost.
     ///
     /// The leaves are cleared one by one, including those of tables that become empty; emptied
     /// tables are unlinked and queued on `gather`, together with the range to invalidate. Free
     /// them with [`PageTable::iotlb_sync`] once the device TLB is invalidated.
     ///
-    /// Errors (table unchanged): [`Error::ZeroSize`], [`Error::Misaligned`], [`Error::Overflow`],
-    /// [`Error::OutOfRange`], [`Error::NoMemory`].
+    /// Errors (table unchanged): [`Error::ForeignGather`], [`Error::ZeroSize`],
+    /// [`Error::Misaligned`], [`Error::Overflow`], [`Error::OutOfRange`],
+    /// [`Error::PartialBlock`].
     pub fn unmap(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
+        gather.claim(self.id)?;
         let end = self.check_iova(iova, size)?;
-        let mut reserve = Vec::new();
+        if let Some((at, block, bsize)) = self.cut_block(iova.0, end) {
+            return Err(Error::PartialBlock {
+                iova: Iova(at),
+                block: Iova(block),
+                size: bsize,
+            });
+        }
+        let bytes = self.unmap_level(
+            self.root,
+            self.start,
+            iova.0,
+            end,
+            self.free_empty,
+            u64::MAX,
+            gather,
+        );
+        if bytes > 0 {
+            gather.add_range(iova, size);
+        }
+        Ok(bytes)
+    }
+
+    /// Unmaps `[iova, iova + size)` as [`PageTable::unmap`] does, except that a block the range
+    /// cuts is split first, with break-before-make (Arm ARM DDI 0487, "Using break-before-make
+    /// when updating translation table entries"): the block entry is cleared
+    /// (and cleaned for a non-coherent walker), `gather` is completed through `invalidate`
+    /// exactly as [`PageTable::iotlb_sync`] does (so the device TLB holds the block no more, and
+    /// what `gather` held before is completed too), and only then is a table of smaller leaves
+    /// with the block's attributes (built, filled and cleaned beforehand, down to the level the
+    /// boundary needs) linked in its place. Then the range is unmapped. At most two blocks are
+    /// split (one per end of the range), each with its own invalidation.
+    ///
+    /// Cost, and why it is not the default: between the clear and the link, the *whole* block is
+    /// unmapped, including the part outside the range, so a device access there in that window
+    /// faults (or, on a format without valid bits, would read the dummy page). Use it only where
+    /// the device cannot touch the rest of the block during the call, as a GPU driver's VM_BIND
+    /// remap does.
+    ///
+    /// The tables the splits need are allocated before anything is written. Errors, each
+    /// leaving the table unchanged and `invalidate` not called: as [`PageTable::unmap`] but for
+    /// [`Error::PartialBlock`], and [`Error::NoMemory`], [`Error::BadTableAddr`] (no table page
+    /// for a split).
+    pub fn unmap_split(
+        &mut self,
+        iova: Iova,
+        size: u64,
+        gather: &mut Gather,
+        mut invalidate: impl FnMut(Iova, u64),
+    ) -> Result<u64, Error> {
+        gather.claim(self.id)?;
+        let end = self.check_iova(iova, size)?;
         let need = self.splits_needed(iova.0, end);
+        let mut reserve = Vec::with_capacity(need);
         for _ in 0..need {
             match self.alloc_page() {
                 Ok(p) => reserve.push(p),
@@ -338,8 +501,30 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 }
             }
         }
-        let bytes = self.unmap_level(self.root, 0, false, iova.0, end, &mut reserve, gather);
+        while let Some((_, block, bsize)) = self.cut_block(iova.0, end) {
+            self.split_block(
+                block,
+                bsize,
+                [iova.0, end],
+                &mut reserve,
+                gather,
+                &mut invalidate,
+            );
+        }
+        debug_assert!(
+            reserve.is_empty(),
+            "splits_needed counted the tables the splits take"
+        );
         self.free_reserve(reserve);
+        let bytes = self.unmap_level(
+            self.root,
+            self.start,
+            iova.0,
+            end,
+            self.free_empty,
+            u64::MAX,
+            gather,
+        );
         if bytes > 0 {
             gather.add_range(iova, size);
         }
@@ -347,32 +532,96 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     }
 
     /// Completes the operations gathered in `gather`: calls `invalidate(start, size)` for each
-    /// IOVA range (the device TLB invalidation), then frees the unlinked tables. Leaves `gather`
-    /// empty.
-    pub fn iotlb_sync(&mut self, gather: &mut Gather, mut invalidate: impl FnMut(Iova, u64)) {
-        for &(s, e) in gather.normalized_ranges() {
+    /// IOVA range (the device TLB invalidation: leaf ranges and walk-cache ranges merged, so
+    /// the callback must invalidate both TLB and walk-cache entries of the range, as a range
+    /// invalidation without a leaf-only hint does), then frees the unlinked tables. Leaves `gather`
+    /// empty and owned by no table.
+    ///
+    /// A gather holding another table's work is left exactly as it is (nothing invalidated,
+    /// nothing freed: its table pages belong to the other table's allocator, and its ranges to
+    /// the other table's device), for its own table to complete; [`PageTable::try_iotlb_sync`]
+    /// reports that case as [`Error::ForeignGather`].
+    pub fn iotlb_sync(&mut self, gather: &mut Gather, invalidate: impl FnMut(Iova, u64)) {
+        // The only error is a foreign gather, documented above as left untouched.
+        let _ = self.try_iotlb_sync(gather, invalidate);
+    }
+
+    /// [`PageTable::iotlb_sync`], reporting a gather filled by another table.
+    ///
+    /// Errors: [`Error::ForeignGather`] (nothing invalidated, nothing freed, `gather`
+    /// unchanged).
+    pub fn try_iotlb_sync(
+        &mut self,
+        gather: &mut Gather,
+        mut invalidate: impl FnMut(Iova, u64),
+    ) -> Result<(), Error> {
+        if !gather.completable_by(self.id) {
+            return Err(Error::ForeignGather);
+        }
+        for &(s, e) in gather.union_ranges() {
             invalidate(Iova(s), e - s);
             self.stats.inval_ranges += 1;
         }
+        self.free_gathered(gather);
+        Ok(())
+    }
+
+    /// Completes `gather` as [`PageTable::iotlb_sync`] does, telling the two kinds of
+    /// invalidation apart: `invalidate` gets each range whose walk-cache entries must go
+    /// ([`Invalidation::walk`]: a table was unlinked there, io-pgtable's `tlb_flush_walk`),
+    /// then each leaf-only range not already covered by one (`tlb_add_page`). A foreign gather
+    /// is left untouched, as there.
+    pub fn iotlb_sync_with(&mut self, gather: &mut Gather, invalidate: impl FnMut(Invalidation)) {
+        // The only error is a foreign gather, documented as left untouched.
+        let _ = self.try_iotlb_sync_with(gather, invalidate);
+    }
+
+    /// [`PageTable::iotlb_sync_with`], reporting a gather filled by another table.
+    ///
+    /// Errors: [`Error::ForeignGather`] (nothing invalidated, nothing freed, `gather`
+    /// unchanged).
+    pub fn try_iotlb_sync_with(
+        &mut self,
+        gather: &mut Gather,
+        mut invalidate: impl FnMut(Invalidation),
+    ) -> Result<(), Error> {
+        if !gather.completable_by(self.id) {
+            return Err(Error::ForeignGather);
+        }
+        let mut n = 0;
+        gather.for_each_invalidation(|inv| {
+            invalidate(inv);
+            n += 1;
+        });
+        self.stats.inval_ranges += n;
+        self.free_gathered(gather);
+        Ok(())
+    }
+
+    /// The end of a sync: forgets the ranges (just invalidated) and frees the gathered pages.
+    fn free_gathered(&mut self, gather: &mut Gather) {
         gather.clear_ranges();
         for page in gather.freed.drain(..) {
-            // SAFETY: the page came from this allocator, was unlinked, and the TLB that could
-            // still reference it has just been invalidated.
+            // SAFETY: the gather is this table's (checked above: only this table's map/unmap put
+            // pages on it, and only pages it unlinked from its own tree), so the page came from
+            // this allocator, is no longer reachable from the root, and the TLB that could still
+            // reference it has just been invalidated.
             unsafe { self.alloc.free_table(page) };
             self.stats.tables_freed += 1;
         }
+        gather.release();
     }
 
     /// Translates `iova` from the table as the CPU sees it: `(bus address of that byte,
     /// permissions)`, or `None` if unmapped or beyond the IOVA width. Unlike the hardware walker,
     /// an empty entry of the Intel IPU format is reported as unmapped, not as the dummy page.
     pub fn translate(&self, iova: Iova) -> Option<(DmaAddr, Prot)> {
-        if F::IOVA_BITS < 64 && iova.0 >> F::IOVA_BITS != 0 {
+        if iova.0 >= limit(self.ias) {
             return None;
         }
         let mut node = self.root;
-        for level in 0..F::LEVELS {
-            let idx = F::index(level, iova.0);
+        for level in self.start..F::LEVELS {
+            let idx = Geometry::<F>::index(level, iova.0);
             let pte = self.read(node, idx);
             if pte == self.empty[level] {
                 return None;
@@ -383,7 +632,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             }
             return match F::decode(level, pte) {
                 Entry::Leaf(addr, prot) => {
-                    let off = iova.0 & ((1u64 << F::level_shift(level)) - 1);
+                    let off = iova.0 & ((1u64 << Geometry::<F>::SHIFT[level]) - 1);
                     Some((addr + off, prot))
                 }
                 _ => None,
@@ -396,18 +645,18 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     pub fn mappings(&self) -> Mappings<'_, F, A> {
         Mappings {
             pt: self,
-            stack: vec![(self.root, 0, 0, 0)],
+            stack: vec![(self.root, self.start, 0, 0)],
         }
     }
 
     // ---- validation ----
 
     fn check_iova(&self, iova: Iova, size: u64) -> Result<u64, Error> {
-        check_range::<F>(("iova", "size"), iova.0, size, F::IOVA_BITS)
+        check_range::<F>(("iova", "size"), iova.0, size, self.ias)
     }
 
     fn check_dma(&self, dma: DmaAddr, len: u64) -> Result<(), Error> {
-        check_range::<F>(("dma address", "segment length"), dma.0, len, F::OA_BITS).map(|_| ())
+        check_range::<F>(("dma address", "segment length"), dma.0, len, self.oas).map(|_| ())
     }
 
     // ---- table memory ----
@@ -419,7 +668,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     /// Gives back a page whose bus address the format cannot hold; counts an accepted one.
     fn checked_page(&mut self, p: TablePage) -> Result<TablePage, Error> {
-        if p.dma.0 >= limit(F::OA_BITS) || !p.dma.is_aligned(TABLE_SIZE as u64) {
+        if p.dma.0 >= limit(self.oas) || !p.dma.is_aligned(TABLE_SIZE as u64) {
             // SAFETY: just allocated by this allocator, never linked.
             unsafe { self.alloc.free_table(p) };
             return Err(Error::BadTableAddr { dma: p.dma.0 });
@@ -430,7 +679,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     fn node_from_page(&mut self, level: usize, page: TablePage) -> u32 {
         if !F::EMPTY_IS_ZERO {
-            fill(page, F::entries(level), self.empty[level]);
+            fill(page, Geometry::<F>::ENTRIES[level], self.empty[level]);
         }
         self.insert_node(level, page)
     }
@@ -438,7 +687,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Adds a node for `page` as it is (no fill).
     fn insert_node(&mut self, level: usize, page: TablePage) -> u32 {
         let children = if level + 1 < F::LEVELS {
-            vec![NONE; F::entries(level)].into_boxed_slice()
+            vec![NONE; Geometry::<F>::ENTRIES[level]].into_boxed_slice()
         } else {
             Box::default()
         };
@@ -446,6 +695,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             page,
             used: 0,
             children,
+            born: self.maps,
         };
         match self.free_slots.pop() {
             Some(slot) => {
@@ -538,10 +788,10 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     /// Lowest mapped IOVA in `[start, end)` under `node` (of `level`), if any.
     fn first_mapped(&self, node: u32, level: usize, start: u64, end: u64) -> Option<u64> {
-        let shift = F::level_shift(level);
+        let shift = Geometry::<F>::SHIFT[level];
         let mut a = start;
         while a < end {
-            let idx = F::index(level, a);
+            let idx = Geometry::<F>::index(level, a);
             let chunk_end = end.min(((a >> shift) + 1) << shift);
             let pte = self.read(node, idx);
             if pte != self.empty[level] {
@@ -594,12 +844,12 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         done: &mut u64,
         dirty: &mut Dirty,
     ) -> Result<(), Error> {
-        let shift = F::level_shift(level);
+        let shift = Geometry::<F>::SHIFT[level];
         let esize = 1u64 << shift;
-        let entries = F::entries(level);
+        let entries = Geometry::<F>::ENTRIES[level];
         let page = self.nodes[node as usize].page;
         while *iova < end {
-            let idx = F::index(level, *iova);
+            let idx = Geometry::<F>::index(level, *iova);
             let dma = src.dma();
             let seg_left = src.remaining().min(end - *iova);
             if F::LEAF_LEVELS[level] && (*iova | dma) & (esize - 1) == 0 && seg_left >= esize {
@@ -660,12 +910,12 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     /// Level of the leaf that covers `addr`, if `addr` is mapped (and inside the IOVA space).
     fn leaf_level(&self, addr: u64) -> Option<usize> {
-        if addr >= limit(F::IOVA_BITS) {
+        if addr >= limit(self.ias) {
             return None;
         }
         let mut node = self.root;
-        for level in 0..F::LEVELS {
-            let idx = F::index(level, addr);
+        for level in self.start..F::LEVELS {
+            let idx = Geometry::<F>::index(level, addr);
             let pte = self.read(node, idx);
             if pte == self.empty[level] {
                 return None;
@@ -685,7 +935,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         let (ls, le) = (self.leaf_level(start), self.leaf_level(end));
         let mut n = 0;
         for k in 0..F::LEVELS - 1 {
-            let size = 1u64 << F::level_shift(k);
+            let size = 1u64 << Geometry::<F>::SHIFT[k];
             let s = ls.is_some_and(|l| k >= l) && !start.is_multiple_of(size);
             let e = le.is_some_and(|l| k >= l) && !end.is_multiple_of(size);
             n += s as usize + e as usize;
@@ -696,26 +946,142 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         n
     }
 
-    /// Clears `[start, end)` under `node`; returns the bytes that were mapped there.
+    /// The first block that `[start, end)` cuts, as `(boundary inside it, block IOVA, block size
+    /// in bytes)`: the leaf covering `start` if it is a block that starts before `start`, else
+    /// the leaf covering `end` if it is a block that starts before `end`.
+    fn cut_block(&self, start: u64, end: u64) -> Option<(u64, u64, u64)> {
+        for at in [start, end] {
+            if let Some(level) = self.leaf_level(at) {
+                let size = 1u64 << Geometry::<F>::SHIFT[level];
+                if level + 1 < F::LEVELS && !at.is_multiple_of(size) {
+                    return Some((at, at & !(size - 1), size));
+                }
+            }
+        }
+        None
+    }
+
+    /// Replaces the live block at `block` (`size` bytes) with an equivalent subtree, with
+    /// break-before-make: clear the block entry and clean it, complete `gather` through
+    /// `invalidate`, then link the subtree, built beforehand from `reserve`, whose tables split
+    /// further every entry that one of `cuts` falls strictly inside.
+    fn split_block(
+        &mut self,
+        block: u64,
+        size: u64,
+        cuts: [u64; 2],
+        reserve: &mut Vec<TablePage>,
+        gather: &mut Gather,
+        invalidate: &mut impl FnMut(Iova, u64),
+    ) {
+        // Find the block's entry: its parent table and index.
+        let mut node = self.root;
+        let mut level = self.start;
+        while Geometry::<F>::SHIFT[level] as u64 != size.trailing_zeros() as u64 {
+            node = self.nodes[node as usize].children[Geometry::<F>::index(level, block)];
+            level += 1;
+        }
+        let idx = Geometry::<F>::index(level, block);
+        let Entry::Leaf(addr, prot) = F::decode(level, self.read(node, idx)) else {
+            unreachable!("cut_block returned a leaf")
+        };
+        let child = self.build_split(level + 1, block, addr.0, prot, cuts, reserve);
+        // Break: the walker must see the entry invalid and the TLB must forget the block before
+        // the table is linked, or the TLB could hold the block and the table's leaves at once.
+        let page = self.nodes[node as usize].page;
+        self.write(node, idx, self.empty[level]);
+        let b = <F::Pte as PteWord>::BYTES;
+        self.sync_bytes(&page, idx * b, b);
+        gather.add_range(Iova(block), size);
+        self.try_iotlb_sync(gather, &mut *invalidate)
+            .expect("the caller claimed the gather");
+        gather.claim(self.id).expect("a completed gather is free");
+        // Make: link the subtree, cleaned whole when it was built.
+        let cdma = self.nodes[child as usize].page.dma;
+        self.write(node, idx, F::table_entry(level, cdma));
+        self.nodes[node as usize].children[idx] = child;
+        self.sync_bytes(&page, idx * b, b);
+        self.stats.blocks_split += 1;
+    }
+
+    /// Builds, unlinked, a table of `level` whose entries map `[base, base + span)` to `addr..`
+    /// with `prot` as leaves of that level, except that an entry one of `cuts` falls strictly
+    /// inside becomes a table built the same way one level down. Cleaned whole (non-coherent
+    /// walker) once filled. Takes its pages from `reserve`.
+    fn build_split(
+        &mut self,
+        level: usize,
+        base: u64,
+        addr: u64,
+        prot: Prot,
+        cuts: [u64; 2],
+        reserve: &mut Vec<TablePage>,
+    ) -> u32 {
+        let page = reserve
+            .pop()
+            .expect("splits_needed reserved a table for every split");
+        let c = self.insert_node(level, page);
+        let shift = Geometry::<F>::SHIFT[level];
+        let n = Geometry::<F>::ENTRIES[level];
+        // SAFETY: a page of this table, live (just taken from the allocator, not yet linked),
+        // and `n` entries are exactly one table of `level` (Geometry's compile-time check).
+        unsafe {
+            store_leaves::<F>(
+                page.cpu.as_ptr() as *mut F::Pte,
+                n,
+                F::leaf_attrs(level, prot),
+                addr,
+                shift,
+            )
+        };
+        self.nodes[c as usize].used = n as u32;
+        self.stats.pte_stores += n as u64;
+        if level + 1 < F::LEVELS {
+            let esize = 1u64 << shift;
+            let span = esize << Geometry::<F>::ENTRIES[level].trailing_zeros();
+            let mut done: Option<u64> = None;
+            for cut in cuts {
+                let inside = cut > base && cut < base + span && !cut.is_multiple_of(esize);
+                let entry = cut & !(esize - 1);
+                if inside && done != Some(entry) {
+                    done = Some(entry);
+                    let i = Geometry::<F>::index(level, cut);
+                    let sub = addr + (entry - base);
+                    let g = self.build_split(level + 1, entry, sub, prot, cuts, reserve);
+                    let gdma = self.nodes[g as usize].page.dma;
+                    self.write(c, i, F::table_entry(level, gdma));
+                    self.nodes[c as usize].children[i] = g;
+                    self.stats.blocks_split += 1;
+                }
+            }
+        }
+        self.clean_whole(page);
+        c
+    }
+
+    /// Clears `[start, end)` under `node`, which cuts no block (the caller checked, or split
+    /// them first); returns the bytes that were mapped there.
+    /// Tables it empties are unlinked and queued on `gather` if `free`, or if created by map
+    /// number `reclaim` (the map being undone; `u64::MAX`: none), else kept linked.
     #[allow(clippy::too_many_arguments)]
     fn unmap_level(
         &mut self,
         node: u32,
         level: usize,
-        fresh: bool,
         start: u64,
         end: u64,
-        reserve: &mut Vec<TablePage>,
+        free: bool,
+        reclaim: u64,
         gather: &mut Gather,
     ) -> u64 {
-        let shift = F::level_shift(level);
+        let shift = Geometry::<F>::SHIFT[level];
         let esize = 1u64 << shift;
         let page = self.nodes[node as usize].page;
         let mut dirty = Dirty::default();
         let mut bytes = 0;
         if level == F::LEVELS - 1 {
             // Only pages live here: one tight loop over the whole run.
-            let idx = F::index(level, start);
+            let idx = Geometry::<F>::index(level, start);
             let n = ((end - start) >> shift) as usize;
             let p = page.cpu.as_ptr() as *mut F::Pte;
             // SAFETY: [start, end) lies inside this table's span, so idx + n <= entries.
@@ -730,7 +1096,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         } else {
             let mut a = start;
             while a < end {
-                let idx = F::index(level, a);
+                let idx = Geometry::<F>::index(level, a);
                 let entry_start = a & !(esize - 1);
                 let chunk_end = end.min(entry_start + esize);
                 let pte = self.read(node, idx);
@@ -741,65 +1107,44 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 if F::is_table(level, pte) {
                     let child = self.nodes[node as usize].children[idx];
                     bytes +=
-                        self.unmap_level(child, level + 1, false, a, chunk_end, reserve, gather);
-                    if self.nodes[child as usize].used == 0 {
+                        self.unmap_level(child, level + 1, a, chunk_end, free, reclaim, gather);
+                    let c = &self.nodes[child as usize];
+                    if c.used == 0 && (free || c.born == reclaim) {
                         self.write(node, idx, self.empty[level]);
                         let n = &mut self.nodes[node as usize];
                         n.children[idx] = NONE;
                         n.used -= 1;
                         let cpage = self.release_slot(child);
                         gather.freed.push(cpage);
-                        if !fresh {
-                            self.note(&mut dirty, &page, idx, 1);
+                        self.note(&mut dirty, &page, idx, 1);
+                        if F::EMPTY_IS_ZERO {
+                            // A walk cache may still hold the pointer to the unlinked table,
+                            // for any IOVA the entry spans.
+                            gather.add_walk_range(Iova(entry_start), esize);
+                        } else {
+                            // The upper entry was a valid pointer and is one again (to the
+                            // dummy table): the device may cache it in a TLB that only a
+                            // whole-TLB invalidation reaches (the IPU MMU's L1 TLB streams), so
+                            // the page may be reused only after invalidating everything.
+                            gather.add_walk_range(Iova(0), limit(self.ias));
                         }
                     }
                 } else if a == entry_start && chunk_end == entry_start + esize {
                     self.write(node, idx, self.empty[level]);
                     self.nodes[node as usize].used -= 1;
                     bytes += esize;
-                    if !fresh {
-                        self.note(&mut dirty, &page, idx, 1);
-                    }
+                    self.note(&mut dirty, &page, idx, 1);
                 } else {
-                    // Split the block: a fresh next-level table of leaves with the same
-                    // attributes, trimmed, cleaned whole, then linked in place of the block.
-                    let Entry::Leaf(addr, prot) = F::decode(level, pte) else {
-                        unreachable!("a non-empty, non-table entry on the update path is a leaf")
-                    };
-                    let cpage = reserve
-                        .pop()
-                        .expect("splits_needed reserved a table for every split");
-                    let c = self.node_from_page(level + 1, cpage);
-                    let cshift = F::level_shift(level + 1);
-                    let cn = F::entries(level + 1);
-                    // SAFETY: a fresh table page of cn entries.
-                    unsafe {
-                        store_leaves::<F>(
-                            cpage.cpu.as_ptr() as *mut F::Pte,
-                            cn,
-                            F::leaf_attrs(level + 1, prot),
-                            addr.0,
-                            cshift,
-                        )
-                    };
-                    self.nodes[c as usize].used = cn as u32;
-                    self.stats.pte_stores += cn as u64;
-                    self.stats.blocks_split += 1;
-                    bytes += self.unmap_level(c, level + 1, true, a, chunk_end, reserve, gather);
-                    self.clean_whole(cpage);
-                    self.write(node, idx, F::table_entry(level, cpage.dma));
-                    self.nodes[node as usize].children[idx] = c;
-                    if !fresh {
-                        self.note(&mut dirty, &page, idx, 1);
-                    }
+                    unreachable!("unmap_level met a block its range cuts: {a:#x}..{chunk_end:#x}");
                 }
                 a = chunk_end;
             }
         }
         // A table about to be unlinked and freed need not be cleaned: the walker cannot reach it
         // once its parent entry is cleared and the TLB invalidated.
-        let keep = node == self.root || self.nodes[node as usize].used > 0;
-        if !fresh && keep && dirty.start != dirty.end {
+        let n = &self.nodes[node as usize];
+        let keep = node == self.root || n.used > 0 || !(free || n.born == reclaim);
+        if keep && dirty.start != dirty.end {
             self.sync_bytes(&page, dirty.start, dirty.end - dirty.start);
         }
         bytes
@@ -833,7 +1178,7 @@ impl<F: Format, A: TableAlloc> Iterator for Mappings<'_, F, A> {
         loop {
             let top = self.stack.last_mut()?;
             let (node, level, idx, base) = *top;
-            if idx == F::entries(level) {
+            if idx == Geometry::<F>::ENTRIES[level] {
                 self.stack.pop();
                 continue;
             }
@@ -842,7 +1187,7 @@ impl<F: Format, A: TableAlloc> Iterator for Mappings<'_, F, A> {
             if pte == self.pt.empty[level] {
                 continue;
             }
-            let shift = F::level_shift(level);
+            let shift = Geometry::<F>::SHIFT[level];
             let iova = base + ((idx as u64) << shift);
             if F::is_table(level, pte) {
                 let child = self.pt.nodes[node as usize].children[idx];
@@ -862,6 +1207,13 @@ impl<F: Format, A: TableAlloc> Iterator for Mappings<'_, F, A> {
     }
 }
 
+/// A process-unique, never-zero id for a new table (0 marks a gather owned by no table).
+fn next_table_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    // Relaxed: only uniqueness matters, and fetch_add gives it. 2^64 tables never wrap.
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Validates `[start, start + len)` for a format: non-empty, both granule-aligned (`what` names
 /// the start and the length in errors), no overflow, and ending within `bits` bits. Returns the
 /// exclusive end.
@@ -871,7 +1223,7 @@ fn check_range<F: Format>(
     len: u64,
     bits: u32,
 ) -> Result<u64, Error> {
-    let g = F::granule();
+    let g = 1u64 << F::GRANULE_SHIFT;
     if len == 0 {
         return Err(Error::ZeroSize);
     }

@@ -5,7 +5,7 @@
 //! (for a non-coherent walker, only what was cleaned to memory). The device model uses it, and the
 //! tests use it as an oracle independent of [`PageTable`](crate::PageTable)'s bookkeeping.
 
-use crate::{format::Entry, DmaAddr, Format, Iova, Prot, PteWord};
+use crate::{format::Entry, AddressSizes, DmaAddr, Format, Iova, Prot, PteWord};
 
 /// Reads table memory by bus address, as the device's walker reaches it.
 pub trait TableReader {
@@ -32,7 +32,8 @@ pub struct Translation {
 /// Why a walk did not produce a translation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalkFault {
-    /// The IOVA is beyond the format's IOVA width (an address-size fault).
+    /// The IOVA is beyond the input size, or an entry holds an address beyond the output size
+    /// (an address-size fault).
     AddressSize {
         /// The IOVA.
         iova: Iova,
@@ -55,7 +56,8 @@ pub enum WalkFault {
     },
 }
 
-/// Translates `iova` by walking the tables rooted at bus address `root` of format `F`.
+/// Translates `iova` by walking the tables rooted at bus address `root` of format `F`, with the
+/// format's full address sizes ([`AddressSizes::of`]).
 ///
 /// Formats without valid bits (the Intel IPU MMU) never fault on an in-range IOVA: an unmapped
 /// IOVA translates to the dummy page, exactly as on the hardware.
@@ -64,11 +66,25 @@ pub fn walk<F: Format, R: TableReader + ?Sized>(
     root: DmaAddr,
     iova: Iova,
 ) -> Result<Translation, WalkFault> {
-    if F::IOVA_BITS < 64 && iova.0 >> F::IOVA_BITS != 0 {
+    walk_with::<F, R>(reader, root, iova, AddressSizes::of::<F>())
+}
+
+/// [`walk`] for a table configured with `sizes`: an IOVA at or beyond `2^ias` is an
+/// address-size fault, the walk starts at [`AddressSizes::start_level`] (the level of the
+/// root table), and an entry whose address is at or beyond `2^oas` is an address-size fault
+/// (Arm ARM DDI 0487, "Address size fault").
+pub fn walk_with<F: Format, R: TableReader + ?Sized>(
+    reader: &R,
+    root: DmaAddr,
+    iova: Iova,
+    sizes: AddressSizes,
+) -> Result<Translation, WalkFault> {
+    let over = |bits: u32, v: u64| bits < 64 && v >> bits != 0;
+    if over(sizes.ias, iova.0) {
         return Err(WalkFault::AddressSize { iova });
     }
     let mut table = root;
-    for level in 0..F::LEVELS {
+    for level in sizes.start_level::<F>()..F::LEVELS {
         let shift = F::level_shift(level);
         let bits = F::LEVEL_BITS[level];
         let index = (iova.0 >> shift) & ((1u64 << bits) - 1);
@@ -82,6 +98,9 @@ pub fn walk<F: Format, R: TableReader + ?Sized>(
             })?;
         match F::decode(level, <F::Pte as PteWord>::from_u64(raw)) {
             Entry::Invalid => return Err(WalkFault::Translation { iova, level }),
+            Entry::Table(a) | Entry::Leaf(a, _) if over(sizes.oas, a.0) => {
+                return Err(WalkFault::AddressSize { iova })
+            }
             Entry::Table(next) if level + 1 < F::LEVELS => table = next,
             Entry::Table(_) => return Err(WalkFault::Translation { iova, level }),
             Entry::Leaf(addr, prot) => {

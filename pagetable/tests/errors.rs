@@ -675,7 +675,13 @@ fn split_unmap_no_memory(coherent: bool, start: u64, end: u64) -> (SimAlloc, Pt<
         sim.fail_after(k);
         sim.clear_sync_log();
         let allocs = sim.total_allocs();
-        match pt.unmap(Iova(start), end - start, &mut g) {
+        // The plain unmap refuses to cut the block, changing nothing.
+        assert!(matches!(
+            pt.unmap(Iova(start), end - start, &mut g),
+            Err(Error::PartialBlock { .. })
+        ));
+        assert!(g.is_empty());
+        match pt.unmap_split(Iova(start), end - start, &mut g, |_, _| {}) {
             Err(e) => {
                 assert_eq!(e, Error::NoMemory);
                 // Refused before anything was written.
@@ -785,7 +791,10 @@ fn split_of_one_page_reserves_exactly_the_tables_it_uses() {
     let before = pt.stats().tables_allocated;
     sim.fail_after(2);
     let page = (1u64 << 30) + 0x1234_5000;
-    assert_eq!(pt.unmap(Iova(page), PAGE, &mut g), Ok(PAGE));
+    assert_eq!(
+        pt.unmap_split(Iova(page), PAGE, &mut g, |_, _| {}),
+        Ok(PAGE)
+    );
     sync_gather(&mut pt, &mut g);
     sim.clear_faults();
     assert_eq!(pt.stats().tables_allocated - before, 2);
@@ -795,4 +804,157 @@ fn split_of_one_page_reserves_exactly_the_tables_it_uses() {
         pt.translate(Iova(page + PAGE)).map(|t| t.0),
         Some(DmaAddr((1 << 31) + 0x1234_6000))
     );
+}
+
+/// A gather filled by one table is refused by every other table: adding to it (map, unmap) and
+/// completing it (`try_iotlb_sync` says so, `iotlb_sync` leaves it alone). Neither table changes,
+/// nothing is invalidated, the gather keeps its pages, and its own table then completes it,
+/// after which any table may use it again.
+#[test]
+fn a_gather_is_refused_by_every_table_but_its_own() {
+    for coherent in [true, false] {
+        let (sim_a, mut a) = fixture::<Arm>(coherent);
+        let (sim_b, mut b) = fixture::<Arm>(coherent);
+        let mut g = Gather::new();
+        assert_eq!(a.unmap(Iova(PRE_IOVA), PRE_SIZE, &mut g), Ok(PRE_SIZE));
+        let tables = g.tables_to_free();
+        assert_eq!(tables, 3, "L1, L2 and L3 of the fixture emptied");
+        let ranges: Vec<_> = g.ranges().collect();
+        let (state_a, state_b, stats_b) =
+            (table_state(&a, &sim_a), table_state(&b, &sim_b), b.stats());
+        sim_b.clear_sync_log();
+        let mut calls = 0;
+        assert_eq!(
+            b.try_iotlb_sync(&mut g, |_, _| calls += 1),
+            Err(Error::ForeignGather)
+        );
+        b.iotlb_sync(&mut g, |_, _| calls += 1);
+        assert_eq!(
+            b.unmap(Iova(PRE_IOVA), PAGE, &mut g),
+            Err(Error::ForeignGather)
+        );
+        assert_eq!(
+            b.map(Iova(0x1000_0000), DmaAddr(PRE_DMA), PAGE, Prot::RW, &mut g),
+            Err(Error::ForeignGather)
+        );
+        assert_eq!(calls, 0, "a foreign gather's ranges were invalidated");
+        assert_eq!(g.tables_to_free(), tables);
+        assert_eq!(g.ranges().collect::<Vec<_>>(), ranges);
+        assert_eq!(table_state(&b, &sim_b), state_b);
+        assert_eq!(b.stats(), stats_b);
+        assert!(sim_b.sync_log().is_empty());
+        assert_eq!(table_state(&a, &sim_a), state_a);
+
+        let live = sim_a.live_pages();
+        assert_eq!(sync_gather(&mut a, &mut g).len(), 1);
+        assert_eq!(sim_a.live_pages(), live - tables);
+        assert!(g.is_empty());
+        assert_eq!(b.unmap(Iova(PRE_IOVA), PRE_SIZE, &mut g), Ok(PRE_SIZE));
+        sync_gather(&mut b, &mut g);
+        assert_eq!(sim_b.live_pages(), 1, "only b's root is left");
+    }
+}
+
+/// The crash: a gather outlives its table. Another table (even one created after, in
+/// memory the first one gave back) still refuses it; its pages are leaked, never freed into the
+/// wrong allocator.
+#[test]
+fn a_gather_outliving_its_table_is_refused() {
+    let sim = SimAlloc::new();
+    let mut a: Pt<Arm> = PageTable::new(sim.clone(), PageTableConfig::default()).unwrap();
+    let mut g = Gather::new();
+    a.map(Iova(PRE_IOVA), DmaAddr(PRE_DMA), PAGE, Prot::RW, &mut g)
+        .unwrap();
+    a.unmap(Iova(PRE_IOVA), PAGE, &mut g).unwrap();
+    drop(a);
+    let mut b: Pt<Arm> = PageTable::new(sim.clone(), PageTableConfig::default()).unwrap();
+    let (before, frees) = (table_state(&b, &sim), sim.total_frees());
+    assert_eq!(
+        b.try_iotlb_sync(&mut g, |_, _| {}),
+        Err(Error::ForeignGather)
+    );
+    assert_eq!(g.tables_to_free(), 3);
+    assert_eq!((table_state(&b, &sim), sim.total_frees()), (before, frees));
+}
+
+/// `unmap` of a range that cuts a block (either end strictly inside a 1 GiB or 2 MiB block) is
+/// refused and changes nothing (io-pgtable-arm.c since Linux v6.13); whole blocks unmap.
+#[test]
+fn partial_block_unmap_is_refused() {
+    for coherent in [true, false] {
+        let (sim, mut pt) = fixture::<Arm>(coherent);
+        let mut g = Gather::new();
+        let (gib, two_mib) = (1u64 << 30, 0x20_0000u64);
+        pt.map(Iova(gib), DmaAddr(0x80_0000_0000), gib, Prot::RW, &mut g)
+            .unwrap();
+        pt.map(
+            Iova(2 * gib + two_mib),
+            DmaAddr(0x80_4000_0000),
+            two_mib,
+            Prot::RW,
+            &mut g,
+        )
+        .unwrap();
+        sync_gather(&mut pt, &mut g);
+        refused(
+            &mut pt,
+            &sim,
+            Error::PartialBlock {
+                iova: Iova(gib + PAGE),
+                block: Iova(gib),
+                size: gib,
+            },
+            |pt, g| pt.unmap(Iova(gib + PAGE), gib - PAGE, g),
+        );
+        let end = 2 * gib + two_mib + 0x1_0000;
+        refused(
+            &mut pt,
+            &sim,
+            Error::PartialBlock {
+                iova: Iova(end),
+                block: Iova(2 * gib + two_mib),
+                size: two_mib,
+            },
+            |pt, g| pt.unmap(Iova(gib), end - gib, g),
+        );
+        assert_eq!(
+            pt.unmap(Iova(gib), gib + 2 * two_mib, &mut g),
+            Ok(gib + two_mib)
+        );
+        sync_gather(&mut pt, &mut g);
+        assert_eq!(pt.stats().blocks_split, 0);
+    }
+}
+
+/// IPU tables emptied by unmap are kept linked (ipu3-mmu.c, ipu6-mmu.c). A map that reuses such
+/// a table and then fails frees only the tables it created itself: the kept table, and every
+/// byte of every table, are as before.
+#[test]
+fn a_failed_ipu_map_keeps_the_tables_it_did_not_create() {
+    for coherent in [true, false] {
+        let (sim, mut pt) = fixture::<Ipu>(coherent);
+        let mut g = Gather::new();
+        // L1[8] gets an L2 table, emptied and kept.
+        let l2_span = 0x40_0000u64;
+        let kept = 8 * l2_span;
+        pt.map(Iova(kept), DmaAddr(PRE_DMA), PAGE, Prot::RW, &mut g)
+            .unwrap();
+        sync_gather(&mut pt, &mut g);
+        assert_eq!(pt.unmap(Iova(kept), PAGE, &mut g), Ok(PAGE));
+        sync_gather(&mut pt, &mut g);
+        let before = table_state(&pt, &sim);
+        assert_eq!(before.tables, 3, "root, the fixture's L2 and the kept one");
+        // Pages in the kept L2 (L1[8]) then into L1[9], whose new table cannot be allocated.
+        sim.fail_after(0);
+        let r = pt.map(
+            Iova(kept + l2_span - 4 * PAGE),
+            DmaAddr(PRE_DMA),
+            8 * PAGE,
+            Prot::RW,
+            &mut g,
+        );
+        assert_eq!(r, Err(Error::NoMemory));
+        sim.clear_faults();
+        undone(&mut pt, &sim, &mut g, &before);
+    }
 }

@@ -132,6 +132,8 @@ struct Run<F: Format> {
     lines_seen: u64,
     syncs_seen: u64,
     step: u64,
+    /// Ranges invalidated inside the operation (the break-before-make of `unmap_split`).
+    inner_ranges: Vec<(u64, u64)>,
 }
 
 /// What one operation did, as the checks need it.
@@ -144,6 +146,8 @@ struct Outcome {
     changed: BTreeSet<u64>,
     /// IOVA pages the operation addressed.
     touched: (u64, u64),
+    /// Whether it split blocks (break-before-make cleans a parent line more than once).
+    split: bool,
 }
 
 impl<F: Format> Run<F> {
@@ -186,6 +190,7 @@ impl<F: Format> Run<F> {
             lines_seen,
             syncs_seen,
             step: 0,
+            inner_ranges: Vec::new(),
         };
         run.check_counters();
         run
@@ -314,7 +319,8 @@ impl<F: Format> Run<F> {
         };
         self.sim.clear_faults();
         let after_op = self.sim.snapshot();
-        let ranges = sync_gather(&mut self.pt, &mut g);
+        let mut ranges = sync_gather(&mut self.pt, &mut g);
+        ranges.append(&mut self.inner_ranges);
         assert!(g.is_empty());
         self.check_step(&out, &before, &after_op, &ranges, stats);
     }
@@ -358,6 +364,7 @@ impl<F: Format> Run<F> {
             map,
             changed: BTreeSet::new(),
             touched,
+            split: false,
         };
         if !prot.grants_access() {
             assert_eq!(r, Err(Error::NoAccess { prot }));
@@ -388,6 +395,7 @@ impl<F: Format> Run<F> {
             map: true,
             changed,
             touched,
+            split: false,
         }
     }
 
@@ -397,8 +405,36 @@ impl<F: Format> Run<F> {
         if let Some(k) = fail {
             self.sim.fail_after(k);
         }
+        // Whether a boundary cuts a block, from the walker (the tables as the device reads
+        // them, not the page table's bookkeeping).
+        let cut = [iova, end].into_iter().any(|at| {
+            walk::<F, _>(&self.sim, self.pt.root(), Iova(at)).is_ok_and(|t| t.leaf_iova.0 < at)
+        });
+        if cut {
+            // The plain unmap refuses, changing nothing; the operation goes on with the split.
+            let before = self.sim.snapshot();
+            let r = self.pt.unmap(Iova(iova), end - iova, g);
+            assert!(
+                matches!(r, Err(Error::PartialBlock { .. })),
+                "unmap {iova:#x}..{end:#x} cuts a block: {r:?}"
+            );
+            assert!(g.is_empty(), "a refused unmap must gather nothing");
+            assert_eq!(self.sim.snapshot(), before);
+            assert!(self.sim.sync_log().is_empty());
+        }
+        if let Some(k) = fail {
+            self.sim.fail_after(k);
+        }
         let failed_before = self.sim.failed_allocs();
-        let r = self.pt.unmap(Iova(iova), end - iova, g);
+        let splits = self.pt.stats().blocks_split;
+        let r = if cut {
+            let inner = &mut self.inner_ranges;
+            self.pt
+                .unmap_split(Iova(iova), end - iova, g, |i, n| inner.push((i.0, i.0 + n)))
+        } else {
+            self.pt.unmap(Iova(iova), end - iova, g)
+        };
+        let split = self.pt.stats().blocks_split > splits;
         let touched = (iova, end);
         if self.sim.failed_allocs() > failed_before {
             assert_eq!(r, Err(Error::NoMemory));
@@ -412,6 +448,7 @@ impl<F: Format> Run<F> {
                 map: false,
                 changed: BTreeSet::new(),
                 touched,
+                split,
             };
         }
         let gone: Vec<u64> = self.model.range(iova..end).map(|(&k, _)| k).collect();
@@ -427,6 +464,7 @@ impl<F: Format> Run<F> {
             map: false,
             changed: gone.into_iter().collect(),
             touched,
+            split,
         }
     }
 
@@ -521,6 +559,17 @@ impl<F: Format> Run<F> {
         self.lines_seen += self.sim.logged_lines();
         self.syncs_seen += log.len() as u64;
 
+        // An IPU table freed (an L1 entry pointed back at the dummy table) only after a
+        // whole-TLB invalidation; kept tables are never freed.
+        let freed = self.pt.stats().tables_freed - stats.tables_freed;
+        if !F::EMPTY_IS_ZERO && freed > 0 {
+            assert!(
+                ranges.contains(&(0, 1 << F::IOVA_BITS)),
+                "{freed} IPU tables freed without a whole-TLB invalidation: {ranges:x?}"
+            );
+            assert!(self.pt.frees_empty_tables() || !out.ok || out.map);
+        }
+
         // TLB invalidation covers every page whose translation changed.
         if !out.map || F::TLB_CACHES_EMPTY {
             for &p in &out.changed {
@@ -550,8 +599,9 @@ impl<F: Format> Run<F> {
 
         if !self.coherent {
             let synced = synced_lines(&log);
-            if out.ok {
-                // A successful operation cleans each line once.
+            if out.ok && !out.split {
+                // A successful operation cleans each line once (break-before-make cleans the
+                // block's entry when cleared and again when the table is linked).
                 for (l, n) in &synced {
                     assert_eq!(*n, 1, "line {l:x?} cleaned {n} times in one operation");
                 }
@@ -603,14 +653,19 @@ impl<F: Format> Run<F> {
         self.sim.clear_sync_log();
         let out = self.unmap(0, WINDOW_PAGES, None, &mut g);
         let after_op = self.sim.snapshot();
-        let ranges = sync_gather(&mut self.pt, &mut g);
+        let mut ranges = sync_gather(&mut self.pt, &mut g);
+        ranges.append(&mut self.inner_ranges);
         self.check_step(&out, &before, &after_op, &ranges, stats);
         assert!(self.model.is_empty());
         assert_eq!(self.pt.mappings().count(), 0);
-        assert_eq!(self.pt.table_count(), 1);
+        // Tables emptied and kept (the IPU default, as its drivers do) stay linked until drop.
+        let kept = self.pt.table_count() - 1;
+        if self.pt.frees_empty_tables() {
+            assert_eq!(kept, 0, "emptied tables left linked");
+        }
         assert_eq!(
             self.sim.live_pages(),
-            self.baseline_live,
+            self.baseline_live + kept,
             "table pages leaked"
         );
         self.check_window();
@@ -622,6 +677,16 @@ impl<F: Format> Run<F> {
 
 fn run<F: Format>(coherent: bool, ops: &[Op]) {
     let mut r = Run::<F>::new(coherent);
+    for op in ops {
+        r.apply(op);
+    }
+    r.finish();
+}
+
+/// As [`run`], with the page table freeing the tables it empties whatever the format's default.
+fn run_freeing<F: Format>(coherent: bool, ops: &[Op]) {
+    let mut r = Run::<F>::new(coherent);
+    r.pt.set_free_empty_tables(true);
     for op in ops {
         r.apply(op);
     }
@@ -658,6 +723,11 @@ proptest! {
     #[test]
     fn ipu_noncoherent(ops in prop::collection::vec(op_strategy(), 1..60)) {
         run::<Ipu>(false, &ops);
+    }
+
+    #[test]
+    fn ipu_noncoherent_freeing_tables(ops in prop::collection::vec(op_strategy(), 1..60)) {
+        run_freeing::<Ipu>(false, &ops);
     }
 }
 
@@ -722,7 +792,10 @@ fn heap_table_alloc_roundtrip_arm() {
     )
     .unwrap();
     assert_eq!(pt.table_alloc().live_pages(), 2);
-    assert_eq!(pt.unmap(Iova(0x4020_1000), PAGE, &mut g), Ok(PAGE));
+    assert_eq!(
+        pt.unmap_split(Iova(0x4020_1000), PAGE, &mut g, |_, _| {}),
+        Ok(PAGE)
+    );
     sync_gather(&mut pt, &mut g);
     // L1 block split into an L2 table of 511 blocks + one L3 table of 511 pages.
     assert_eq!(pt.table_alloc().live_pages(), 4);

@@ -270,16 +270,29 @@ fn arm_unmap_1g_of_pages() {
                 level
             })
         );
+        // Walk caches: the L2 was unlinked from L1[1] (1 GiB at 1 GiB); without a kept L1, the
+        // L1 from root[0] (the first 512 GiB). The merged invalidation covers both kinds.
+        let walk_span = if keep_l1 {
+            (0x4000_0000, 0x8000_0000)
+        } else {
+            (0, 1 << 39)
+        };
+        assert_eq!(
+            g.walk_ranges().collect::<Vec<_>>(),
+            vec![(Iova(walk_span.0), walk_span.1 - walk_span.0)]
+        );
         let ranges = sync_gather(&mut pt, &mut g);
-        assert_eq!(ranges, vec![(0x4000_0000, 0x8000_0000)]);
+        assert_eq!(ranges, vec![walk_span]);
         assert_eq!(sim.live_pages(), live - (512 + 1 + !keep_l1 as usize));
         assert_eq!(pt.table_count(), if keep_l1 { 4 } else { 1 });
         assert_eq!(sim.stale_pages(), vec![]);
     }
 }
 
-/// A partial unmap that splits a 2 MiB block: the new L3 table is cleaned whole before the L2
-/// entry is rewritten to point at it, then the L2 line.
+/// A partial unmap that splits a 2 MiB block (`unmap_split`): the new L3 table is built and
+/// cleaned whole first; then break-before-make: the L2 entry is cleared and its line cleaned,
+/// the TLB invalidated, the entry rewritten to point at the L3 table and its line cleaned again;
+/// then the two pages are cleared in the L3 table (one more clean).
 #[test]
 fn arm_split_cleans_new_table_then_parent() {
     let (sim, mut pt) = noncoherent::<Arm>();
@@ -293,16 +306,29 @@ fn arm_split_cleans_new_table_then_parent() {
         &mut g,
     )
     .unwrap();
+    sync_gather(&mut pt, &mut g);
+    let mut invalidated = Vec::new();
     let (r, log) = counted(&sim, &mut pt, |pt| {
-        pt.unmap(Iova(0x20_3000), 2 * PAGE, &mut g)
+        pt.unmap_split(Iova(0x20_3000), 2 * PAGE, &mut g, |i, n| {
+            invalidated.push((i, n))
+        })
     });
     assert_eq!(r, Ok(2 * PAGE));
+    assert_eq!(invalidated, vec![(Iova(0x20_0000), 0x20_0000)]);
     // Two pages were reserved (one per split end); which slot the split used is the page
     // table's business, so read it from the L2 entry.
     let desc = sim.read_raw(DmaAddr(BASE + 0x2008), 8, false).unwrap();
     let l3 = desc & fmt::arm_lpae::PTE_ADDR_MASK;
-    assert_eq!(log, vec![rec(l3, 0, WHOLE), rec(BASE + 0x2000, 8, 8)]);
-    assert_eq!(lines(&log), LINES_PER_PAGE + 1);
+    assert_eq!(
+        log,
+        vec![
+            rec(l3, 0, WHOLE),
+            rec(BASE + 0x2000, 8, 8),
+            rec(BASE + 0x2000, 8, 8),
+            rec(l3, 3 * 8, 2 * 8)
+        ]
+    );
+    assert_eq!(lines(&log), LINES_PER_PAGE + 3);
     sync_gather(&mut pt, &mut g);
     assert!(walk::<Arm, _>(&sim, pt.root(), Iova(0x20_3000)).is_err());
     assert_eq!(
@@ -372,15 +398,41 @@ fn ipu_new_and_map_one_page() {
     r.unwrap();
     assert_eq!(log, vec![rec(BASE + 0x3000, 0xd18, 64)]);
     assert_eq!(lines(&log), 2);
-    // Unmap everything: the L2 table empties and is freed uncleaned; only the L1 entry's line
-    // (reset to the dummy L2) is cleaned.
+    // Unmap everything: the L2 table empties and is kept linked (ipu6-mmu.c frees L2 tables
+    // only at teardown), so its cleared entries 0x345..0x356 (bytes 0xd14..0xd58) are cleaned
+    // and the L1 entry is left alone.
     sync_gather(&mut pt, &mut g);
     let (r, log) = counted(&sim, &mut pt, |pt| {
         pt.unmap(Iova(0x1234_5000), 17 * PAGE, &mut g)
     });
     assert_eq!(r, Ok(17 * PAGE));
-    assert_eq!(log, vec![rec(BASE + 0x2000, 0x120, 4)]);
+    assert_eq!(log, vec![rec(BASE + 0x3000, 0xd14, 68)]);
+    assert_eq!(
+        sync_gather(&mut pt, &mut g),
+        vec![(0x1234_5000, 0x1235_6000)]
+    );
+    assert_eq!(sim.live_pages(), 4);
+    assert_eq!(pt.table_count(), 2);
+    // With freeing turned on, the same unmap frees the L2 table: uncleaned, the L1 entry's line
+    // (reset to the dummy L2) cleaned, and the whole IOVA space invalidated before the page
+    // goes back (the L1 entry may be cached).
+    pt.map(
+        Iova(0x1234_5000),
+        DmaAddr(0x9_8765_4000),
+        PAGE,
+        Prot::RW,
+        &mut g,
+    )
+    .unwrap();
     sync_gather(&mut pt, &mut g);
+    pt.set_free_empty_tables(true);
+    let (r, log) = counted(&sim, &mut pt, |pt| {
+        pt.unmap(Iova(0x1234_5000), PAGE, &mut g)
+    });
+    assert_eq!(r, Ok(PAGE));
+    assert_eq!(log, vec![rec(BASE + 0x2000, 0x120, 4)]);
+    assert_eq!(g.tables_to_free(), 1);
+    assert_eq!(sync_gather(&mut pt, &mut g), vec![(0, 1 << 32)]);
     assert_eq!(sim.live_pages(), 3);
     let t = walk::<Ipu, _>(&sim, pt.root(), Iova(0x1234_5010)).unwrap();
     assert_eq!(
@@ -405,7 +457,8 @@ fn coherent_walk_never_syncs() {
     let mut pt2 = PageTable::<Arm, _>::new(sim2.clone(), PageTableConfig::default()).unwrap();
     pt2.map(Iova(0), DmaAddr(0x8000_0000), 0x4000_0000, Prot::RW, &mut g)
         .unwrap();
-    pt2.unmap(Iova(0x1000), 0x40_0000, &mut g).unwrap();
+    pt2.unmap_split(Iova(0x1000), 0x40_0000, &mut g, |_, _| {})
+        .unwrap();
     sync_gather(&mut pt2, &mut g);
     assert!(sim.sync_log().is_empty() && sim2.sync_log().is_empty());
     assert_eq!(pt.stats().lines_cleaned + pt2.stats().lines_cleaned, 0);
@@ -569,4 +622,110 @@ fn unclean_root_is_garbage() {
             level: 0
         })
     );
+}
+
+/// `unmap_split` is break-before-make, as the device sees it: when the TLB invalidation for the
+/// block arrives, the device's view of the tables has the block entry invalid (the whole block
+/// faults, the L3 table is not linked yet); once the call returns, the rest of the block
+/// translates through the new table. The plain `unmap` refuses the same range.
+#[test]
+fn arm_split_is_break_before_make() {
+    let (sim, mut pt) = noncoherent::<Arm>();
+    let mut g = Gather::new();
+    pt.map(
+        Iova(0x20_0000),
+        DmaAddr(0x8_1240_0000),
+        0x20_0000,
+        Prot::RW,
+        &mut g,
+    )
+    .unwrap();
+    sync_gather(&mut pt, &mut g);
+    let before = sim.snapshot();
+    assert_eq!(
+        pt.unmap(Iova(0x20_3000), PAGE, &mut g),
+        Err(Error::PartialBlock {
+            iova: Iova(0x20_3000),
+            block: Iova(0x20_0000),
+            size: 0x20_0000
+        })
+    );
+    assert_eq!(sim.snapshot(), before);
+    let root = pt.root();
+    let seen = sim.clone();
+    let mut at_invalidation = Vec::new();
+    let r = pt.unmap_split(Iova(0x20_3000), PAGE, &mut g, |i, n| {
+        // What the device walks at this moment (its own view of memory).
+        at_invalidation.push((i, n, walk::<Arm, _>(&seen, root, Iova(0x20_5000))));
+    });
+    assert_eq!(r, Ok(PAGE));
+    assert_eq!(
+        at_invalidation,
+        vec![(
+            Iova(0x20_0000),
+            0x20_0000,
+            Err(WalkFault::Translation {
+                iova: Iova(0x20_5000),
+                level: 2
+            })
+        )]
+    );
+    sync_gather(&mut pt, &mut g);
+    let t = walk::<Arm, _>(&sim, root, Iova(0x20_5000)).unwrap();
+    assert_eq!((t.dma, t.level), (DmaAddr(0x8_1240_5000), 3));
+    assert!(walk::<Arm, _>(&sim, root, Iova(0x20_3000)).is_err());
+    assert_eq!(sim.stale_pages(), vec![]);
+}
+
+/// `iotlb_sync_with` tells walk-cache invalidations from leaf ones: an unmap that leaves its
+/// leaf table in place asks for a leaf invalidation of the range only; one that empties and
+/// unlinks the leaf table asks for a walk invalidation of the whole span the parent entry
+/// covered (2 MiB), which includes the leaves (no separate leaf request).
+#[test]
+fn walk_invalidation_covers_the_span_of_an_unlinked_table() {
+    let sim = SimAlloc::new();
+    let mut pt = PageTable::<Arm, _>::new(sim.clone(), PageTableConfig::default()).unwrap();
+    let mut g = Gather::new();
+    pt.map(
+        Iova(0x40_0000),
+        DmaAddr(0x8000_0000),
+        4 * PAGE,
+        Prot::RW,
+        &mut g,
+    )
+    .unwrap();
+    pt.map(
+        Iova(0x60_0000),
+        DmaAddr(0x9000_0000),
+        PAGE,
+        Prot::RW,
+        &mut g,
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    pt.iotlb_sync_with(&mut g, |i| got.push(i));
+    assert_eq!(got, vec![], "an ARM map needs no invalidation");
+
+    pt.unmap(Iova(0x40_0000), 2 * PAGE, &mut g).unwrap();
+    pt.iotlb_sync_with(&mut g, |i| got.push(i));
+    let leaf = |iova, size| Invalidation {
+        iova: Iova(iova),
+        size,
+        walk: false,
+    };
+    assert_eq!(got, vec![leaf(0x40_0000, 2 * PAGE)]);
+
+    got.clear();
+    pt.unmap(Iova(0x40_2000), 2 * PAGE, &mut g).unwrap();
+    assert_eq!(g.tables_to_free(), 1);
+    pt.iotlb_sync_with(&mut g, |i| got.push(i));
+    assert_eq!(
+        got,
+        vec![Invalidation {
+            iova: Iova(0x40_0000),
+            size: 0x20_0000,
+            walk: true
+        }]
+    );
+    assert_eq!(pt.table_count(), 4, "root, L1, L2 and the L3 of 0x60_0000");
 }

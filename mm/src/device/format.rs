@@ -179,6 +179,13 @@ impl MmuFormat {
         dispatch_format!(self, F => F::OA_BITS)
     }
 
+    /// Width in bits of the root table's bus address as the MMU's root register holds it
+    /// ([`Format::ROOT_BITS`]): 39 for the IPU format (`REG_L1_PHYS` takes a 27-bit page
+    /// number), 48 for ARM LPAE (TTBR).
+    pub fn root_bits(self) -> u32 {
+        dispatch_format!(self, F => F::ROOT_BITS)
+    }
+
     /// What a leaf written with `prot` grants, as the format encodes it
     /// ([`Format::effective_prot`]): e.g. the IPU format has no permission bits and grants
     /// read+write whatever `prot` says.

@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
-use devmmu_pagetable::{walk, DmaAddr, Iova, Prot, TableReader, WalkFault};
+use devmmu_pagetable::{walk, DmaAddr, Entry, Format, Iova, Prot, PteWord, TableReader, WalkFault};
 use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::fault::{Access, Fault, FaultReason};
-use super::tlb::TlbEntry;
+use super::tlb::{Tlb, TlbEntry, WalkCacheEntry};
 use super::SimMmu;
 use crate::device::{dispatch_format, Device};
 use crate::dma::DmaOps;
@@ -52,24 +52,63 @@ impl std::fmt::Debug for SimDevice {
 }
 
 /// Reads table memory the way the walker does: by bus address, through the bus, in the walker's
-/// view of memory.
+/// view of memory; upper-level entries through the walk cache (a hit returns the cached
+/// descriptor without reading memory, a table descriptor read from memory is cached), so a
+/// table unlinked without a walk invalidation is still walked through.
 struct WalkReader<'a> {
     ops: &'a DmaOps,
     phys: &'a PhysMem,
     coherent: bool,
     reads: std::cell::Cell<u64>,
+    /// The walk: address space, IOVA, and the level the next read is at (walks start at 0).
+    asid: u32,
+    iova: u64,
+    level: std::cell::Cell<usize>,
+    /// The format: its levels, whether a raw entry of a level is a table descriptor, and the
+    /// log2 of the IOVA span of an entry of a level.
+    levels: usize,
+    is_table: fn(usize, u64) -> bool,
+    shift: fn(usize) -> u32,
+    tlb: &'a Mutex<Tlb>,
 }
 
 impl TableReader for WalkReader<'_> {
     fn read_pte(&self, addr: DmaAddr, bytes: usize) -> Option<u64> {
+        let level = self.level.get();
+        self.level.set(level + 1);
+        let upper = level + 1 < self.levels;
+        if upper {
+            if let Some(raw) = self.tlb.lock().walk_lookup(self.asid, addr) {
+                return Some(raw);
+            }
+        }
         self.reads.set(self.reads.get() + 1);
         let pa = self.ops.bus_to_phys(addr, bytes as u64, false).ok()?;
         let mut b = [0u8; 8];
         self.phys
             .device_read(pa, &mut b[..bytes], self.coherent)
             .ok()?;
-        Some(u64::from_le_bytes(b))
+        let raw = u64::from_le_bytes(b);
+        if upper && (self.is_table)(level, raw) {
+            let size = 1u64 << (self.shift)(level);
+            self.tlb.lock().walk_insert(WalkCacheEntry {
+                asid: self.asid,
+                iova: self.iova & !(size - 1),
+                size,
+                pte_addr: addr,
+                raw,
+            });
+        }
+        Some(raw)
     }
+}
+
+/// Whether `raw` at `level` is a table descriptor of format `F` (for the walk cache).
+fn is_table_of<F: Format>(level: usize, raw: u64) -> bool {
+    matches!(
+        F::decode(level, <F::Pte as PteWord>::from_u64(raw)),
+        Entry::Table(_)
+    )
 }
 
 impl SimDevice {
@@ -171,11 +210,23 @@ impl<'a> StatsTally<'a> {
             Some(e) => e,
             None => {
                 let ops = dev.device.dma_ops();
+                let (levels, is_table, shift) = dispatch_format!(ctx.format, F => (
+                    F::LEVELS,
+                    is_table_of::<F> as fn(usize, u64) -> bool,
+                    F::level_shift as fn(usize) -> u32,
+                ));
                 let reader = WalkReader {
                     ops,
                     phys: ops.phys(),
                     coherent: dev.mmu.config().coherent_walk,
                     reads: std::cell::Cell::new(0),
+                    asid: ctx.asid,
+                    iova: iova.0,
+                    level: std::cell::Cell::new(0),
+                    levels,
+                    is_table,
+                    shift,
+                    tlb: dev.mmu.tlb(),
                 };
                 let r = dispatch_format!(ctx.format, F => walk::<F, _>(&reader, ctx.root, iova));
                 self.update(|s| {
@@ -198,7 +249,14 @@ impl<'a> StatsTally<'a> {
                     dma: DmaAddr(t.dma.0 - (iova.0 - t.leaf_iova.0)),
                     prot: t.prot,
                 };
-                dev.mmu.tlb().lock().insert(e);
+                let mut tlb = dev.mmu.tlb().lock();
+                if let Some(old) = tlb.note_walk(&e) {
+                    return Err(fault(FaultReason::TlbConflict {
+                        block: Iova(old.iova),
+                        size: old.size,
+                    }));
+                }
+                tlb.insert(e);
                 e
             }
         };

@@ -34,6 +34,16 @@ pub enum FaultReason {
     /// The data access's bus address did not translate (system IOMMU fault, beyond the DMA
     /// mask, no RAM there).
     Bus(BusFault),
+    /// The walk returned a leaf overlapping a block the TLB may still hold (walked, and no
+    /// invalidation covering it since) that is not the same leaf: the block was replaced (by a
+    /// table of smaller leaves, typically) without break-before-make. An SMMUv3 reports this as
+    /// `F_TLB_CONFLICT` and terminates the access; so does the model.
+    TlbConflict {
+        /// First IOVA of the block the TLB may still hold.
+        block: Iova,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// Intel IPU format: the IOVA is not bound, so the access went to the dummy page, as on the
     /// hardware (which reports nothing). Recorded so tests can see it.
     DummyPage,

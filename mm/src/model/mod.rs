@@ -1,5 +1,6 @@
 //! The simulated device: an MMU that walks the driver's page tables, a TLB that keeps stale
-//! entries until invalidated, and a DMA engine whose accesses go MMU -> (system IOMMU) -> memory
+//! entries until invalidated (and a walk cache that keeps table descriptors until a non-leaf
+//! invalidation), and a DMA engine whose accesses go MMU -> (system IOMMU) -> memory
 //! with the coherent or non-coherent view of memory. It is the test oracle: tests assert on what
 //! it actually reads and writes, not on the driver's bookkeeping.
 //!
@@ -13,7 +14,7 @@ mod tlb;
 
 pub use engine::{SimDevice, SimStats, COPY_CHUNK};
 pub use fault::{Access, Fault, FaultReason};
-pub use tlb::{Tlb, TlbEntry, TlbStats};
+pub use tlb::{Tlb, TlbEntry, TlbStats, WalkCacheEntry};
 
 use std::sync::Arc;
 
@@ -77,6 +78,11 @@ impl SimMmu {
         self.tlb.lock().entries().to_vec()
     }
 
+    /// Table descriptors in the walk cache.
+    pub fn walk_cache_entries(&self) -> Vec<WalkCacheEntry> {
+        self.tlb.lock().walk_entries().to_vec()
+    }
+
     /// Every fault recorded so far.
     pub fn faults(&self) -> Vec<Fault> {
         self.faults.lock().clone()
@@ -99,6 +105,12 @@ impl SimMmu {
 impl DeviceTlb for SimMmu {
     fn invalidate_range(&self, asid: u32, iova: Iova, size: u64) {
         self.tlb.lock().invalidate_range(Some(asid), iova.0, size);
+    }
+
+    fn invalidate_leaf(&self, asid: u32, iova: Iova, size: u64) {
+        self.tlb
+            .lock()
+            .invalidate_leaf_range(Some(asid), iova.0, size);
     }
 
     fn invalidate_all(&self) {

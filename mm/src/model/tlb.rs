@@ -36,12 +36,41 @@ pub struct TlbStats {
 }
 
 /// A fully associative TLB with round-robin replacement.
+///
+/// Besides its entries, it remembers every block (leaf larger than 4 KiB) it has walked and not
+/// yet seen invalidated: the architecture lets a TLB keep any translation it walked until an
+/// invalidation covers it, whatever a replacement policy evicted (Arm ARM DDI 0487, "TLB
+/// maintenance requirements and the TLB maintenance instructions"). A later walk that returns a
+/// different leaf overlapping such a block means a table (or another leaf) was written over a
+/// live block without break-before-make: [`Tlb::note_walk`] reports it, as an SMMUv3 reports
+/// `F_TLB_CONFLICT`.
 #[derive(Debug)]
 pub struct Tlb {
     capacity: usize,
     entries: Vec<TlbEntry>,
     victim: usize,
     stats: TlbStats,
+    /// Blocks walked and not invalidated since.
+    walked_blocks: Vec<TlbEntry>,
+    /// The walk cache: table descriptors read on walks, kept until a non-leaf invalidation
+    /// covers them.
+    walk_cache: Vec<WalkCacheEntry>,
+}
+
+/// One cached table descriptor: the entry at bus address `pte_addr` (an upper-level entry of
+/// address space `asid`'s tables, covering IOVAs `[iova, iova + size)`) read as `raw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkCacheEntry {
+    /// Address-space id.
+    pub asid: u32,
+    /// First IOVA the descriptor translates.
+    pub iova: u64,
+    /// Bytes of IOVA it translates.
+    pub size: u64,
+    /// Bus address of the descriptor.
+    pub pte_addr: DmaAddr,
+    /// The descriptor as read.
+    pub raw: u64,
 }
 
 impl Tlb {
@@ -53,6 +82,8 @@ impl Tlb {
             entries: Vec::with_capacity(capacity),
             victim: 0,
             stats: TlbStats::default(),
+            walked_blocks: Vec::new(),
+            walk_cache: Vec::new(),
         }
     }
 
@@ -86,6 +117,50 @@ impl Tlb {
         hit
     }
 
+    /// Records a leaf a walk just returned, before it is cached: returns the block this TLB may
+    /// still hold (walked, never invalidated since) that overlaps `entry` but is not the same
+    /// leaf, i.e. a break-before-make violation the hardware would see as a TLB conflict; and
+    /// remembers `entry` if it is itself a block.
+    pub fn note_walk(&mut self, entry: &TlbEntry) -> Option<TlbEntry> {
+        let overlaps = |b: &TlbEntry| {
+            b.asid == entry.asid
+                && b.iova < entry.iova.saturating_add(entry.size)
+                && entry.iova < b.iova.saturating_add(b.size)
+        };
+        let conflict = self
+            .walked_blocks
+            .iter()
+            .find(|b| overlaps(b) && *b != entry)
+            .copied();
+        if entry.size > crate::phys::PAGE_SIZE && !self.walked_blocks.contains(entry) {
+            self.walked_blocks.push(*entry);
+        }
+        conflict
+    }
+
+    /// The cached table descriptor at `pte_addr` for `asid`, if any (a walk-cache hit).
+    pub fn walk_lookup(&self, asid: u32, pte_addr: DmaAddr) -> Option<u64> {
+        self.walk_cache
+            .iter()
+            .find(|w| w.asid == asid && w.pte_addr == pte_addr)
+            .map(|w| w.raw)
+    }
+
+    /// Caches a table descriptor a walk read (the walk cache has no capacity limit: what it
+    /// holds is exactly what the architecture allows it to hold until invalidated).
+    pub fn walk_insert(&mut self, entry: WalkCacheEntry) {
+        if !self.walk_cache.contains(&entry) {
+            self.walk_cache
+                .retain(|w| !(w.asid == entry.asid && w.pte_addr == entry.pte_addr));
+            self.walk_cache.push(entry);
+        }
+    }
+
+    /// The walk cache's entries.
+    pub fn walk_entries(&self) -> &[WalkCacheEntry] {
+        &self.walk_cache
+    }
+
     /// Caches a walked leaf, evicting round-robin when full.
     pub fn insert(&mut self, entry: TlbEntry) {
         if self.entries.len() < self.capacity {
@@ -98,19 +173,34 @@ impl Tlb {
     }
 
     /// Drops every entry of `asid` (all address spaces if `None`) whose leaf overlaps
-    /// `[iova, iova + size)` bytes.
+    /// `[iova, iova + size)` bytes, and the walk-cache entries overlapping it.
     pub fn invalidate_range(&mut self, asid: Option<u32>, iova: u64, size: u64) {
         let end = iova.saturating_add(size);
+        self.walk_cache.retain(|w| {
+            let same = asid.is_none_or(|a| a == w.asid);
+            !(same && w.iova < end && iova < w.iova.saturating_add(w.size))
+        });
+        self.invalidate_leaf_range(asid, iova, size);
+    }
+
+    /// As [`Tlb::invalidate_range`], but leaf entries only: the walk cache keeps its table
+    /// descriptors (a leaf-only invalidation, SMMUv3 Leaf=1).
+    pub fn invalidate_leaf_range(&mut self, asid: Option<u32>, iova: u64, size: u64) {
+        let end = iova.saturating_add(size);
         self.stats.invalidations += 1;
-        self.retain(|e| {
+        let keep = |e: &TlbEntry| {
             let same = asid.is_none_or(|a| a == e.asid);
             !(same && e.iova < end && iova < e.iova.saturating_add(e.size))
-        });
+        };
+        self.walked_blocks.retain(keep);
+        self.retain(keep);
     }
 
     /// Drops every entry (a whole-TLB invalidation, as the IPU MMU's invalidate register does).
     pub fn invalidate_all(&mut self) {
         self.stats.invalidations += 1;
+        self.walked_blocks.clear();
+        self.walk_cache.clear();
         self.retain(|_| false);
     }
 

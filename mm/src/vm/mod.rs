@@ -300,7 +300,9 @@ impl Vm {
         if let Err(e) = r {
             // Give back the table-pool growth this bind made (its tables were all freed by the
             // roll-back above), so that a failed bind holds no frames and no DMA mappings.
-            with_table!(&mut inner.table, pt => pt.table_alloc_mut().shrink_to(pool_mark));
+            // SAFETY: `shrink_to` gives back only chunks whose pages are all free (none is a
+            // table of this VM's page table), and the pool stays the table's allocator.
+            with_table!(&mut inner.table, pt => unsafe { pt.table_alloc_mut() }.shrink_to(pool_mark));
             let _ = inner.va.free(va);
             return Err(e.into());
         }
@@ -324,6 +326,16 @@ impl Vm {
     ///
     /// Order: IOPTEs cleared (cleaned if needed), TLB invalidated, emptied tables freed, then
     /// the DMA mappings of fully unbound BOs released.
+    ///
+    /// Blocks: a bind places 2 MiB / 1 GiB blocks wherever the format and the bus addresses
+    /// allow, and VM_BIND lets an unbind cut a binding anywhere, so an unbind may cut a block.
+    /// The VM then splits it with break-before-make
+    /// ([`PageTable::unmap_split`](devmmu_pagetable::PageTable::unmap_split)): the block entry is
+    /// cleared, the TLB invalidated, then a table of smaller leaves linked. While the call runs,
+    /// the part of that block that stays bound is briefly unmapped, so the device must not use
+    /// it during the unbind (as with a GPU driver's remap); each cut block costs one extra TLB
+    /// invalidation. A table written over a live block without that invalidation would be a
+    /// TLB conflict on the device ([`FaultReason::TlbConflict`](crate::model::FaultReason)).
     ///
     /// Errors, each leaving the VM as it was: [`MmError::ZeroSize`], [`MmError::Misaligned`],
     /// [`MmError::VaOutOfRange`], [`MmError::NotBound`], [`MmError::PageTable`] (no memory to
@@ -356,7 +368,11 @@ impl Vm {
             return Err(MmError::NotBound { iova, size });
         }
         let mut gather = Gather::new();
-        let r = with_table!(&mut inner.table, pt => pt.unmap(iova, size, &mut gather));
+        // A block the range cuts is split with break-before-make (see the doc above); each of
+        // its invalidations gets a fresh invalidator, since a whole-TLB one acts only once.
+        let (device, asid) = (&self.device, self.asid);
+        let bbm = |i: Iova, n: u64| device.tlb_invalidator(asid)(i, n);
+        let r = with_table!(&mut inner.table, pt => pt.unmap_split(iova, size, &mut gather, bbm));
         complete(&self.device, self.asid, &mut inner.table, &mut gather);
         r?;
         let mut unbound = 0;
@@ -528,8 +544,9 @@ impl Drop for Vm {
 /// that is safe: the device TLB is invalidated for the gathered ranges (one request per range,
 /// or a single whole-TLB request, as the device invalidates), then the emptied tables are freed.
 fn complete(device: &Device, asid: u32, table: &mut Table, gather: &mut Gather) {
-    let mut invalidate = device.tlb_invalidator(asid);
-    with_table!(table, pt => pt.iotlb_sync(gather, &mut invalidate));
+    // Leaf-only requests where no table was unlinked, full ones (walk caches too) where one was.
+    let mut invalidate = device.tlb_invalidator_with(asid);
+    with_table!(table, pt => pt.iotlb_sync_with(gather, &mut invalidate));
 }
 
 /// Starts of the bindings overlapping `[start, end)`.

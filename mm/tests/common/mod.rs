@@ -93,6 +93,20 @@ impl DeviceTlb for NoInvalidate {
     fn invalidate_all(&self) {}
 }
 
+/// A device TLB hook that turns every invalidation into a leaf-only one: a driver that never
+/// invalidates walk caches. The TLB's leaf entries go; the cached table descriptors stay.
+#[derive(Debug)]
+pub struct LeafOnly(pub Arc<SimMmu>);
+
+impl DeviceTlb for LeafOnly {
+    fn invalidate_range(&self, asid: u32, iova: Iova, size: u64) {
+        self.0.invalidate_leaf(asid, iova, size);
+    }
+    fn invalidate_all(&self) {
+        self.0.invalidate_all();
+    }
+}
+
 /// How to build a [`Rig`] beyond its [`Combo`].
 #[derive(Clone, Copy, Debug)]
 pub struct RigOptions {
@@ -108,6 +122,8 @@ pub struct RigOptions {
     pub tlb_entries: usize,
     /// Whether the driver's TLB invalidations are dropped ([`NoInvalidate`]).
     pub skip_invalidation: bool,
+    /// Whether the driver's invalidations are all leaf-only ([`LeafOnly`]).
+    pub leaf_only_invalidation: bool,
     /// Whether the hardware's walker snoops the CPU caches, if different from its data path
     /// (`None`: as `combo.coherent`).
     pub hw_coherent_walk: Option<bool>,
@@ -125,6 +141,7 @@ impl RigOptions {
             driver_coherent_walk: None,
             tlb_entries: 64,
             skip_invalidation: false,
+            leaf_only_invalidation: false,
             hw_coherent_walk: None,
             accept_unenforced_prot: false,
         }
@@ -177,6 +194,8 @@ impl Rig {
         });
         let hook: Arc<dyn DeviceTlb> = if opts.skip_invalidation {
             Arc::new(NoInvalidate)
+        } else if opts.leaf_only_invalidation {
+            Arc::new(LeafOnly(mmu.clone()))
         } else {
             mmu.clone()
         };

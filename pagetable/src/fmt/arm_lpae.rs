@@ -7,6 +7,9 @@
 //! `IOMMU_*` flags this file reproduces bit for bit.
 //!
 //! - IOVA: 48 bits, 4 levels of 512 entries: L0 \[47:39\], L1 \[38:30\], L2 \[29:21\], L3 \[20:12\].
+//!   Configurable down to 32 bits ([`AddressSizes`](crate::AddressSizes)::ias, TCR.T0SZ); below
+//!   40 bits the walk starts at L1 (3 levels), as io-pgtable-arm.c computes its levels.
+//! - Output size configurable as TCR.IPS allows: 32, 36, 40, 42, 44 or 48 bits.
 //! - Leaves: 1 GiB blocks at L1, 2 MiB blocks at L2, 4 KiB pages at L3 (no L0 block with a 4 KiB
 //!   granule unless FEAT_LPA2, which this format does not use).
 //! - Output address bits \[47:12\].
@@ -71,6 +74,12 @@ impl Format for ArmLpae4k {
     const LEAF_LEVELS: &'static [bool] = &[false, true, true, true];
     const IOVA_BITS: u32 = 48;
     const OA_BITS: u32 = 48;
+    /// io-pgtable-arm.c takes any `ias` up to 48 (TCR.T0SZ = 64 - ias); 32 is the smallest an
+    /// SMMU context is set up with here (3 levels from L1 below 40 bits).
+    const MIN_IOVA_BITS: u32 = 32;
+    /// The TCR.IPS / PS encodings io-pgtable-arm.c accepts for `oas`
+    /// (`ARM_LPAE_TCR_PS_32_BIT` .. `ARM_LPAE_TCR_PS_48_BIT`; 52 needs FEAT_LPA, not used here).
+    const OA_SIZES: &'static [u32] = &[32, 36, 40, 42, 44, 48];
     const EMPTY_IS_ZERO: bool = true;
     const TLB_CACHES_EMPTY: bool = false;
 
