@@ -35,9 +35,7 @@ impl DmaOps {
             }));
         }
         match &self.backend {
-            Backend::Direct(d) => {
-                d.bus_to_phys(&self.phys, &self.registry, dma, len)
-            }
+            Backend::Direct(d) => d.bus_to_phys(&self.phys, &self.registry, dma, len),
             Backend::Iommu(i) => i.bus_to_phys(&self.phys, dma, len, write),
             Backend::Vfio(v) => v.bus_to_phys(dma, len),
         }

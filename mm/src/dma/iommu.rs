@@ -254,8 +254,8 @@ impl IommuDomain {
     /// IOTLB for it, counting the invalidations in `counters`.
     ///
     /// # Errors
-    /// [`MmError::IommuMap`] with `NoMemory` if a block mapping had to be split and no table
-    /// page was left: nothing was unmapped.
+    /// [`MmError::IommuMap`] with `PartialBlock` if the range cuts a block mapping (refused
+    /// since io-pgtable-arm's v6.13 break-before-make rule): nothing was unmapped.
     pub(crate) fn unmap_range(
         &self,
         counters: &Counters,

@@ -287,11 +287,7 @@ impl VfioDomain {
 
     /// Where a device access to `dma..dma + len` lands according to what this domain mapped
     /// (the kernel's IOMMU holds the same translation): the physical address of the first byte.
-    pub(crate) fn bus_to_phys(
-        &self,
-        dma: DmaAddr,
-        len: u64,
-    ) -> Result<PhysAddr, BusFault> {
+    pub(crate) fn bus_to_phys(&self, dma: DmaAddr, len: u64) -> Result<PhysAddr, BusFault> {
         // Zero length and the DMA mask: checked by the caller (`DmaOps::bus_to_phys`).
         let fault = |reason| BusFault { dma, reason };
         let st = self.state.lock();
