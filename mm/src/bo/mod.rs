@@ -32,7 +32,7 @@ use crate::phys::{
 use crate::MmError;
 
 pub use attach::BoAttachment;
-pub use cpu_access::{CpuAccess, CpuAccessGuard};
+pub use cpu_access::{CpuAccess, CpuAccessGuard, OwnedCpuAccess};
 pub use export::{ExportOptions, ExportedFd, FdKind, UDMABUF_PATH};
 pub use handles::{BoHandle, BoHandles};
 
