@@ -481,7 +481,7 @@ const _: () = {
 /// # Safety
 /// Implement only for such a struct: [`crate::user`] reads it from raw bytes and hands its
 /// bytes back to the caller.
-pub(crate) unsafe trait Abi: Copy + Default + 'static {}
+pub(crate) unsafe trait Abi: Copy + Default + core::fmt::Debug + 'static {}
 
 // SAFETY (each): `#[repr(C)]`, fields `u32`/`u64`/`i32` only, and `layout!` above asserts that
 // the fields fill the struct with no padding.

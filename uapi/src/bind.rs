@@ -45,6 +45,17 @@ impl Shadow {
         self.0.clear();
     }
 
+    /// Every bound page: `(va, bo_offset)`, in VA order.
+    pub(crate) fn pages(&self) -> Vec<(u64, u64)> {
+        self.0
+            .iter()
+            .flat_map(|(&va, p)| {
+                (0..p.size / PAGE_SIZE)
+                    .map(move |i| (va + i * PAGE_SIZE, p.bo_offset + i * PAGE_SIZE))
+            })
+            .collect()
+    }
+
     /// Starts of the pieces overlapping `[va, end)`.
     fn overlapping(&self, va: u64, end: u64) -> Vec<u64> {
         let mut out = Vec::new();

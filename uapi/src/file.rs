@@ -112,6 +112,32 @@ impl State {
     }
 }
 
+/// One handle of a [`FileSummary`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandleSummary {
+    /// The handle.
+    pub handle: u32,
+    /// The machine's id of its BO.
+    pub object_id: u64,
+    /// Its mmap offset, once BO_MMAP gave one.
+    pub mmap_offset: Option<u64>,
+    /// The `DEVMMU_SYNC_READ`/`_WRITE` bits of its open bracket, if one is open.
+    pub sync: Option<u8>,
+}
+
+/// Everything a file holds, comparable: [`File::summary`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSummary {
+    /// The handles, in order.
+    pub handles: Vec<HandleSummary>,
+    /// The VMs, in id order, with their bindings.
+    pub vms: Vec<(u32, Vec<BindingInfo>)>,
+    /// The next VM id.
+    pub next_vm: u32,
+    /// The next mmap offset.
+    pub next_offset: u64,
+}
+
 /// One open of the interface, on one device of a machine.
 pub struct File {
     machine: Arc<Machine>,
@@ -184,6 +210,56 @@ impl File {
     /// The BO behind `handle` in this file, for tests.
     pub fn bo(&self, handle: u32) -> Option<Arc<Bo>> {
         self.state.lock().bo(handle).ok().cloned()
+    }
+
+    /// What the file holds, for tests that check a refused request changed nothing.
+    pub fn summary(&self) -> FileSummary {
+        let st = self.state.lock();
+        FileSummary {
+            handles: st
+                .handles
+                .iter()
+                .map(|(&h, e)| HandleSummary {
+                    handle: h,
+                    object_id: self.machine.object_id(&e.bo),
+                    mmap_offset: e.mmap_offset,
+                    sync: e.sync.as_ref().map(|s| s.access().bits()),
+                })
+                .collect(),
+            vms: st
+                .vms
+                .iter()
+                .map(|(&id, v)| (id, v.vm.bindings()))
+                .collect(),
+            next_vm: st.next_vm,
+            next_offset: st.next_offset,
+        }
+    }
+
+    /// Checks that each VM's record of its bindings (with the BOs, kept for VM_BIND) covers
+    /// exactly what the VM has bound, page by page with the same BO offsets.
+    ///
+    /// # Errors
+    /// A description of the first difference.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let st = self.state.lock();
+        for (&id, v) in &st.vms {
+            let bound: Vec<(u64, u64)> =
+                v.vm.bindings()
+                    .iter()
+                    .flat_map(|b| {
+                        (0..b.size / PAGE_SIZE)
+                            .map(move |i| (b.iova.0 + i * PAGE_SIZE, b.bo_offset + i * PAGE_SIZE))
+                    })
+                    .collect();
+            let shadow = v.shadow.pages();
+            if bound != shadow {
+                return Err(format!(
+                    "VM {id}: bound pages {bound:x?} differ from the record {shadow:x?}"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// GET_PARAM. Errors: `EINVAL` for an unknown parameter or a non-zero `pad`.

@@ -36,9 +36,10 @@ mod file;
 pub mod ioc;
 mod machine;
 mod mmap;
+pub mod sequence;
 pub mod user;
 
 pub use dispatch::Request;
-pub use file::{File, MAX_HANDLES, MAX_VMS, MMAP_OFFSET_START};
+pub use file::{File, FileSummary, HandleSummary, MAX_HANDLES, MAX_VMS, MMAP_OFFSET_START};
 pub use machine::{Machine, MachineDevice};
 pub use rustix::io::Errno;
