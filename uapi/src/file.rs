@@ -457,14 +457,14 @@ impl File {
         let borrowed = unsafe { BorrowedFd::borrow_raw(a.fd) };
         let dup = rustix::io::fcntl_dupfd_cloexec(borrowed.as_fd(), 0)?;
         let mut st = self.state.lock();
-        st.free_handle()?;
         let bo = Bo::import(self.machine.phys(), dup, None).map_err(|e| errno_of(&e))?;
-        self.machine.object_id(&bo);
         if let Some((&h, _)) = st.handles.iter().find(|(_, e)| Arc::ptr_eq(&e.bo, &bo)) {
             a.handle = h;
             return Ok(());
         }
-        a.handle = st.insert(bo)?;
+        // A new BO made for a full table is dropped again here: nothing stays.
+        a.handle = st.insert(bo.clone())?;
+        self.machine.object_id(&bo);
         Ok(())
     }
 
