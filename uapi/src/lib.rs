@@ -27,6 +27,8 @@
 //! assert_eq!(create.handle, 1);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod abi;
 mod bind;
 pub mod capi;

@@ -22,9 +22,10 @@
 //! and at the end, with both files closed and every exported fd closed, that no BO is left
 //! alive on the machine. A failed check panics, which is what the fuzzer reports.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use devmmu_mm::phys::{MemoryMap, PhysAddr, RamRegion, PAGE_SIZE};
 use rustix::io::Errno;
@@ -60,24 +61,29 @@ const ALLOWED: [Errno; 14] = [
 ];
 
 /// The machine sequences run on: 256 MiB of low RAM (the ISP's swiotlb pool and the page
-/// tables) and 256 MiB of high RAM, made once per process.
+/// tables) and 256 MiB of high RAM, made once per thread (so that sequences running in
+/// parallel threads, as tests do, do not see each other's BOs in the leak check).
 pub fn machine() -> Arc<Machine> {
-    static M: OnceLock<Arc<Machine>> = OnceLock::new();
-    M.get_or_init(|| {
-        let map = MemoryMap::new(vec![
-            RamRegion {
-                base: PhysAddr(0x8000_0000),
-                size: 256 << 20,
-            },
-            RamRegion {
-                base: PhysAddr(1 << 32),
-                size: 256 << 20,
-            },
-        ])
-        .expect("a valid memory map");
-        Machine::new(map).expect("the sequence machine")
+    thread_local! {
+        static M: OnceCell<Arc<Machine>> = const { OnceCell::new() };
+    }
+    M.with(|m| {
+        m.get_or_init(|| {
+            let map = MemoryMap::new(vec![
+                RamRegion {
+                    base: PhysAddr(0x8000_0000),
+                    size: 256 << 20,
+                },
+                RamRegion {
+                    base: PhysAddr(1 << 32),
+                    size: 256 << 20,
+                },
+            ])
+            .expect("a valid memory map");
+            Machine::new(map).expect("the sequence machine")
+        })
+        .clone()
     })
-    .clone()
 }
 
 /// The input, read a byte at a time; zeros once it runs out.
