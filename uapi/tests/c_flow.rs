@@ -1,7 +1,7 @@
 //! The C program uapi/tests/c/flow.c, compiled with `cc` (strict C11) against the generated
 //! header and linked against this crate's static library, runs the whole flow and passes.
 //!
-//! The static library (package devmmu-uapi-c in uapi/clib, `libdevmmu.a`) is built by a nested
+//! The static library (package devmmu-uapi-c in uapi/clib, `libdevmmu_c.a`) is built by a nested
 //! `cargo build -p devmmu-uapi-c` into this test's own target directory and profile (cargo does
 //! not build a `staticlib` for a test run), so the test works on a fresh clone where
 //! `cargo test --workspace` is the only command run.
@@ -49,8 +49,8 @@ fn static_lib() -> PathBuf {
     let status = cmd
         .status()
         .expect("run cargo build for the static library");
-    assert!(status.success(), "building libdevmmu.a failed");
-    let lib = profile_dir.join("libdevmmu.a");
+    assert!(status.success(), "building libdevmmu_c.a failed");
+    let lib = profile_dir.join("libdevmmu_c.a");
     assert!(lib.exists(), "{} was not built", lib.display());
     lib
 }
