@@ -18,8 +18,13 @@ export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}"
 if ! cargo afl --version >/dev/null 2>&1; then
     nice -n 19 cargo install cargo-afl --locked --version 0.18.2
 fi
-# `config --build` refuses to run twice; it is a no-op once AFL++ is built for this rustc.
-cargo afl config --build >/dev/null 2>&1 || true
+# Builds AFL++ for this rustc once; a second call fails saying it was already built.
+if ! out=$(nice -n 19 cargo afl config --build 2>&1); then
+    case "$out" in
+        *"already built"*) ;;
+        *) echo "$out"; echo "fuzz-uapi: building AFL++ failed"; exit 2 ;;
+    esac
+fi
 
 nice -n 19 cargo afl build --release --bin sequences
 mkdir -p out
