@@ -40,6 +40,8 @@
 //! has the BO attached, an access outside a bracket is a DMA-API bug (reported when DMA
 //! debugging is on).
 
+use std::sync::Arc;
+
 use super::Bo;
 use crate::MmError;
 
@@ -242,5 +244,70 @@ impl Bo {
             }
         }
         first
+    }
+}
+
+/// An open CPU access bracket that owns a reference to its BO, from
+/// [`Bo::begin_cpu_access_owned`]: the form an interface needs when the bracket spans calls
+/// (`DMA_BUF_IOCTL_SYNC` with `SYNC_START` in one ioctl, `SYNC_END` in a later one), where a
+/// borrowing [`CpuAccessGuard`] cannot be kept. Ends with [`OwnedCpuAccess::end`], or when
+/// dropped (errors then go unreported). The reference it holds keeps the BO alive until then.
+#[derive(Debug)]
+#[must_use = "dropping the bracket ends the CPU access at once"]
+pub struct OwnedCpuAccess {
+    bo: Arc<Bo>,
+    access: CpuAccess,
+    ended: bool,
+}
+
+impl OwnedCpuAccess {
+    /// The accesses the bracket covers.
+    pub fn access(&self) -> CpuAccess {
+        self.access
+    }
+
+    /// The BO the bracket is open on.
+    pub fn bo(&self) -> &Arc<Bo> {
+        &self.bo
+    }
+
+    /// Ends the bracket, as [`CpuAccessGuard::end`].
+    ///
+    /// # Errors
+    /// As [`CpuAccessGuard::end`].
+    pub fn end(mut self) -> Result<(), MmError> {
+        self.ended = true;
+        self.bo.end_cpu_access(self.access)
+    }
+}
+
+impl Drop for OwnedCpuAccess {
+    fn drop(&mut self) {
+        if !self.ended {
+            // A destructor cannot return the error; `end` does.
+            let _ = self.bo.end_cpu_access(self.access);
+        }
+    }
+}
+
+impl Bo {
+    /// Begins CPU access as [`Bo::begin_cpu_access`] does, returning a bracket that holds its
+    /// own reference to the BO ([`OwnedCpuAccess`]) instead of borrowing it.
+    ///
+    /// # Errors
+    /// As [`Bo::begin_cpu_access`]; no bracket is left open on error.
+    pub fn begin_cpu_access_owned(
+        self: &Arc<Self>,
+        access: CpuAccess,
+    ) -> Result<OwnedCpuAccess, MmError> {
+        let mut guard = self.begin_cpu_access(access)?;
+        // The bracket now belongs to the owned form: the borrowing guard must not end it.
+        guard.ended = true;
+        drop(guard);
+        Ok(OwnedCpuAccess {
+            bo: Arc::clone(self),
+            access,
+            ended: false,
+        })
     }
 }

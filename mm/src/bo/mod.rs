@@ -35,7 +35,7 @@ use crate::MmError;
 
 pub use allocator::{AllocSource, DmaBufAllocator, SharedBuffer, DMA_HEAP_SYSTEM_PATH};
 pub use attach::BoAttachment;
-pub use cpu_access::{CpuAccess, CpuAccessGuard};
+pub use cpu_access::{CpuAccess, CpuAccessGuard, OwnedCpuAccess};
 pub use export::{ExportOptions, ExportedFd, FdKind, UDMABUF_PATH};
 pub use handles::{BoHandle, BoHandles};
 
