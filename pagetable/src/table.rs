@@ -446,6 +446,13 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 size: bsize,
             });
         }
+        Ok(self.unmap_range(iova, end, size, gather))
+    }
+
+    /// The common end of [`PageTable::unmap`] and [`PageTable::unmap_split`], once the range
+    /// `[iova, end)` (`size` bytes) is checked and cuts no block: clears its leaves, gathers the
+    /// range if anything was mapped, returns the bytes unmapped.
+    fn unmap_range(&mut self, iova: Iova, end: u64, size: u64, gather: &mut Gather) -> u64 {
         let bytes = self.unmap_level(
             self.root,
             self.start,
@@ -458,7 +465,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         if bytes > 0 {
             gather.add_range(iova, size);
         }
-        Ok(bytes)
+        bytes
     }
 
     /// Unmaps `[iova, iova + size)` as [`PageTable::unmap`] does, except that a block the range
@@ -516,19 +523,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             "splits_needed counted the tables the splits take"
         );
         self.free_reserve(reserve);
-        let bytes = self.unmap_level(
-            self.root,
-            self.start,
-            iova.0,
-            end,
-            self.free_empty,
-            u64::MAX,
-            gather,
-        );
-        if bytes > 0 {
-            gather.add_range(iova, size);
-        }
-        Ok(bytes)
+        Ok(self.unmap_range(iova, end, size, gather))
     }
 
     /// Completes the operations gathered in `gather`: calls `invalidate(start, size)` for each
