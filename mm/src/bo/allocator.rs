@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustix::fs::{Mode, OFlags};
-use rustix::ioctl::{opcode, Ioctl, IoctlOutput, Opcode};
+use rustix::ioctl::{opcode, Opcode, Updater};
 
 use super::{check_size, Bo, BoFlags, ExportOptions, ExportedFd, FdKind};
 use crate::phys::PhysMem;
@@ -76,31 +76,7 @@ struct HeapAlloc {
 }
 
 /// `DMA_HEAP_IOCTL_ALLOC = _IOWR('H', 0x0, struct dma_heap_allocation_data)`.
-struct HeapAllocIoctl(HeapAlloc);
-
-// SAFETY: the opcode is DMA_HEAP_IOCTL_ALLOC, whose argument is a pointer to a
-// `dma_heap_allocation_data` we own for the call; the kernel writes `fd` into it.
-unsafe impl Ioctl for HeapAllocIoctl {
-    type Output = u32;
-
-    const IS_MUTATING: bool = true;
-
-    fn opcode(&self) -> Opcode {
-        opcode::read_write::<HeapAlloc>(b'H', 0)
-    }
-
-    fn as_ptr(&mut self) -> *mut core::ffi::c_void {
-        (&mut self.0 as *mut HeapAlloc).cast()
-    }
-
-    unsafe fn output_from_ptr(
-        _out: IoctlOutput,
-        extract_output: *mut core::ffi::c_void,
-    ) -> rustix::io::Result<u32> {
-        // SAFETY: `extract_output` is `as_ptr`'s pointer, to our `HeapAlloc`.
-        Ok(unsafe { (*extract_output.cast::<HeapAlloc>()).fd })
-    }
-}
+const DMA_HEAP_IOCTL_ALLOC: Opcode = opcode::read_write::<HeapAlloc>(b'H', 0);
 
 impl DmaBufAllocator {
     /// Allocates a shareable buffer of `size` bytes (a non-zero multiple of 4096) over `phys`,
@@ -183,19 +159,26 @@ fn heap_alloc(path: &std::path::Path, size: u64) -> Result<OwnedFd, MmError> {
             errno,
         },
     )?;
-    let req = HeapAllocIoctl(HeapAlloc {
+    let mut req = HeapAlloc {
         len: size,
         // Must be 0 on input (dma-heap.c refuses anything else). A node that is not a dma-heap
         // and "succeeds" without writing it leaves 0, which the dma-buf check below refuses.
         fd: 0,
         fd_flags: (OFlags::RDWR | OFlags::CLOEXEC).bits(),
         heap_flags: 0,
-    });
-    // SAFETY: see the `Ioctl` impl. A node that is not a dma-heap answers ENOTTY.
-    let fd = unsafe { rustix::ioctl::ioctl(heap.as_fd(), req) }.map_err(|errno| MmError::Os {
+    };
+    // SAFETY: DMA_HEAP_IOCTL_ALLOC takes a pointer to a `dma_heap_allocation_data`, which the
+    // kernel reads and writes back (`fd`); `req` lives across the call. A node that is not a
+    // dma-heap answers ENOTTY.
+    unsafe {
+        let op = Updater::<DMA_HEAP_IOCTL_ALLOC, HeapAlloc>::new(&mut req);
+        rustix::ioctl::ioctl(heap.as_fd(), op)
+    }
+    .map_err(|errno| MmError::Os {
         op: "ioctl(DMA_HEAP_IOCTL_ALLOC)",
         errno,
     })?;
+    let fd = req.fd;
     let fd = i32::try_from(fd).map_err(|_| MmError::Os {
         op: "ioctl(DMA_HEAP_IOCTL_ALLOC)",
         errno: rustix::io::Errno::INVAL,

@@ -6,7 +6,7 @@
 use std::os::fd::BorrowedFd;
 
 use rustix::io::Errno;
-use rustix::ioctl::{opcode, Ioctl, IoctlOutput, Opcode};
+use rustix::ioctl::{opcode, Opcode, Setter};
 
 use super::CpuAccess;
 use crate::MmError;
@@ -23,30 +23,7 @@ const DMA_BUF_SYNC_START: u64 = 0;
 const DMA_BUF_SYNC_END: u64 = 1 << 2;
 
 /// `DMA_BUF_IOCTL_SYNC = _IOW('b', 0, struct dma_buf_sync)`.
-struct SyncIoctl(DmaBufSync);
-
-// SAFETY: the opcode is DMA_BUF_IOCTL_SYNC, whose argument is a pointer to a `dma_buf_sync` we
-// own for the call; the kernel only reads it. The return value (0) is ignored.
-unsafe impl Ioctl for SyncIoctl {
-    type Output = ();
-
-    const IS_MUTATING: bool = false;
-
-    fn opcode(&self) -> Opcode {
-        opcode::write::<DmaBufSync>(b'b', 0)
-    }
-
-    fn as_ptr(&mut self) -> *mut core::ffi::c_void {
-        (&mut self.0 as *mut DmaBufSync).cast()
-    }
-
-    unsafe fn output_from_ptr(
-        _out: IoctlOutput,
-        _extract_output: *mut core::ffi::c_void,
-    ) -> rustix::io::Result<()> {
-        Ok(())
-    }
-}
+const DMA_BUF_IOCTL_SYNC: Opcode = opcode::write::<DmaBufSync>(b'b', 0);
 
 /// `DMA_BUF_IOCTL_SYNC` on `fd` for `access`: `start` opens the CPU access (the exporter hands
 /// the buffer to the CPU), `!start` closes it. Retried on `EINTR`/`EAGAIN`, as the uapi asks.
@@ -66,8 +43,13 @@ pub(crate) fn sync(fd: BorrowedFd<'_>, access: CpuAccess, start: bool) -> Result
         flags |= DMA_BUF_SYNC_WRITE;
     }
     loop {
-        // SAFETY: see the `Ioctl` impl; `fd` is a dma-buf (checked at import).
-        match unsafe { rustix::ioctl::ioctl(fd, SyncIoctl(DmaBufSync { flags })) } {
+        // SAFETY: DMA_BUF_IOCTL_SYNC takes a pointer to a `dma_buf_sync`, which the kernel
+        // only reads; `fd` is a dma-buf (checked at import).
+        let r = unsafe {
+            let op = Setter::<DMA_BUF_IOCTL_SYNC, DmaBufSync>::new(DmaBufSync { flags });
+            rustix::ioctl::ioctl(fd, op)
+        };
+        match r {
             Err(Errno::INTR) | Err(Errno::AGAIN) => continue,
             r => {
                 return r.map_err(|errno| MmError::Os {
