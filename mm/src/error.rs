@@ -416,6 +416,9 @@ pub enum MmError {
         end: u64,
     },
     // ---- end DMA ----
+    /// An image layout could not be made, or does not fit its BO ([`crate::bo::LayoutError`]).
+    #[error("image layout: {0}")]
+    Layout(#[from] crate::bo::LayoutError),
 
     // ---- device VMs ----
     /// A device page-table operation failed (see [`devmmu_pagetable::Error`]); nothing changed.

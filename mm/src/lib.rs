@@ -60,6 +60,7 @@ mod error;
 pub use devmmu_pagetable::{DmaAddr, Iova, Prot};
 pub use error::{AddressSpace, MmError};
 pub mod dma;
+pub mod fence;
 pub mod model;
 pub mod phys;
 pub mod prelude;

@@ -58,7 +58,8 @@ pub fn errno_of(e: &MmError) -> Errno {
         | MmError::VaOutOfRange { .. }
         | MmError::NoAccess { .. }
         | MmError::ProtNotEnforced { .. }
-        | MmError::MaskBeyondFormat { .. } => Errno::INVAL,
+        | MmError::MaskBeyondFormat { .. }
+        | MmError::Layout(_) => Errno::INVAL,
         MmError::BadHandle { .. } | MmError::NotBound { .. } => Errno::NOENT,
         MmError::VaInUse { .. } => Errno::EXIST,
         MmError::AttachDirection { .. } | MmError::SharedBounce { .. } => Errno::BUSY,

@@ -21,6 +21,7 @@ pub(crate) mod dma_buf;
 mod export;
 mod handles;
 mod import;
+pub mod layout;
 mod prime;
 
 use std::ptr::NonNull;
@@ -38,6 +39,10 @@ pub use attach::BoAttachment;
 pub use cpu_access::{CpuAccess, CpuAccessGuard, OwnedCpuAccess};
 pub use export::{ExportOptions, ExportedFd, FdKind, UDMABUF_PATH};
 pub use handles::{BoHandle, BoHandles};
+pub use layout::{
+    format_info, DrmFourcc, DrmModifier, FormatInfo, Framebuffer, ImageLayout, LayoutError,
+    PitchRule, PlaneLayout,
+};
 
 /// How the CPU maps a BO's pages, and therefore what handing it to a non-coherent device costs.
 ///

@@ -1,4 +1,7 @@
-//! Where the planes of an NV12 frame live in a buffer object.
+//! Where the planes of an NV12 frame live in a buffer object: the camera's view of a
+//! [`devmmu_mm::bo::ImageLayout`] of `DRM_FORMAT_NV12` under the IPU6 input system's pitch rule.
+
+use devmmu_mm::bo::{DrmFourcc, ImageLayout, PitchRule};
 
 use super::SensorError;
 
@@ -8,8 +11,8 @@ pub const MAX_DIMENSION: u32 = 16384;
 /// Row stride alignment in bytes: every row of both planes starts on a multiple of this.
 ///
 /// 64 bytes is a cache line, and what imaging units such as the Intel IPU3/IPU6 and GPU media
-/// engines ask of NV12 surfaces.
-pub const STRIDE_ALIGN: usize = 64;
+/// engines ask of NV12 surfaces: [`PitchRule::IPU6_ISYS`]'s `stride_align`.
+pub const STRIDE_ALIGN: usize = PitchRule::IPU6_ISYS.stride_align as usize;
 
 /// Buffer object size alignment in bytes: a BO is a whole number of 4 KiB pages.
 pub const BO_ALIGN: usize = 4096;
@@ -48,8 +51,9 @@ impl std::fmt::Display for Plane {
 /// offset total_size()           end of frame; the BO is bo_size() bytes
 /// ```
 ///
-/// `stride` is `width` rounded up to [`STRIDE_ALIGN`] (64) bytes and is the same for both
-/// planes; bytes past the samples of a row are padding. For an odd width or height the last
+/// The layout is [`ImageLayout::new`]`(DrmFourcc::Nv12, width, height, PitchRule::IPU6_ISYS)`
+/// ([`Nv12Layout::image`]): `stride` is `width` rounded up to [`STRIDE_ALIGN`] (64) bytes and
+/// is the same for both planes; bytes past the samples of a row are padding. For an odd width or height the last
 /// chroma column or row covers only the pixels that exist. This is the layout of `DRM_FORMAT_NV12`
 /// (include/uapi/drm/drm_fourcc.h) and V4L2's `V4L2_PIX_FMT_NV12` (single-planar variant), with
 /// the chroma plane placed straight after the luma plane.
@@ -61,6 +65,7 @@ pub struct Nv12Layout {
     width: u32,
     height: u32,
     stride: usize,
+    image: ImageLayout,
 }
 
 impl Nv12Layout {
@@ -71,12 +76,29 @@ impl Nv12Layout {
     /// [`MAX_DIMENSION`].
     pub fn new(width: u32, height: u32) -> Result<Self, SensorError> {
         check_dimensions(width, height)?;
-        let stride = (width as usize).next_multiple_of(STRIDE_ALIGN);
+        let image = ImageLayout::new(DrmFourcc::Nv12, width, height, PitchRule::IPU6_ISYS)
+            .map_err(|_| SensorError::DimensionsOutOfRange {
+                width,
+                height,
+                max: MAX_DIMENSION,
+            })?;
+        let planes = image.planes();
+        // NV12 under a cache-line rule: both planes share the stride, the CbCr plane follows
+        // the Y plane with no gap (what the accessors below assume).
+        debug_assert_eq!(planes[0].stride, planes[1].stride);
+        debug_assert_eq!(planes[1].offset, planes[0].size);
         Ok(Self {
             width,
             height,
-            stride,
+            stride: planes[0].stride as usize,
+            image,
         })
+    }
+
+    /// The frame as a DRM image layout: fourcc NV12, modifier LINEAR, the two planes' offsets
+    /// and strides.
+    pub fn image(&self) -> &ImageLayout {
+        &self.image
     }
 
     /// Frame width in pixels.
