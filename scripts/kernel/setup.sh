@@ -19,43 +19,27 @@ mkdir -p "$KDIR"
 say() { echo "kernel-setup: $*" >&2; }
 die() { echo "kernel-setup: FAILED: $*" >&2; exit 1; }
 
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
-
-BACKPORTS=/etc/apt/sources.list.d/bookworm-backports.sources
-apt_updated=0
-apt_update() {
-    if [ "$apt_updated" = 0 ]; then
-        $SUDO apt-get update -qq >/dev/null || die "apt-get update failed"
-        apt_updated=1
-    fi
-}
-if [ ! -f "$BACKPORTS" ]; then
-    say "adding bookworm-backports to apt's sources"
-    $SUDO tee "$BACKPORTS" >/dev/null <<'SRC'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm-backports
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-fi
+. scripts/lib/apt.sh
+SUDO=$APT_SUDO
+apt_backports_source
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v udevadm >/dev/null || need+=(udev)
 command -v depmod >/dev/null || need+=(kmod)
-# The gbm test links Mesa's libgbm (the version the system's libgbm1 has).
+# The gbm test links Mesa's libgbm: from bookworm-backports, like every Mesa package here
+# (scripts/lib/apt.sh says why).
 dpkg -s libgbm-dev >/dev/null 2>&1 || need+=(libgbm-dev)
 if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]}"
-    apt_update
+    apt_update_once || die "apt-get update failed"
     export DEBIAN_FRONTEND=noninteractive
     for p in "${need[@]}"; do
         case $p in
-            qemu) $SUDO apt-get install -y -qq -t bookworm-backports --no-install-recommends \
-                      qemu-system-x86 >/dev/null || die "apt-get install qemu-system-x86 failed" ;;
+            qemu) apt_install_backports qemu-system-x86 \
+                      || die "apt-get install qemu-system-x86 failed" ;;
+            libgbm-dev) apt_install_backports libgbm-dev || die "apt-get install libgbm-dev failed" ;;
             *) $SUDO apt-get install -y -qq --no-install-recommends "$p" >/dev/null \
                    || die "apt-get install $p failed" ;;
         esac
@@ -65,7 +49,7 @@ fi
 # The kernel: the newest plain (not -rt, not -cloud) 6.12 amd64 unsigned image in bookworm-backports.
 VMLINUZ=$(ls "$KDIR"/root/boot/vmlinuz-6.12.* 2>/dev/null | head -n1 || true)
 if [ -z "$VMLINUZ" ]; then
-    apt_update
+    apt_update_once || die "apt-get update failed"
     PKG=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' | awk '{print $1}' \
           | sort -V | tail -n1)
     [ -n "$PKG" ] || die "no linux-image-6.12.*-amd64-unsigned in apt's lists (bookworm-backports?)"

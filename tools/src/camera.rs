@@ -526,7 +526,7 @@ fn isp_config(args: &CameraArgs, mask_bits: u32) -> DeviceConfig {
 /// RAM of the simulated machine: 2.75 GiB below 4 GiB (where page tables and the swiotlb pool
 /// live, below the PCI hole) and 32 GiB above it, where the capture buffers are allocated. Only
 /// the frames handed out are backed by memory.
-fn camera_memory_map() -> Result<MemoryMap, MmError> {
+pub(crate) fn camera_memory_map() -> Result<MemoryMap, MmError> {
     MemoryMap::new(vec![
         RamRegion {
             base: PhysAddr(0x1000_0000),

@@ -1,4 +1,6 @@
 //! Library half of the `devmmu` command: the scenarios and their pieces.
 pub mod camera;
 pub mod edu;
+pub mod gpu;
+pub mod pipeline;
 pub mod sensor;

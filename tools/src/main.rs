@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use devmmu_tools::camera::{self, CameraArgs, CameraError};
+use devmmu_tools::pipeline::{self, PipelineArgs, PipelineError};
 
 /// Drivers for devices with their own MMU: scenarios on a simulated device.
 #[derive(Parser, Debug)]
@@ -20,6 +21,9 @@ struct Cli {
 enum Command {
     /// Capture frames through a camera ISP with its own MMU (Intel IPU-style) and check them.
     Camera(CameraArgs),
+    /// Camera to GPU (Vulkan) to display through shared BOs and explicit fences, each frame
+    /// checked against a CPU reference.
+    Pipeline(PipelineArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +74,24 @@ fn main() -> ExitCode {
                     CameraError::Input(_) | CameraError::Output(_) | CameraError::Platform(_) => {
                         ExitCode::from(2)
                     }
+                    _ => ExitCode::from(1),
+                }
+            }
+        },
+        Command::Pipeline(args) => match pipeline::run(&args) {
+            Ok(report) => {
+                if report.all_match && report.faults == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("devmmu pipeline: {e}");
+                match e {
+                    PipelineError::Input(_)
+                    | PipelineError::Output(_)
+                    | PipelineError::NoGpu(_) => ExitCode::from(2),
                     _ => ExitCode::from(1),
                 }
             }

@@ -129,6 +129,54 @@ pub fn nv12_to_rgb(layout: &Nv12Layout, src: &[u8]) -> Result<RgbImage, SensorEr
     Ok(convert_to_rgb(layout, src))
 }
 
+/// Converts an NV12 frame laid out as `layout` in `src` to `DRM_FORMAT_XRGB8888` in `dst`,
+/// laid out as `out` (one plane; each pixel a little-endian 32-bit word `0xffRRGGBB`, X written
+/// as 0xff), with the inverse formulas of the module documentation: the CPU reference of the
+/// GPU's conversion (`devmmu_tools::gpu::SHADER_WGSL` computes the same integers). Bytes of a
+/// row past its pixels (stride padding) are left as they are.
+///
+/// # Errors
+/// [`SensorError::BufferTooSmall`] if `src` is shorter than `layout.total_size()` (`which` =
+/// `"source"`) or `dst` shorter than `out.size()` (`which` = `"destination"`);
+/// [`SensorError::DimensionsOutOfRange`] if `out` is not an XRGB8888 image of the frame's size.
+pub fn nv12_to_xrgb8888(
+    layout: &Nv12Layout,
+    src: &[u8],
+    out: &devmmu_mm::bo::ImageLayout,
+    dst: &mut [u8],
+) -> Result<(), SensorError> {
+    check_len("source", src.len(), layout)?;
+    if out.fourcc() != devmmu_mm::bo::DrmFourcc::Xrgb8888
+        || out.width() != layout.width()
+        || out.height() != layout.height()
+    {
+        return Err(SensorError::DimensionsOutOfRange {
+            width: out.width(),
+            height: out.height(),
+            max: super::MAX_DIMENSION,
+        });
+    }
+    let needed = out.size() as usize;
+    if dst.len() < needed {
+        return Err(SensorError::BufferTooSmall {
+            which: "destination",
+            len: dst.len(),
+            needed,
+        });
+    }
+    let rgb = convert_to_rgb(layout, src);
+    let plane = out.planes()[0];
+    for (y, row) in rgb.rows().enumerate() {
+        let start = plane.offset as usize + y * plane.stride as usize;
+        let line = &mut dst[start..start + plane.row_bytes as usize];
+        for (px, p) in line.chunks_exact_mut(4).zip(row) {
+            let [r, g, b] = p.0;
+            px.copy_from_slice(&u32::from_be_bytes([0xff, r, g, b]).to_le_bytes());
+        }
+    }
+    Ok(())
+}
+
 /// `BufferTooSmall` unless `len` bytes hold a whole frame of `layout`.
 pub(super) fn check_len(
     which: &'static str,

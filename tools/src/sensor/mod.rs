@@ -28,7 +28,7 @@ mod stamp;
 
 pub use chart::{test_chart, DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH};
 pub use check::{compare_frames, FrameComparison, Mismatch};
-pub use convert::{nv12_to_rgb, rgb_to_nv12, rgb_to_nv12_into, Nv12Frame};
+pub use convert::{nv12_to_rgb, nv12_to_xrgb8888, rgb_to_nv12, rgb_to_nv12_into, Nv12Frame};
 pub use error::SensorError;
 pub use input::{load_image, LoadLimits};
 pub use layout::{Nv12Layout, Plane, BO_ALIGN, MAX_DIMENSION, STRIDE_ALIGN};
