@@ -566,7 +566,7 @@ fn dump_page_table(vm: &Vm, dump: &mut impl FnMut(&str)) {
 const PROGRESS_MIN_BYTES: u64 = 256 << 20;
 
 /// A progress bar on stderr for long runs, only when stderr is a terminal.
-fn progress_bar(frames: u32, frame_bytes: u64) -> Option<indicatif::ProgressBar> {
+pub(crate) fn progress_bar(frames: u32, frame_bytes: u64) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() || (frames as u64) * frame_bytes < PROGRESS_MIN_BYTES {
         return None;
     }

@@ -241,7 +241,9 @@ pub struct Report {
 pub fn run(args: &PipelineArgs) -> Result<Report, PipelineError> {
     let report = run_pipeline(args)?;
     if args.json {
-        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        let json = serde_json::to_string(&report).unwrap_or_default() + "\n";
+        // A closed pipe is not an error worth a panic.
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), json.as_bytes());
     } else {
         print_summary(&report);
     }
@@ -362,6 +364,8 @@ pub fn run_pipeline(args: &PipelineArgs) -> Result<Report, PipelineError> {
     let omit = args.omit;
     let starts: Arc<parking_lot::Mutex<Vec<Option<Instant>>>> =
         Arc::new(parking_lot::Mutex::new(vec![None; frames as usize]));
+    // A bar on long runs, moved by the display as frames complete.
+    let progress = crate::camera::progress_bar(frames, nv12.total_size() as u64 + xrgb.size());
     let start = Instant::now();
 
     let fail_all = |why: &str| {
@@ -396,6 +400,7 @@ pub fn run_pipeline(args: &PipelineArgs) -> Result<Report, PipelineError> {
                 &disp_tl,
                 &gpu_tl,
                 &starts,
+                progress.as_ref(),
             );
             if let Err(e) = &r {
                 fail_all(&format!("display: {e}"));
@@ -626,6 +631,7 @@ fn display_stage(
     disp_tl: &Timeline,
     gpu_tl: &Timeline,
     starts: &parking_lot::Mutex<Vec<Option<Instant>>>,
+    progress: Option<&indicatif::ProgressBar>,
 ) -> Result<(Stage, Check), PipelineError> {
     let mut times = Vec::with_capacity(frames as usize);
     let mut check = Check {
@@ -670,6 +676,12 @@ fn display_stage(
             }
             Some(_) => {}
         }
+        if let Some(p) = progress {
+            p.inc(1);
+        }
+    }
+    if let Some(p) = progress {
+        p.finish_and_clear();
     }
     Ok((Stage { times }, check))
 }
@@ -722,8 +734,13 @@ fn times(samples: &[Duration]) -> StageTimes {
     }
 }
 
+/// The human summary. Written with errors ignored, so a closed pipe (`| head`) ends the output
+/// quietly instead of panicking.
 fn print_summary(r: &Report) {
-    println!(
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "devmmu pipeline: {} frames of {}x{}, camera ({} MMU, non-coherent) -> GPU ({}) -> \
          display ({} MMU, {})",
         r.frames,
@@ -738,16 +755,18 @@ fn print_summary(r: &Report) {
             "non-coherent"
         }
     );
-    println!(
-        "  buffers: {RING} NV12 (stride {} B) and {RING} XRGB8888 (stride {} B), shared as {} \
-         fds, imported with {}",
+    let _ = writeln!(
+        out,
+        "  buffers: {RING} NV12 (stride {} B) and {RING} XRGB8888 (stride {} B), shared as fds \
+         ({}), imported with {}",
         r.nv12_stride,
         r.xrgb_stride,
         r.fd_kind,
         r.import_path.extension()
     );
-    println!("  conversion: {}", r.conversion);
-    println!(
+    let _ = writeln!(out, "  conversion: {}", r.conversion);
+    let _ = writeln!(
+        out,
         "  frames matched: {}/{}{}",
         r.frames_matched,
         r.frames,
@@ -758,9 +777,10 @@ fn print_summary(r: &Report) {
         }
     );
     if let Some(m) = &r.first_mismatch {
-        println!("  first mismatch: {m}");
+        let _ = writeln!(out, "  first mismatch: {m}");
     }
-    println!(
+    let _ = writeln!(
+        out,
         "  per frame (p50 / p99): camera {:.2} / {:.2} ms, GPU {:.2} / {:.2} ms, display {:.2} / \
          {:.2} ms; latency {:.2} / {:.2} ms",
         r.camera.p50_ms,
@@ -772,8 +792,10 @@ fn print_summary(r: &Report) {
         r.latency.p50_ms,
         r.latency.p99_ms
     );
-    println!(
+    let _ = writeln!(
+        out,
         "  moved {:.1} MiB in {:.1} ms ({:.1} frames/s), device faults {}",
         r.mib_moved, r.elapsed_ms, r.fps, r.faults
     );
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
 }
