@@ -162,6 +162,27 @@
 #define DEVMMU_BO_FLAGS_ALL ((DEVMMU_BO_CACHING_MASK | DEVMMU_BO_CONTIGUOUS) | DEVMMU_BO_DMA32)
 
 /**
+ * BO_CREATE_IMAGE pitch rule: the file's device's own (the GPU: `DEVMMU_PITCH_RULE_SCANOUT`;
+ * the ISP: `DEVMMU_PITCH_RULE_IPU6_ISYS`).
+ */
+#define DEVMMU_PITCH_RULE_DEVICE 0
+
+/**
+ * Pitch rule of a minimal dumb buffer: no padding (`pitch = width * cpp`, planes packed).
+ */
+#define DEVMMU_PITCH_RULE_DUMB 1
+
+/**
+ * Pitch rule of the IPU6 input system: rows and planes on 64-byte boundaries.
+ */
+#define DEVMMU_PITCH_RULE_IPU6_ISYS 2
+
+/**
+ * Pitch rule of a display's linear scanout: 64-byte pitch, planes on 4096-byte boundaries.
+ */
+#define DEVMMU_PITCH_RULE_SCANOUT 3
+
+/**
  * Most operations one VM_BIND takes.
  */
 #define DEVMMU_VM_BIND_MAX_OPS 1024
@@ -307,6 +328,11 @@
  * `DRM_IOW(DRM_COMMAND_BASE + 0x0b, struct devmmu_device_access)` = `0x4020644b`.
  */
 #define DEVMMU_IOCTL_DEVICE_ACCESS 1075864651
+
+/**
+ * `DRM_IOWR(DRM_COMMAND_BASE + 0x0c, struct devmmu_bo_create_image)` = `0xc050644c`.
+ */
+#define DEVMMU_IOCTL_BO_CREATE_IMAGE 3226494028
 
 /**
  * `struct devmmu_get_param`: reads one parameter of the file's device (msm_drm.h
@@ -641,6 +667,81 @@ struct devmmu_device_access {
    * Length in bytes.
    */
   uint64_t size;
+};
+
+/**
+ * `struct devmmu_bo_create_image`: allocates a BO for an image of one DRM format and modifier
+ * and returns its handle with the layout of its planes: DRM's `DRM_IOCTL_MODE_CREATE_DUMB`
+ * (`struct drm_mode_create_dumb`: width, height in, pitch and size out) with a fourcc, a
+ * modifier and several planes, whose `pitches` and `offsets` are what
+ * `struct drm_mode_fb_cmd2` and `VkSubresourceLayout` take. The layout follows the kernel's
+ * `drm_format_info` table (drivers/gpu/drm/drm_fourcc.c) and the pitch rule asked for.
+ *
+ * | offset | size | field | direction |
+ * |---|---|---|---|
+ * | 0 | 4 | `width` | in: pixels, 1 to 16384 |
+ * | 4 | 4 | `height` | in: pixels, 1 to 16384 |
+ * | 8 | 4 | `fourcc` | in: a `DRM_FORMAT_*` code (include/uapi/drm/drm_fourcc.h) |
+ * | 12 | 4 | `pitch_rule` | in: a `DEVMMU_PITCH_RULE_*` |
+ * | 16 | 8 | `modifier` | in: `DRM_FORMAT_MOD_LINEAR` (0) only |
+ * | 24 | 4 | `flags` | in: `DEVMMU_BO_*`, as BO_CREATE |
+ * | 28 | 4 | `handle` | out: the new handle (never 0) |
+ * | 32 | 8 | `size` | out: the BO's size in bytes (the layout rounded up to 4096) |
+ * | 40 | 16 | `pitches[4]` | out: bytes per row of each plane (0 past `num_planes`) |
+ * | 56 | 16 | `offsets[4]` | out: byte offset of each plane in the BO (0 past `num_planes`) |
+ * | 72 | 4 | `num_planes` | out: 1 to 4 |
+ * | 76 | 4 | `pad` | in: must be 0 |
+ */
+struct devmmu_bo_create_image {
+  /**
+   * Width in pixels, 1 to 16384.
+   */
+  uint32_t width;
+  /**
+   * Height in pixels, 1 to 16384.
+   */
+  uint32_t height;
+  /**
+   * The `DRM_FORMAT_*` fourcc code; formats with one pixel per block (RGB, packed and
+   * planar Y'CbCr such as NV12, YUV420, YUYV), else `EINVAL`.
+   */
+  uint32_t fourcc;
+  /**
+   * `DEVMMU_PITCH_RULE_*`: the alignment of rows and planes.
+   */
+  uint32_t pitch_rule;
+  /**
+   * The format modifier: `DRM_FORMAT_MOD_LINEAR` (0), else `EINVAL`.
+   */
+  uint64_t modifier;
+  /**
+   * `DEVMMU_BO_*` bits, as BO_CREATE.
+   */
+  uint32_t flags;
+  /**
+   * Out: the handle of the new BO in this file.
+   */
+  uint32_t handle;
+  /**
+   * Out: the BO's size in bytes.
+   */
+  uint64_t size;
+  /**
+   * Out: each plane's stride in bytes.
+   */
+  uint32_t pitches[4];
+  /**
+   * Out: each plane's offset from the start of the BO, in bytes.
+   */
+  uint32_t offsets[4];
+  /**
+   * Out: the number of planes.
+   */
+  uint32_t num_planes;
+  /**
+   * Must be 0.
+   */
+  uint32_t pad;
 };
 
 #ifdef __cplusplus

@@ -147,6 +147,74 @@ pub const DEVMMU_BO_DMA32: u32 = 1 << 3;
 pub const DEVMMU_BO_FLAGS_ALL: u32 =
     DEVMMU_BO_CACHING_MASK | DEVMMU_BO_CONTIGUOUS | DEVMMU_BO_DMA32;
 
+// ---- BO_CREATE_IMAGE ----
+
+/// `struct devmmu_bo_create_image`: allocates a BO for an image of one DRM format and modifier
+/// and returns its handle with the layout of its planes: DRM's `DRM_IOCTL_MODE_CREATE_DUMB`
+/// (`struct drm_mode_create_dumb`: width, height in, pitch and size out) with a fourcc, a
+/// modifier and several planes, whose `pitches` and `offsets` are what
+/// `struct drm_mode_fb_cmd2` and `VkSubresourceLayout` take. The layout follows the kernel's
+/// `drm_format_info` table (drivers/gpu/drm/drm_fourcc.c) and the pitch rule asked for.
+///
+/// | offset | size | field | direction |
+/// |---|---|---|---|
+/// | 0 | 4 | `width` | in: pixels, 1 to 16384 |
+/// | 4 | 4 | `height` | in: pixels, 1 to 16384 |
+/// | 8 | 4 | `fourcc` | in: a `DRM_FORMAT_*` code (include/uapi/drm/drm_fourcc.h) |
+/// | 12 | 4 | `pitch_rule` | in: a `DEVMMU_PITCH_RULE_*` |
+/// | 16 | 8 | `modifier` | in: `DRM_FORMAT_MOD_LINEAR` (0) only |
+/// | 24 | 4 | `flags` | in: `DEVMMU_BO_*`, as BO_CREATE |
+/// | 28 | 4 | `handle` | out: the new handle (never 0) |
+/// | 32 | 8 | `size` | out: the BO's size in bytes (the layout rounded up to 4096) |
+/// | 40 | 16 | `pitches[4]` | out: bytes per row of each plane (0 past `num_planes`) |
+/// | 56 | 16 | `offsets[4]` | out: byte offset of each plane in the BO (0 past `num_planes`) |
+/// | 72 | 4 | `num_planes` | out: 1 to 4 |
+/// | 76 | 4 | `pad` | in: must be 0 |
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DevmmuBoCreateImage {
+    /// Width in pixels, 1 to 16384.
+    pub width: u32,
+    /// Height in pixels, 1 to 16384.
+    pub height: u32,
+    /// The `DRM_FORMAT_*` fourcc code; formats with one pixel per block (RGB, packed and
+    /// planar Y'CbCr such as NV12, YUV420, YUYV), else `EINVAL`.
+    pub fourcc: u32,
+    /// `DEVMMU_PITCH_RULE_*`: the alignment of rows and planes.
+    pub pitch_rule: u32,
+    /// The format modifier: `DRM_FORMAT_MOD_LINEAR` (0), else `EINVAL`.
+    pub modifier: u64,
+    /// `DEVMMU_BO_*` bits, as BO_CREATE.
+    pub flags: u32,
+    /// Out: the handle of the new BO in this file.
+    pub handle: u32,
+    /// Out: the BO's size in bytes.
+    pub size: u64,
+    /// Out: each plane's stride in bytes.
+    pub pitches: [u32; 4],
+    /// Out: each plane's offset from the start of the BO, in bytes.
+    pub offsets: [u32; 4],
+    /// Out: the number of planes.
+    pub num_planes: u32,
+    /// Must be 0.
+    pub pad: u32,
+}
+layout!(DevmmuBoCreateImage, 80, {
+    width: u32 => 0, height: u32 => 4, fourcc: u32 => 8, pitch_rule: u32 => 12,
+    modifier: u64 => 16, flags: u32 => 24, handle: u32 => 28, size: u64 => 32,
+    pitches: [u32; 4] => 40, offsets: [u32; 4] => 56, num_planes: u32 => 72, pad: u32 => 76
+});
+
+/// BO_CREATE_IMAGE pitch rule: the file's device's own (the GPU: `DEVMMU_PITCH_RULE_SCANOUT`;
+/// the ISP: `DEVMMU_PITCH_RULE_IPU6_ISYS`).
+pub const DEVMMU_PITCH_RULE_DEVICE: u32 = 0;
+/// Pitch rule of a minimal dumb buffer: no padding (`pitch = width * cpp`, planes packed).
+pub const DEVMMU_PITCH_RULE_DUMB: u32 = 1;
+/// Pitch rule of the IPU6 input system: rows and planes on 64-byte boundaries.
+pub const DEVMMU_PITCH_RULE_IPU6_ISYS: u32 = 2;
+/// Pitch rule of a display's linear scanout: 64-byte pitch, planes on 4096-byte boundaries.
+pub const DEVMMU_PITCH_RULE_SCANOUT: u32 = 3;
+
 // ---- BO_MMAP ----
 
 /// `struct devmmu_bo_mmap`: returns the offset to pass to `devmmu_mmap` to map a BO on the
@@ -461,6 +529,8 @@ pub const DEVMMU_IOCTL_PRIME_FD_TO_HANDLE: u32 = 0xc00c_6449;
 pub const DEVMMU_IOCTL_BO_SYNC: u32 = 0x4008_644a;
 /// `DRM_IOW(DRM_COMMAND_BASE + 0x0b, struct devmmu_device_access)` = `0x4020644b`.
 pub const DEVMMU_IOCTL_DEVICE_ACCESS: u32 = 0x4020_644b;
+/// `DRM_IOWR(DRM_COMMAND_BASE + 0x0c, struct devmmu_bo_create_image)` = `0xc050644c`.
+pub const DEVMMU_IOCTL_BO_CREATE_IMAGE: u32 = 0xc050_644c;
 
 const _: () = {
     assert!(DEVMMU_IOCTL_GET_PARAM == drm_iowr(0x00, size_of::<DevmmuGetParam>()));
@@ -475,6 +545,7 @@ const _: () = {
     assert!(DEVMMU_IOCTL_PRIME_FD_TO_HANDLE == drm_iowr(0x09, size_of::<DevmmuPrimeHandle>()));
     assert!(DEVMMU_IOCTL_BO_SYNC == drm_iow(0x0a, size_of::<DevmmuBoSync>()));
     assert!(DEVMMU_IOCTL_DEVICE_ACCESS == drm_iow(0x0b, size_of::<DevmmuDeviceAccess>()));
+    assert!(DEVMMU_IOCTL_BO_CREATE_IMAGE == drm_iowr(0x0c, size_of::<DevmmuBoCreateImage>()));
 };
 
 /// The argument structs: `#[repr(C)]`, integer fields only, no implicit padding (asserted by
@@ -510,3 +581,5 @@ unsafe impl Abi for DevmmuPrimeHandle {}
 unsafe impl Abi for DevmmuBoSync {}
 // SAFETY: as above.
 unsafe impl Abi for DevmmuDeviceAccess {}
+// SAFETY: as above (the arrays are of `u32`, with no padding between elements).
+unsafe impl Abi for DevmmuBoCreateImage {}

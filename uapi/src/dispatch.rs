@@ -42,11 +42,13 @@ pub enum Request {
     BoSync,
     /// `DEVMMU_IOCTL_DEVICE_ACCESS`.
     DeviceAccess,
+    /// `DEVMMU_IOCTL_BO_CREATE_IMAGE`.
+    BoCreateImage,
 }
 
 impl Request {
     /// Every request, in number order.
-    pub const ALL: [Request; 12] = [
+    pub const ALL: [Request; 13] = [
         Request::GetParam,
         Request::BoCreate,
         Request::BoMmap,
@@ -59,6 +61,7 @@ impl Request {
         Request::PrimeFdToHandle,
         Request::BoSync,
         Request::DeviceAccess,
+        Request::BoCreateImage,
     ];
 
     /// The request number (`DEVMMU_IOCTL_*`) of this version.
@@ -76,6 +79,7 @@ impl Request {
             Request::PrimeFdToHandle => DEVMMU_IOCTL_PRIME_FD_TO_HANDLE,
             Request::BoSync => DEVMMU_IOCTL_BO_SYNC,
             Request::DeviceAccess => DEVMMU_IOCTL_DEVICE_ACCESS,
+            Request::BoCreateImage => DEVMMU_IOCTL_BO_CREATE_IMAGE,
         }
     }
 
@@ -151,6 +155,7 @@ impl File {
                 Request::PrimeFdToHandle => call(arg, size, dir, |a| self.prime_fd_to_handle(a)),
                 Request::BoSync => call(arg, size, dir, |a| self.bo_sync(a)),
                 Request::DeviceAccess => call(arg, size, dir, |a| self.device_access(a)),
+                Request::BoCreateImage => call(arg, size, dir, |a| self.bo_create_image(a)),
             }
         }
     }

@@ -302,27 +302,60 @@ impl File {
     /// BO_CREATE. Errors: `EINVAL` (unknown flag, caching mode 3, size 0 or not a page
     /// multiple), `ENOMEM` (no frames of that shape), `ENOSPC` (handle table full).
     pub fn bo_create(&self, a: &mut DevmmuBoCreate) -> Result<(), Errno> {
-        if a.flags & !DEVMMU_BO_FLAGS_ALL != 0 {
-            return Err(Errno::INVAL);
-        }
-        let caching = match a.flags & DEVMMU_BO_CACHING_MASK {
-            DEVMMU_BO_CACHED => Caching::Cached,
-            DEVMMU_BO_WC => Caching::WriteCombined,
-            DEVMMU_BO_UNCACHED => Caching::Uncached,
-            _ => return Err(Errno::INVAL),
-        };
-        let mut flags = BoFlags::default().caching(caching);
-        if a.flags & DEVMMU_BO_CONTIGUOUS != 0 {
-            flags = flags.contiguous();
-        }
-        if a.flags & DEVMMU_BO_DMA32 != 0 {
-            flags = flags.zone(Zone::Below(PhysAddr(1 << 32)));
-        }
+        let flags = bo_flags(a.flags)?;
+        a.handle = self.create_bo(a.size, flags)?;
+        Ok(())
+    }
+
+    /// Allocates a BO of `size` bytes and gives it a handle (nothing is left on error).
+    fn create_bo(&self, size: u64, flags: BoFlags) -> Result<u32, Errno> {
         let mut st = self.state.lock();
         st.free_handle()?;
-        let bo = Bo::new(self.machine.phys(), a.size, flags).map_err(|e| errno_of(&e))?;
+        let bo = Bo::new(self.machine.phys(), size, flags).map_err(|e| errno_of(&e))?;
         self.machine.object_id(&bo);
-        a.handle = st.insert(bo)?;
+        st.insert(bo)
+    }
+
+    /// BO_CREATE_IMAGE. Errors: `EINVAL` (a format this version does not lay out, a modifier
+    /// other than LINEAR, a width or height of 0 or above 16384, an unknown pitch rule or flag,
+    /// a non-zero `pad`), `ENOMEM`, `ENOSPC` as BO_CREATE. The outputs are written only on
+    /// success.
+    pub fn bo_create_image(&self, a: &mut DevmmuBoCreateImage) -> Result<(), Errno> {
+        use devmmu_mm::bo::{DrmFourcc, DrmModifier, ImageLayout, PitchRule};
+        if a.pad != 0 {
+            return Err(Errno::INVAL);
+        }
+        let flags = bo_flags(a.flags)?;
+        let rule = match a.pitch_rule {
+            DEVMMU_PITCH_RULE_DEVICE if self.device == DEVMMU_DEVICE_ISP => PitchRule::IPU6_ISYS,
+            DEVMMU_PITCH_RULE_DEVICE => PitchRule::SCANOUT,
+            DEVMMU_PITCH_RULE_DUMB => PitchRule::DUMB,
+            DEVMMU_PITCH_RULE_IPU6_ISYS => PitchRule::IPU6_ISYS,
+            DEVMMU_PITCH_RULE_SCANOUT => PitchRule::SCANOUT,
+            _ => return Err(Errno::INVAL),
+        };
+        let fourcc = DrmFourcc::try_from(a.fourcc).map_err(|_| Errno::INVAL)?;
+        let layout = ImageLayout::with_modifier(
+            fourcc,
+            DrmModifier::from(a.modifier),
+            a.width,
+            a.height,
+            rule,
+        )
+        .map_err(|_| Errno::INVAL)?;
+        // A 16384x16384 image of 4 bytes per pixel is 1 GiB: every offset fits in u32.
+        let mut pitches = [0u32; 4];
+        let mut offsets = [0u32; 4];
+        for (i, p) in layout.planes().iter().enumerate() {
+            pitches[i] = p.stride;
+            offsets[i] = u32::try_from(p.offset).map_err(|_| Errno::INVAL)?;
+        }
+        let size = layout.bo_size();
+        a.handle = self.create_bo(size, flags)?;
+        a.size = size;
+        a.pitches = pitches;
+        a.offsets = offsets;
+        a.num_planes = layout.planes().len() as u32;
         Ok(())
     }
 
@@ -597,4 +630,25 @@ fn export_memfd(bo: &Arc<Bo>) -> Result<std::os::fd::OwnedFd, Errno> {
     bo.export_with(&opts)
         .map(|x| x.fd)
         .map_err(|e| errno_of(&e))
+}
+
+/// The [`BoFlags`] of BO_CREATE's `flags` word. `EINVAL` for unknown bits or caching mode 3.
+fn bo_flags(bits: u32) -> Result<BoFlags, Errno> {
+    if bits & !DEVMMU_BO_FLAGS_ALL != 0 {
+        return Err(Errno::INVAL);
+    }
+    let caching = match bits & DEVMMU_BO_CACHING_MASK {
+        DEVMMU_BO_CACHED => Caching::Cached,
+        DEVMMU_BO_WC => Caching::WriteCombined,
+        DEVMMU_BO_UNCACHED => Caching::Uncached,
+        _ => return Err(Errno::INVAL),
+    };
+    let mut flags = BoFlags::default().caching(caching);
+    if bits & DEVMMU_BO_CONTIGUOUS != 0 {
+        flags = flags.contiguous();
+    }
+    if bits & DEVMMU_BO_DMA32 != 0 {
+        flags = flags.zone(Zone::Below(PhysAddr(1 << 32)));
+    }
+    Ok(flags)
 }

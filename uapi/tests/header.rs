@@ -96,6 +96,7 @@ fn header_compiles_as_strict_c11() {
         "#include <devmmu.h>\n#include <devmmu.h>\n\
          _Static_assert(sizeof(struct devmmu_vm_bind_op) == 40, \"op size\");\n\
          _Static_assert(sizeof(struct devmmu_prime_handle) == 12, \"prime size\");\n\
+         _Static_assert(sizeof(struct devmmu_bo_create_image) == 80, \"image size\");\n\
          int main(void) { return (int)(DEVMMU_IOCTL_VM_BIND & 0); }\n",
     )
     .unwrap();

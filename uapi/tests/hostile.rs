@@ -93,7 +93,7 @@ fn every_request_refuses_bad_numbers_and_pointers() {
             Errno::TOOBIG
         );
     }
-    for nr in [0x00, 0x3f, 0x4c, 0xff] {
+    for nr in [0x00, 0x3f, 0x4d, 0xff] {
         let mut buf = Buf::new();
         let req = ioc::ioc(3, ioc::TYPE, nr, 16);
         refused!(m, f, g, ioctl_at(&f, req, 16, &mut buf, 8), Errno::NOTTY);

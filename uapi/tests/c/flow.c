@@ -96,6 +96,24 @@ int main(void)
     req(f1, DEVMMU_IOCTL_BO_CREATE, &create, "BO_CREATE");
     uint32_t h1 = create.handle;
     check(h1 != 0, "BO_CREATE returns a handle");
+    /* An NV12 image of 1280x720 under the scanout pitch rule: the Y plane of 720 rows of
+     * 1280 bytes, the CbCr plane on the next 4096-byte boundary: 921600 = 225 pages exactly. */
+    struct devmmu_bo_create_image img = {
+        .width = 1280, .height = 720, .fourcc = 0x3231564e /* DRM_FORMAT_NV12, 'NV12' */,
+        .pitch_rule = DEVMMU_PITCH_RULE_SCANOUT, .modifier = 0 /* DRM_FORMAT_MOD_LINEAR */,
+    };
+    req(f1, DEVMMU_IOCTL_BO_CREATE_IMAGE, &img, "BO_CREATE_IMAGE");
+    check(img.handle != 0 && img.num_planes == 2, "BO_CREATE_IMAGE: two planes");
+    check(img.pitches[0] == 1280 && img.pitches[1] == 1280, "NV12 pitches");
+    check(img.offsets[0] == 0 && img.offsets[1] == 921600, "NV12 offsets");
+    check(img.size == 921600 + 1280 * 360 + 2048, "NV12 size, rounded up to a page (338 pages)");
+    struct devmmu_gem_close imgclose = { .handle = img.handle };
+    req(f1, DEVMMU_IOCTL_GEM_CLOSE, &imgclose, "GEM_CLOSE image");
+    struct devmmu_bo_create_image tiled = img;
+    tiled.modifier = 1ull << 56 | 1; /* I915_FORMAT_MOD_X_TILED */
+    check(devmmu_ioctl(f1, DEVMMU_IOCTL_BO_CREATE_IMAGE, &tiled) == -EINVAL,
+          "a tiled modifier is refused");
+
     struct devmmu_vm_create vmc = { 0 };
     req(f1, DEVMMU_IOCTL_VM_CREATE, &vmc, "VM_CREATE");
     uint32_t vm1 = vmc.vm_id;
