@@ -73,24 +73,30 @@ impl DmaOps {
     }
 
     /// Maps, syncs for the device and records a streaming mapping; undoes everything on error.
-    fn map_streaming(
+    fn map_streaming<R>(
         &self,
         phys: &[PhysSegment],
         dir: DmaDirection,
         kind: MappingKind,
         attrs: DmaAttrs,
-    ) -> Result<(u64, Mapping), MmError> {
+        result: impl FnOnce(&Mapping) -> R,
+    ) -> Result<(u64, R), MmError> {
         self.check_attached()?;
         if phys.is_empty() {
             return Err(MmError::ZeroSize);
         }
         let mut len: u64 = 0;
-        for s in phys {
-            self.check_ram(s.addr, s.len)?;
-            len = len.checked_add(s.len).ok_or(MmError::AddrOverflow {
-                addr: s.addr,
-                len: s.len,
-            })?;
+        {
+            // One read lock of the frame table for every segment (a scattered BO is one
+            // segment per run of pages).
+            let frames = self.phys.frames();
+            for s in phys {
+                frames.check_allocated(s.addr, s.len)?;
+                len = len.checked_add(s.len).ok_or(MmError::AddrOverflow {
+                    addr: s.addr,
+                    len: s.len,
+                })?;
+            }
         }
         if let Some((addr, owner)) = DmaMachine::of(&self.phys).owner_of(phys) {
             self.report(DmaDiag::MapsDmaLayerMemory { pa: addr, owner });
@@ -113,9 +119,12 @@ impl DmaOps {
             device_owned: true,
             checked: false,
         };
-        let id = self.registry.lock().insert(m.clone());
+        // What the caller returns is read before the mapping moves into the registry (a
+        // scattered BO's mapping holds thousands of segments: no copy of them).
+        let r = result(&m);
+        let id = self.registry.lock().insert(m);
         Counters::add(&self.counters.maps, 1);
-        Ok((id, m))
+        Ok((id, r))
     }
 
     /// Finds and removes the mapping a release names by its handle, with the debug checks of
@@ -178,13 +187,14 @@ impl DmaOps {
     ///   [`MmError::SwiotlbFull`].
     /// - IOMMU: [`MmError::NoAddressSpace`], [`MmError::IommuMap`].
     pub fn map_page(&self, pa: PhysAddr, len: u64, dir: DmaDirection) -> Result<DmaAddr, MmError> {
-        let (_, m) = self.map_streaming(
+        let (_, handle) = self.map_streaming(
             &[PhysSegment { addr: pa, len }],
             dir,
             MappingKind::Page,
             DmaAttrs::default(),
+            |m| m.handle,
         )?;
-        Ok(m.handle)
+        Ok(handle)
     }
 
     /// Unmaps a [`DmaOps::map_page`] mapping and hands its bytes back to the CPU (invalidate if
@@ -232,28 +242,30 @@ impl DmaOps {
         dir: DmaDirection,
         attrs: DmaAttrs,
     ) -> Result<SgTable, MmError> {
-        let (id, m) = self.map_streaming(segs, dir, MappingKind::Sg, attrs)?;
-        let mut dma: Vec<DmaSegment> = Vec::with_capacity(m.segs.len());
-        let mut prev_bounced = true;
-        for s in &m.segs {
-            let bounced = s.bounce.is_some();
-            match dma.last_mut() {
-                Some(last) if !bounced && !prev_bounced && last.dma + last.len == s.dma => {
-                    last.len += s.len;
+        let (id, (dma, bounced)) = self.map_streaming(segs, dir, MappingKind::Sg, attrs, |m| {
+            let mut dma: Vec<DmaSegment> = Vec::with_capacity(m.segs.len());
+            let mut prev_bounced = true;
+            for s in &m.segs {
+                let bounced = s.bounce.is_some();
+                match dma.last_mut() {
+                    Some(last) if !bounced && !prev_bounced && last.dma + last.len == s.dma => {
+                        last.len += s.len;
+                    }
+                    _ => dma.push(DmaSegment {
+                        dma: s.dma,
+                        len: s.len,
+                    }),
                 }
-                _ => dma.push(DmaSegment {
-                    dma: s.dma,
-                    len: s.len,
-                }),
+                prev_bounced = bounced;
             }
-            prev_bounced = bounced;
-        }
+            (dma, m.segs.iter().any(|s| s.bounce.is_some()))
+        })?;
         Ok(SgTable {
             phys: segs.to_vec(),
             dma,
             dir,
             id,
-            bounced: m.segs.iter().any(|s| s.bounce.is_some()),
+            bounced,
         })
     }
 

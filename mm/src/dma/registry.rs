@@ -76,11 +76,29 @@ pub(crate) struct Registry {
     maps: HashMap<u64, Mapping>,
     /// (handle, id).
     by_handle: BTreeSet<(DmaAddr, u64)>,
-    /// (segment start, id) -> segment end.
+    /// (run start, id) -> run end, where a run is a maximal stretch of a mapping's segments
+    /// that follow each other in bus addresses (behind a system IOMMU, the whole mapping: one
+    /// entry instead of one per page of a scattered buffer).
     by_seg: BTreeMap<(DmaAddr, u64), DmaAddr>,
-    /// Longest segment ever registered: how far back a containment search must look.
+    /// Longest run ever registered, in bytes: how far back a containment search must look.
     max_seg: u64,
     pub(crate) iova_ranges: HashMap<u64, IovaRec>,
+}
+
+/// The runs of `segs`: `[start, end)` bus-address ranges, each a maximal stretch of segments
+/// where one ends where the next begins.
+fn runs(segs: &[Seg]) -> impl Iterator<Item = (DmaAddr, DmaAddr)> + '_ {
+    let mut i = 0;
+    core::iter::from_fn(move || {
+        let first = segs.get(i)?;
+        let mut end = first.end();
+        i += 1;
+        while let Some(next) = segs.get(i).filter(|s| s.dma == end) {
+            end = next.end();
+            i += 1;
+        }
+        Some((first.dma, end))
+    })
 }
 
 impl Registry {
@@ -99,9 +117,9 @@ impl Registry {
 
     pub(crate) fn insert_with_id(&mut self, id: u64, m: Mapping) {
         self.by_handle.insert((m.handle, id));
-        for s in &m.segs {
-            self.by_seg.insert((s.dma, id), s.end());
-            self.max_seg = self.max_seg.max(s.len);
+        for (start, end) in runs(&m.segs) {
+            self.by_seg.insert((start, id), end);
+            self.max_seg = self.max_seg.max(end.get() - start.get());
         }
         self.maps.insert(id, m);
     }
@@ -109,8 +127,10 @@ impl Registry {
     pub(crate) fn remove(&mut self, id: u64) -> Option<Mapping> {
         let m = self.maps.remove(&id)?;
         self.by_handle.remove(&(m.handle, id));
-        for s in &m.segs {
-            self.by_seg.remove(&(s.dma, id));
+        // A mapping's segments never change once registered (only its flags do), so these are
+        // the runs `insert_with_id` indexed.
+        for (start, _) in runs(&m.segs) {
+            self.by_seg.remove(&(start, id));
         }
         Some(m)
     }
@@ -154,5 +174,61 @@ impl Registry {
 
     pub(crate) fn len(&self) -> usize {
         self.maps.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(dma: u64, len: u64) -> Seg {
+        Seg {
+            dma: DmaAddr(dma),
+            len,
+            pa: PhysAddr(0x1_0000_0000 + dma),
+            bounce: None,
+        }
+    }
+
+    #[test]
+    fn runs_join_adjacent_segments_only() {
+        let segs = [
+            seg(0x1000, 0x1000),
+            seg(0x2000, 0x1000),
+            seg(0x3000, 0x800),
+            seg(0x8000, 0x1000),
+            seg(0x9000, 0x1000),
+            seg(0x4000, 0x1000),
+        ];
+        let got: Vec<(u64, u64)> = runs(&segs).map(|(a, b)| (a.get(), b.get())).collect();
+        assert_eq!(got, [(0x1000, 0x3800), (0x8000, 0xa000), (0x4000, 0x5000)]);
+        assert_eq!(runs(&[]).count(), 0);
+    }
+
+    #[test]
+    fn intersecting_finds_a_mapping_by_any_byte_of_a_run() {
+        let mut reg = Registry::default();
+        let m = |segs: Vec<Seg>| Mapping {
+            kind: MappingKind::Sg,
+            dir: DmaDirection::Bidirectional,
+            handle: segs[0].dma,
+            len: segs.iter().map(|s| s.len).sum(),
+            segs,
+            iova: None,
+            device_owned: true,
+            checked: false,
+        };
+        let a = reg.insert(m(vec![seg(0x10000, 0x1000), seg(0x11000, 0x1000)]));
+        let b = reg.insert(m(vec![seg(0x20000, 0x1000), seg(0x40000, 0x1000)]));
+        assert_eq!(reg.by_seg.len(), 3, "one run for a, two for b");
+        assert_eq!(reg.intersecting(DmaAddr(0x11fff), DmaAddr(0x12000)), [a]);
+        assert_eq!(reg.intersecting(DmaAddr(0x40800), DmaAddr(0x40801)), [b]);
+        assert!(reg
+            .intersecting(DmaAddr(0x21000), DmaAddr(0x40000))
+            .is_empty());
+        assert_eq!(reg.intersecting(DmaAddr(0), DmaAddr(u64::MAX)), [a, b]);
+        reg.remove(a).unwrap();
+        reg.remove(b).unwrap();
+        assert!(reg.by_seg.is_empty());
     }
 }

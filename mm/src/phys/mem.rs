@@ -428,6 +428,29 @@ impl FrameView<'_> {
         self.mem.cache
     }
 
+    /// Checks that every byte of `addr..addr + len` lies in an allocated frame, under this
+    /// view's lock, with one lookup per page and no allocation.
+    ///
+    /// # Errors
+    /// [`MmError::ZeroSize`] for `len == 0`; [`MmError::AddrOverflow`]; [`MmError::BadPhysAddr`]
+    /// naming the first byte with no frame.
+    pub(crate) fn check_allocated(&self, addr: PhysAddr, len: u64) -> Result<(), MmError> {
+        if len == 0 {
+            return Err(MmError::ZeroSize);
+        }
+        let end = addr
+            .checked_add(len)
+            .ok_or(MmError::AddrOverflow { addr, len })?;
+        for pfn in addr.pfn().0..=((end.0 - 1) >> PAGE_SHIFT) {
+            if self.table.get(&pfn).is_none() {
+                return Err(MmError::BadPhysAddr {
+                    addr: addr.max(Pfn(pfn).addr()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// As [`PhysMem::for_each_chunk`], under this view's lock. Pages adjacent both physically and
     /// in one backing are handed to `f` as one chunk, so a contiguous allocation is one copy.
     pub(crate) fn for_each_chunk(

@@ -1,0 +1,56 @@
+//! A fixed workload for instruction counting (callgrind): `DmaOps::map_sg` then `unmap_sg` of a
+//! 64 MiB BO of scattered 4 KiB pages (16384 pages) through the system IOMMU, coherent, `ROUNDS`
+//! times after one warm-up round, all counted: per page = callgrind's total / ((ROUNDS + 1) * 16384).
+//!
+//! ```sh
+//! cargo build --release -p devmmu-benches --bin map-sg-profile
+//! valgrind --tool=callgrind --toggle-collect='*map_sg_attrs*' --toggle-collect='*unmap_sg*' \
+//!     target/release/map-sg-profile
+//! ```
+
+use devmmu_mm::bo::{Bo, BoFlags};
+use devmmu_mm::device::{Device, DeviceConfig, MmuFormat};
+use devmmu_mm::dma::{DmaDirection, DmaMask, Platform};
+use devmmu_mm::model::{SimConfig, SimMmu};
+use devmmu_mm::phys::{CacheMode, MemoryMap, PhysMem};
+
+const BO_SIZE: u64 = 64 << 20;
+const ROUNDS: usize = 4;
+
+fn main() {
+    let phys = PhysMem::new(MemoryMap::default(), CacheMode::Native).expect("PhysMem");
+    let platform = Platform {
+        system_iommu: true,
+        ..Platform::default()
+    };
+    let config = DeviceConfig {
+        name: "profile".into(),
+        dma_mask: DmaMask::bits(32),
+        coherent: true,
+        coherent_walk: true,
+        mmu: MmuFormat::Ipu,
+        tlb_invalidation: MmuFormat::Ipu.tlb_invalidation(),
+        accept_unenforced_prot: false,
+    };
+    let sim = SimMmu::new(SimConfig {
+        tlb_entries: 64,
+        coherent_walk: true,
+        coherent: true,
+    });
+    let device = Device::attach(&phys, config, &platform, sim).expect("attach");
+    let bo = Bo::new(&phys, BO_SIZE, BoFlags::default()).expect("BO");
+    let segs = bo.segments();
+    let ops = device.dma_ops();
+    for _ in 0..=ROUNDS {
+        let sg = ops
+            .map_sg(&segs, DmaDirection::Bidirectional)
+            .expect("map_sg");
+        ops.unmap_sg(&sg).expect("unmap_sg");
+    }
+    println!(
+        "{} rounds of map_sg + unmap_sg of {} pages in {} segments",
+        ROUNDS + 1,
+        BO_SIZE / 4096,
+        segs.len()
+    );
+}
