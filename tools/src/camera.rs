@@ -38,9 +38,9 @@ use devmmu_pagetable::{Iova, Prot};
 use serde::Serialize;
 
 use crate::sensor::{
-    check_output_path, compare_frames, load_image, nv12_to_rgb, read_stamp, rgb_to_nv12,
-    stamp_frame, test_chart, write_png, LoadLimits, SensorError, DEFAULT_CHART_HEIGHT,
-    DEFAULT_CHART_WIDTH,
+    check_output_is_not_input, check_output_path, compare_frames, load_image, nv12_to_rgb,
+    output_format, read_stamp, rgb_to_nv12, stamp_frame, test_chart, write_image, LoadLimits,
+    SensorError, DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH,
 };
 
 /// Buffers in the capture ring.
@@ -111,9 +111,10 @@ pub struct CameraArgs {
     /// Unbind and bind each frame's buffer again before the frame (IOPTE updates every frame).
     #[arg(long)]
     pub rebind: bool,
-    /// Write the last captured frame, converted back to RGB, to this PNG file (its first 4 pixels
-    /// hold the frame number stamp).
-    #[arg(long, value_name = "PNG")]
+    /// Write the last captured frame, converted back to RGB, to this file: PNG for a `.png` name
+    /// (or none), JPEG for `.jpg`/`.jpeg`; other names are refused. It may not be the input
+    /// file. A PNG's first 4 pixels hold the frame number stamp exactly (JPEG is lossy).
+    #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Print the device page table while the ring is bound, one line per mapped run (on stderr
     /// with --json).
@@ -248,6 +249,10 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     // Refuse an unusable output path before doing any work, so nothing is left behind.
     if let Some(out) = &args.output {
         check_output_path(out).map_err(CameraError::Output)?;
+        output_format(out).map_err(CameraError::Output)?;
+        if let Some(input) = &args.input {
+            check_output_is_not_input(out, input).map_err(CameraError::Output)?;
+        }
     }
     let vfio = args.platform == PlatformArg::Vfio;
     let image = match &args.input {
@@ -395,7 +400,7 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
 
     if let Some(out) = &args.output {
         let rgb = nv12_to_rgb(&layout, &got).map_err(CameraError::Output)?;
-        write_png(out, &rgb).map_err(CameraError::Output)?;
+        write_image(out, &rgb).map_err(CameraError::Output)?;
     }
     Ok(Outcome { report })
 }

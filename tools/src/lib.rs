@@ -1,4 +1,5 @@
 //! Library half of the `devmmu` command: the scenarios and their pieces.
 pub mod camera;
 pub mod edu;
+pub mod interrupt;
 pub mod sensor;

@@ -10,7 +10,14 @@ use devmmu_tools::camera::{self, CameraArgs, CameraError};
 
 /// Drivers for devices with their own MMU: scenarios on a simulated device.
 #[derive(Parser, Debug)]
-#[command(name = "devmmu", version, about, propagate_version = true)]
+#[command(
+    name = "devmmu",
+    version,
+    about,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = false
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,21 +30,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // An interrupted run removes its unfinished output file (see devmmu_tools::interrupt).
+    if let Err(e) = devmmu_tools::interrupt::install() {
+        eprintln!("devmmu: cannot handle SIGINT/SIGTERM: {e}");
+        return ExitCode::from(2);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
             return match e.kind() {
-                ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                    let _ = e.print();
-                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                        ExitCode::from(2)
-                    } else {
-                        ExitCode::SUCCESS
-                    }
-                }
+                // clap's own handling: the help or version on stdout, exit 0.
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => e.exit(),
                 _ => {
                     // One clear line: clap's first line names the argument and the problem;
                     // the indented lines straight after it (the possible values) say what is
