@@ -206,6 +206,10 @@ pub struct Report {
     pub dma_leaks: u64,
     /// Wall time of the capture in milliseconds.
     pub elapsed_ms: f64,
+    /// Median time of one frame (clear, device write, sync, check), in milliseconds.
+    pub frame_ms_p50: f64,
+    /// 99th percentile of the time of one frame, in milliseconds.
+    pub frame_ms_p99: f64,
 }
 
 /// The result of a run.
@@ -303,7 +307,9 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     let start = Instant::now();
     let mut matched = 0u32;
     let mut first_mismatch = None;
+    let mut frame_ms = Vec::with_capacity(args.frames as usize);
     for frame in 0..args.frames {
+        let frame_start = Instant::now();
         let slot = frame as usize % RING;
         if args.rebind {
             let (bo, va) = &ring[slot];
@@ -345,10 +351,12 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
                 cmp.mismatched_bytes, cmp.compared_bytes
             ));
         }
+        frame_ms.push(frame_start.elapsed().as_secs_f64() * 1e3);
         if let Some(p) = &progress {
             p.inc(1);
         }
     }
+    frame_ms.sort_by(f64::total_cmp);
     let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
     if let Some(p) = progress {
         p.finish_and_clear();
@@ -396,6 +404,8 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         first_mismatch,
         dma_leaks: leaks.mappings,
         elapsed_ms,
+        frame_ms_p50: crate::summary::percentile(&frame_ms, 50.0),
+        frame_ms_p99: crate::summary::percentile(&frame_ms, 99.0),
     };
 
     if let Some(out) = &args.output {
@@ -584,45 +594,5 @@ fn progress_bar(frames: u32, frame_bytes: u64) -> Option<indicatif::ProgressBar>
 }
 
 fn print_summary(r: &Report) {
-    println!(
-        "devmmu camera: {} frames of {}x{} NV12 through a {} MMU, {} DMA, {}",
-        r.frames,
-        r.width,
-        r.height,
-        r.mmu,
-        r.dma_ops,
-        if r.coherent {
-            "coherent"
-        } else {
-            "non-coherent"
-        }
-    );
-    println!(
-        "  frames matched: {}/{}{}",
-        r.frames_matched,
-        r.frames,
-        if r.nv12_match {
-            " (every frame byte-exact)"
-        } else {
-            ""
-        }
-    );
-    if let Some(m) = &r.first_mismatch {
-        println!("  first mismatch: {m}");
-    }
-    println!(
-        "  IOPTE stores {}, PTE lines cleaned {}, TLB invalidations {}, tables {}",
-        r.iopte_stores, r.pte_lines_cleaned, r.tlb_invalidations, r.tables_allocated
-    );
-    println!(
-        "  synced for device {} B, for CPU {} B, bounced {} B, faults {}, {:.1} ms",
-        r.synced_bytes_for_device, r.synced_bytes_for_cpu, r.bounced_bytes, r.faults, r.elapsed_ms
-    );
-    if r.platform == "vfio" {
-        println!(
-            "  edu on the running kernel: {} DMAs through the IOMMU (every IOPTE fetched by DMA, \
-             then the data)",
-            r.device_dmas
-        );
-    }
+    println!("{}", crate::summary::render(r));
 }

@@ -3,3 +3,4 @@ pub mod camera;
 pub mod edu;
 pub mod interrupt;
 pub mod sensor;
+pub mod summary;

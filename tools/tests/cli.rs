@@ -70,7 +70,8 @@ fn default_run_prints_a_summary() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(
         stdout.starts_with(
-            "devmmu camera: 2 frames of 1280x720 NV12 through a ipu MMU, iommu DMA, non-coherent\n"
+            "devmmu camera: 2 frames of 1280x720 NV12 through an IPU MMU, system-IOMMU DMA, \
+             non-coherent\n"
         ),
         "{stdout}"
     );
@@ -78,8 +79,35 @@ fn default_run_prints_a_summary() {
         stdout.contains("frames matched: 2/2 (every frame byte-exact)"),
         "{stdout}"
     );
-    assert!(stdout.contains("IOPTE stores 1354,"), "{stdout}");
-    assert!(stdout.contains("faults 0"), "{stdout}");
+    // Sizes in binary units, rates in MB/s, per-frame percentiles, one line per counter saying
+    // what it counts.
+    assert!(
+        stdout.contains("  frame 1.32 MiB in a buffer object of 1.32 MiB; 2.64 MiB captured in "),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" MB/s\n"), "{stdout}");
+    assert!(stdout.contains("  per frame: p50 "), "{stdout}");
+    assert!(stdout.contains(" ms, p99 "), "{stdout}");
+    let counter = |name: &str| -> (String, String) {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} line in {stdout}"));
+        let rest = line.trim_start()[name.len()..].trim_start();
+        let (value, what) = rest.split_once("  ").unwrap_or((rest, ""));
+        (value.to_string(), what.trim().to_string())
+    };
+    assert_eq!(counter("IOPTE stores").0, "1354");
+    assert!(counter("IOPTE stores").1.contains("page-table entries"));
+    assert!(counter("PTE lines cleaned").1.contains("non-coherent"));
+    let tlb = counter("TLB invalidations");
+    assert!(
+        tlb.1.contains("dummy page") && tlb.1.contains("ARM LPAE"),
+        "{tlb:?}"
+    );
+    assert_eq!(counter("bounced").0, "0 B");
+    assert_eq!(counter("faults").0, "0");
+    assert!(counter("synced for CPU").0.ends_with(" MiB"));
     // stderr is not a terminal here: no progress bar, nothing else.
     assert_eq!(stderr, "");
 }
