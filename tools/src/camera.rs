@@ -48,7 +48,7 @@ pub const RING: usize = 4;
 
 /// The `--mmu` parser: the names of the registered MMU formats ([`MmuFormat::ALL`]), each with
 /// its summary as help.
-fn mmu_format_parser() -> impl TypedValueParser<Value = MmuFormat> {
+pub(crate) fn mmu_format_parser() -> impl TypedValueParser<Value = MmuFormat> {
     let names = MmuFormat::ALL
         .iter()
         .map(|f| PossibleValue::new(f.name()).help(f.summary()));

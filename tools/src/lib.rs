@@ -2,5 +2,6 @@
 pub mod camera;
 pub mod edu;
 pub mod interrupt;
+pub mod pt;
 pub mod sensor;
 pub mod summary;

@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Capture frames through a camera ISP with its own MMU (Intel IPU-style) and check them.
     Camera(CameraArgs),
+    /// Page tables: decode IOPTE values, walk or dump a table built from a description file.
+    Pt(devmmu_tools::pt::PtArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,16 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Pt(args) => match devmmu_tools::pt::run(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("devmmu pt: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Camera(args) => match camera::run(&args) {
             Ok(outcome) => {
                 if outcome.success() {
