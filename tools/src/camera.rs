@@ -116,6 +116,11 @@ pub struct CameraArgs {
     /// file. A PNG's first 4 pixels hold the frame number stamp exactly (JPEG is lossy).
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Draw the device VA space of the capture's VM (bindings with their BO, holes, the guard
+    /// page, 4 KiB pages versus blocks) as an SVG picture in this file, as it is after the last
+    /// frame.
+    #[arg(long, value_name = "SVG")]
+    pub va_map: Option<PathBuf>,
     /// Print the device page table while the ring is bound, one line per mapped run (on stderr
     /// with --json).
     #[arg(long)]
@@ -258,6 +263,9 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
             check_output_is_not_input(out, input).map_err(CameraError::Output)?;
         }
     }
+    if let Some(map) = &args.va_map {
+        check_output_path(map).map_err(CameraError::Output)?;
+    }
     let vfio = args.platform == PlatformArg::Vfio;
     let image = match &args.input {
         Some(path) => load_image(path, LoadLimits::default()).map_err(CameraError::Input)?,
@@ -368,6 +376,16 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     let device_dmas = engine.dmas();
     // Read with the other counters, so that none of them includes the teardown below.
     let tlb_invalidations = device.tlb_invalidations();
+    if let Some(path) = &args.va_map {
+        let space = crate::vamap::VaSpace::of_vm(&vm, |iova| {
+            match ring.iter().position(|(_, va)| *va == iova) {
+                Some(i) => format!("BO {i}"),
+                None => "BO ?".into(),
+            }
+        });
+        crate::sensor::write_bytes(path, crate::vamap::render_svg(&space).as_bytes())
+            .map_err(CameraError::Output)?;
+    }
     // Tear down in order: unbind (invalidate, free tables, release DMA), drop the VM, detach.
     for (bo, va) in &ring {
         vm.unbind(*va, bo.size())?;

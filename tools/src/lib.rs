@@ -5,3 +5,4 @@ pub mod interrupt;
 pub mod pt;
 pub mod sensor;
 pub mod summary;
+pub mod vamap;

@@ -10,7 +10,7 @@ use devmmu_mm::device::{MmuFormat, TlbInvalidation};
 use crate::camera::Report;
 
 /// `bytes` in the largest binary unit that keeps a number of at least 1: `512 B`, `4.0 KiB`,
-/// `1.32 MiB`, `2.00 GiB` (KiB with one decimal, MiB and GiB with two).
+/// `1.32 MiB`, `2.00 GiB`, `256.00 TiB` (KiB with one decimal, the larger units with two).
 pub fn bytes(bytes: u64) -> String {
     const KIB: f64 = 1024.0;
     let b = bytes as f64;
@@ -20,8 +20,10 @@ pub fn bytes(bytes: u64) -> String {
         format!("{:.1} KiB", b / KIB)
     } else if b < KIB * KIB * KIB {
         format!("{:.2} MiB", b / (KIB * KIB))
-    } else {
+    } else if b < KIB * KIB * KIB * KIB {
         format!("{:.2} GiB", b / (KIB * KIB * KIB))
+    } else {
+        format!("{:.2} TiB", b / (KIB * KIB * KIB * KIB))
     }
 }
 
@@ -224,6 +226,7 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(4096), "4.0 KiB");
         assert_eq!(bytes(1_384_448), "1.32 MiB");
+        assert_eq!(bytes(1 << 48), "256.00 TiB");
         assert_eq!(rate(10_000_000, 10.0), "1000.0 MB/s");
         assert_eq!(rate(1, 0.0), "-");
         assert_eq!(article(&mmu_words("ipu")), "an");

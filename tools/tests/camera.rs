@@ -66,6 +66,7 @@ fn args(input: Option<PathBuf>, mmu: MmuFormat, dma: DmaArg, coherent: bool) -> 
         coherent,
         rebind: false,
         output: None,
+        va_map: None,
         dump_pt: false,
         json: false,
         skip_frame: None,

@@ -486,3 +486,48 @@ fn an_interrupted_run_leaves_no_temporary_file() {
         );
     }
 }
+
+/// `--va-map` writes an SVG of the VM's VA space with every ring buffer's binding, its BO and
+/// its pages, and the guard page; an unusable path is refused before any work.
+#[test]
+fn va_map_draws_every_binding() {
+    let s = Scratch::new("cli-va-map");
+    let input = s.tiny_png("in.png");
+    for mmu in ["ipu", "arm-lpae-4k"] {
+        let svg = s.path(&format!("va-{mmu}.svg"));
+        let out = devmmu(&[
+            "camera",
+            "--input",
+            path_str(&input),
+            "--frames",
+            "2",
+            "--mmu",
+            mmu,
+            "--va-map",
+            path_str(&svg),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let picture = std::fs::read_to_string(&svg).unwrap();
+        assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
+        assert!(picture.contains(&format!("({mmu} MMU")), "{picture}");
+        // 64x48 NV12 is 4608 bytes: BOs of 2 pages (8 KiB), bound from 0x1000 one after another.
+        for (i, va) in ["0x1000", "0x3000", "0x5000", "0x7000"].iter().enumerate() {
+            assert!(
+                picture.contains(&format!("BO {i} at {va}")),
+                "BO {i}: {picture}"
+            );
+        }
+        assert_eq!(picture.matches("2 x 4 KiB pages").count(), 4, "{picture}");
+        assert!(picture.contains("guard page") && picture.contains("hole"));
+    }
+    let nowhere = s.path("nowhere/va.svg");
+    let args = [
+        "camera",
+        "--input",
+        path_str(&input),
+        "--va-map",
+        path_str(&nowhere),
+    ];
+    let line = one_error_line(&devmmu(&args), 2, "--va-map into a missing directory");
+    assert!(line.contains("does not exist"), "{line}");
+}

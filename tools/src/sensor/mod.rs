@@ -33,7 +33,7 @@ pub use error::SensorError;
 pub use input::{load_image, LoadLimits};
 pub use layout::{Nv12Layout, Plane, BO_ALIGN, MAX_DIMENSION, STRIDE_ALIGN};
 pub use output::{
-    check_output_is_not_input, check_output_path, output_format, write_image, write_png,
-    OutputFormat, HOLD_TEMP_ENV, JPEG_QUALITY,
+    check_output_is_not_input, check_output_path, output_format, write_bytes, write_image,
+    write_png, OutputFormat, HOLD_TEMP_ENV, JPEG_QUALITY,
 };
 pub use stamp::{read_stamp, stamp_frame, stamp_len, STAMP_BYTES};

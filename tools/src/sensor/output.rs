@@ -110,6 +110,22 @@ pub fn write_png(path: impl AsRef<Path>, image: &RgbImage) -> Result<(), SensorE
     })
 }
 
+/// Writes `bytes` to `path`, all or nothing, as [`write_png`] writes its PNG (same checks and
+/// errors, the same temporary file removed on failure or interruption).
+///
+/// # Errors
+/// Those of [`write_png`] but [`SensorError::DimensionsOutOfRange`] and
+/// [`SensorError::Encode`].
+pub fn write_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), SensorError> {
+    let path = path.as_ref();
+    write_atomically(path, |out| {
+        out.write_all(bytes).map_err(|cause| SensorError::Write {
+            path: path.into(),
+            cause,
+        })
+    })
+}
+
 fn encode_error(path: &Path, format: &'static str, e: ImageError) -> SensorError {
     match e {
         ImageError::IoError(cause) => SensorError::Write {
