@@ -42,6 +42,7 @@ use crate::sensor::{
     output_format, read_stamp, rgb_to_nv12, stamp_frame, test_chart, write_image, LoadLimits,
     SensorError, DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH,
 };
+use crate::trace::{digest, Counters, Data, Event, Recorder};
 
 /// Buffers in the capture ring.
 pub const RING: usize = 4;
@@ -121,6 +122,10 @@ pub struct CameraArgs {
     /// frame.
     #[arg(long, value_name = "SVG")]
     pub va_map: Option<PathBuf>,
+    /// Record every BO allocation, bind, unbind, CPU access (with its syncs) and device access
+    /// of the run, and its counters, as JSON lines in this file (`devmmu replay` replays it).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
     /// Print the device page table while the ring is bound, one line per mapped run (on stderr
     /// with --json).
     #[arg(long)]
@@ -263,9 +268,25 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
             check_output_is_not_input(out, input).map_err(CameraError::Output)?;
         }
     }
-    if let Some(map) = &args.va_map {
-        check_output_path(map).map_err(CameraError::Output)?;
+    for path in [&args.va_map, &args.trace].into_iter().flatten() {
+        check_output_path(path).map_err(CameraError::Output)?;
     }
+    let mut rec = args.trace.as_ref().map(|_| Recorder::default());
+    let mut trace = |e: Event| {
+        if let Some(r) = rec.as_mut() {
+            r.record(e)
+        }
+    };
+    trace(Event::Config {
+        mmu: args.mmu.name().into(),
+        dma: match (args.platform, args.dma) {
+            (PlatformArg::Vfio, _) => "vfio",
+            (PlatformArg::Sim, DmaArg::Iommu) => "iommu",
+            (PlatformArg::Sim, DmaArg::Direct) => "direct",
+        }
+        .into(),
+        coherent: args.coherent,
+    });
     let vfio = args.platform == PlatformArg::Vfio;
     let image = match &args.input {
         Some(path) => load_image(path, LoadLimits::default()).map_err(CameraError::Input)?,
@@ -300,9 +321,14 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     // The capture ring: scattered pages, above 4 GiB.
     let prot = Prot::WRITE | Prot::NOEXEC;
     let mut ring: Vec<(Arc<Bo>, Iova)> = Vec::with_capacity(RING);
-    for _ in 0..RING {
+    for i in 0..RING {
         let bo = Bo::new(&phys, bo_bytes, BoFlags::default())?;
+        trace(Event::BoNew {
+            bo: i,
+            size: bo_bytes,
+        });
         let va = vm.bind(&bo, 0, bo_bytes, Placement::Anywhere, prot)?;
+        trace(bind_event(i, bo_bytes, prot, va));
         ring.push((bo, va));
     }
     if args.dump_pt {
@@ -322,7 +348,12 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         if args.rebind {
             let (bo, va) = &ring[slot];
             vm.unbind(*va, bo_bytes)?;
+            trace(Event::Unbind {
+                iova: va.0,
+                size: bo_bytes,
+            });
             let new_va = vm.bind(bo, 0, bo_bytes, Placement::Anywhere, prot)?;
+            trace(bind_event(slot, bo_bytes, prot, new_va));
             ring[slot].1 = new_va;
         }
         let (bo, va) = &ring[slot];
@@ -332,16 +363,33 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
             let _cpu = bo.begin_cpu_access(CpuAccess::WRITE)?;
             bo.write(0, &poison)?;
         }
+        trace(Event::CpuWrite {
+            bo: slot,
+            offset: 0,
+            data: Data::of(&poison),
+        });
         // The sensor numbers the frame; the ISP writes it through its MMU (a fault is recorded
         // by the model), unless a test made it drop this frame.
         stamp_frame(&mut source, &layout, frame).map_err(CameraError::Input)?;
         if args.skip_frame != Some(frame) {
+            let faults = engine.faults();
             engine.write(&vm, *va, &source);
+            trace(Event::DeviceWrite {
+                iova: va.0,
+                data: Data::of(&source),
+                fault: engine.faults() != faults,
+            });
         }
         {
             let _cpu = bo.begin_cpu_access(CpuAccess::READ)?;
             bo.read(0, &mut got)?;
         }
+        trace(Event::CpuRead {
+            bo: slot,
+            offset: 0,
+            len: got.len() as u64,
+            digest: digest(&got),
+        });
         let cmp = compare_frames(&layout, &source, &got).map_err(CameraError::Input)?;
         if cmp.is_match() {
             matched += 1;
@@ -384,6 +432,20 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
             }
         });
         crate::sensor::write_bytes(path, crate::vamap::render_svg(&space).as_bytes())
+            .map_err(CameraError::Output)?;
+    }
+    trace(Event::Counters(Counters {
+        iopte_stores: pt.pte_stores,
+        pte_lines_cleaned: pt.lines_cleaned,
+        tlb_invalidations,
+        tables_allocated: pt.tables_allocated,
+        synced_bytes_for_device: dma.bytes_synced_for_device,
+        synced_bytes_for_cpu: dma.bytes_synced_for_cpu,
+        bounced_bytes: dma.bounced_bytes,
+        faults,
+    }));
+    if let (Some(path), Some(rec)) = (&args.trace, &rec) {
+        crate::sensor::write_bytes(path, rec.to_json_lines().as_bytes())
             .map_err(CameraError::Output)?;
     }
     // Tear down in order: unbind (invalidate, free tables, release DMA), drop the VM, detach.
@@ -431,6 +493,17 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         write_image(out, &rgb).map_err(CameraError::Output)?;
     }
     Ok(Outcome { report })
+}
+
+/// The trace event of a bind of ring buffer `bo`.
+fn bind_event(bo: usize, size: u64, prot: Prot, va: Iova) -> Event {
+    Event::Bind {
+        bo,
+        offset: 0,
+        size,
+        prot: prot.to_string(),
+        iova: va.0,
+    }
 }
 
 /// The built-in chart's size on `--platform vfio`, in pixels: 4608 bytes of NV12 (2 pages).
@@ -481,10 +554,19 @@ impl Engine {
 /// The simulated machine: RAM below and above 4 GiB (buffers come from the high region), the
 /// ISP behind the system IOMMU or direct DMA, the device model writing.
 fn attach_sim(args: &CameraArgs, bo_bytes: u64) -> Result<(Arc<Device>, Engine), CameraError> {
+    let (device, sim, mmu) = attach_sim_machine(args, bo_bytes * RING as u64)?;
+    Ok((device, Engine::Sim { sim, mmu }))
+}
+
+/// The simulated machine of [`attach_sim`], its swiotlb pool sized for `ring_bytes` of bound
+/// buffers; also the machine `devmmu replay` replays on.
+pub(crate) fn attach_sim_machine(
+    args: &CameraArgs,
+    ring_bytes: u64,
+) -> Result<(Arc<Device>, SimDevice, Arc<SimMmu>), CameraError> {
     let phys = PhysMem::new(camera_memory_map()?, CacheMode::Model)?;
     // Direct DMA bounces the whole bound ring (as a streaming mapping of each buffer), so the
     // swiotlb pool is sized for it, the way a platform sets `swiotlb=` for a camera.
-    let ring_bytes = bo_bytes * RING as u64;
     let platform = Platform {
         system_iommu: args.dma == DmaArg::Iommu,
         swiotlb: Some(DEFAULT_SWIOTLB_BYTES.max(ring_bytes + DEFAULT_SWIOTLB_BYTES)),
@@ -498,7 +580,7 @@ fn attach_sim(args: &CameraArgs, bo_bytes: u64) -> Result<(Arc<Device>, Engine),
     });
     let device = Device::attach(&phys, isp_config(args, 32), &platform, mmu.clone())?;
     let sim = SimDevice::new(device.clone(), mmu.clone());
-    Ok((device, Engine::Sim { sim, mmu }))
+    Ok((device, sim, mmu))
 }
 
 /// The running kernel: edu through VFIO (its container as the system DMA ops), devmmu's memory

@@ -5,4 +5,5 @@ pub mod interrupt;
 pub mod pt;
 pub mod sensor;
 pub mod summary;
+pub mod trace;
 pub mod vamap;

@@ -29,6 +29,8 @@ enum Command {
     Camera(CameraArgs),
     /// Page tables: decode IOPTE values, walk or dump a table built from a description file.
     Pt(devmmu_tools::pt::PtArgs),
+    /// Replay a trace of `devmmu camera --trace` on another configuration and compare.
+    Replay(devmmu_tools::trace::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,28 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Replay(args) => {
+            use devmmu_tools::trace::{read_trace, render, replay, ReplayError};
+            let result = read_trace(&args.file)
+                .and_then(|events| replay(&args.file, &events, args.mmu, args.dma, args.coherent));
+            match result {
+                Ok(r) => {
+                    println!("{}", render(&r));
+                    if r.differences.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("devmmu replay: {e}");
+                    match e {
+                        ReplayError::Trace { .. } => ExitCode::from(2),
+                        ReplayError::Operation { .. } => ExitCode::from(1),
+                    }
+                }
+            }
+        }
         Command::Pt(args) => match devmmu_tools::pt::run(&args) {
             Ok(text) => {
                 print!("{text}");

@@ -67,6 +67,7 @@ fn args(input: Option<PathBuf>, mmu: MmuFormat, dma: DmaArg, coherent: bool) -> 
         rebind: false,
         output: None,
         va_map: None,
+        trace: None,
         dump_pt: false,
         json: false,
         skip_frame: None,

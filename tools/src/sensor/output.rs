@@ -156,7 +156,10 @@ fn write_atomically(
     prefix.push(".");
     let (temp, _registered) = crate::interrupt::create_registered(
         || {
+            // rw for everyone the umask allows, as a file a shell redirection makes (tempfile's
+            // own default is 0600).
             tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
                 .prefix(&prefix)
                 .suffix(".tmp")
                 .tempfile_in(parent)
