@@ -176,6 +176,9 @@ pub fn render_svg(space: &VaSpace) -> String {
         .count() as f64;
     let bound: u64 = space.bindings.iter().map(|b| b.size).sum();
     let share = (inner - FIXED * fixed).max(0.0);
+    let n = space.bindings.len().max(1) as f64;
+    let min_w = (share / n).min(120.0);
+    let extra = share - min_w * n;
     let (y, h) = (130.0, 40.0);
     doc = doc.add(text(
         MARGIN,
@@ -207,11 +210,13 @@ pub fn render_svg(space: &VaSpace) -> String {
                 x += FIXED;
             }
             Piece::Binding(i, b) => {
-                let w = if bound == 0 {
-                    0.0
-                } else {
-                    share * b.size as f64 / bound as f64
-                };
+                // Each binding gets room for its labels, then a share of the rest by size.
+                let w = min_w
+                    + if bound == 0 {
+                        0.0
+                    } else {
+                        extra * b.size as f64 / bound as f64
+                    };
                 doc = doc
                     .add(rect(x, y, w, h, BINDING[i % 4]))
                     .add(
@@ -235,6 +240,7 @@ pub fn render_svg(space: &VaSpace) -> String {
                 let ly = y + 92.0;
                 let mut pages = 0u64;
                 let mut blocks = 0u64;
+                let mut block_size = 0u64;
                 for &(start, size, leaf) in &b.runs {
                     let lx = x + w * ((start - b.iova) as f64 / b.size as f64);
                     let lw = w * (size as f64 / b.size as f64);
@@ -244,11 +250,13 @@ pub fn render_svg(space: &VaSpace) -> String {
                         pages += size / leaf;
                     } else {
                         blocks += size / leaf;
+                        block_size = leaf;
                     }
                 }
                 let mut leaves = format!("{pages} x 4 KiB pages");
                 if blocks > 0 {
-                    leaves.push_str(&format!(", {blocks} blocks"));
+                    let size = crate::pt::size_words(block_size);
+                    leaves.push_str(&format!(", {blocks} x {size} blocks"));
                 }
                 doc = doc.add(text(x + 4.0, ly + 30.0, leaves, 10));
                 x += w;
@@ -287,5 +295,52 @@ fn bytes_u128(b: u128) -> String {
     match u64::try_from(b) {
         Ok(b) => bytes(b),
         Err(_) => format!("2^{}", 127 - b.leading_zeros()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A space with a hole between two bindings and a binding of 2 MiB blocks and pages: every
+    /// kind of piece is drawn, blocks in their own colour.
+    #[test]
+    fn holes_pages_and_blocks_are_drawn() {
+        let space = VaSpace {
+            title: "test space".into(),
+            iova_bits: 32,
+            guard: 0x1000,
+            bindings: vec![
+                VaBinding {
+                    iova: 0x1000,
+                    size: 0x4000,
+                    bo: "BO 0".into(),
+                    prot: Prot::RW,
+                    runs: vec![(0x1000, 0x4000, 0x1000)],
+                },
+                VaBinding {
+                    iova: 0x40_0000,
+                    size: 0x40_2000,
+                    bo: "BO 1".into(),
+                    prot: Prot::RW_NOEXEC,
+                    runs: vec![
+                        (0x40_0000, 0x40_0000, 0x20_0000),
+                        (0x80_0000, 0x2000, 0x1000),
+                    ],
+                },
+            ],
+        };
+        let svg = render_svg(&space);
+        if let Some(path) = std::env::var_os("DEVMMU_VAMAP_TEST_SVG") {
+            std::fs::write(path, &svg).unwrap();
+        }
+        assert!(svg.contains("BO 0 at 0x1000") && svg.contains("BO 1 at 0x400000"));
+        // The hole between the bindings, and the one after the last.
+        assert!(svg.contains("0x5000") && svg.contains("0x802000"), "{svg}");
+        assert_eq!(svg.matches("\nhole\n").count(), 2, "{svg}");
+        assert!(
+            svg.contains("4 x 4 KiB pages") && svg.contains("2 x 4 KiB pages, 2 x 2 MiB blocks")
+        );
+        assert!(svg.contains(BLOCK));
     }
 }
