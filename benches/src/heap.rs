@@ -26,21 +26,13 @@ pub fn keep_freed_memory() -> bool {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn set_malloc_thresholds() -> bool {
-    use std::ffi::c_int;
-    /// `M_TRIM_THRESHOLD` of glibc's <malloc.h>.
-    const M_TRIM_THRESHOLD: c_int = -1;
-    /// `M_MMAP_THRESHOLD` of glibc's <malloc.h>.
-    const M_MMAP_THRESHOLD: c_int = -3;
     /// glibc's largest mmap threshold on 64-bit targets (`DEFAULT_MMAP_THRESHOLD_MAX`).
-    const MMAP_THRESHOLD_MAX: c_int = 32 << 20;
-    extern "C" {
-        fn mallopt(param: c_int, value: c_int) -> c_int;
-    }
+    const MMAP_THRESHOLD_MAX: libc::c_int = 32 << 20;
     // SAFETY: mallopt only changes glibc's malloc parameters; it takes two ints, returns 1 on
     // success, and may be called at any time from any thread.
     unsafe {
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
-            && mallopt(M_TRIM_THRESHOLD, c_int::MAX) == 1
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1
     }
 }
 

@@ -38,17 +38,18 @@ use devmmu_pagetable::{Iova, Prot};
 use serde::Serialize;
 
 use crate::sensor::{
-    check_output_path, compare_frames, load_image, nv12_to_rgb, read_stamp, rgb_to_nv12,
-    stamp_frame, test_chart, write_png, LoadLimits, SensorError, DEFAULT_CHART_HEIGHT,
-    DEFAULT_CHART_WIDTH,
+    check_output_is_not_input, check_output_path, compare_frames, load_image, nv12_to_rgb,
+    output_format, read_stamp, rgb_to_nv12, stamp_frame, test_chart, write_image, LoadLimits,
+    SensorError, DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH,
 };
+use crate::trace::{digest, Counters, Data, Event, Recorder};
 
 /// Buffers in the capture ring.
 pub const RING: usize = 4;
 
 /// The `--mmu` parser: the names of the registered MMU formats ([`MmuFormat::ALL`]), each with
 /// its summary as help.
-fn mmu_format_parser() -> impl TypedValueParser<Value = MmuFormat> {
+pub(crate) fn mmu_format_parser() -> impl TypedValueParser<Value = MmuFormat> {
     let names = MmuFormat::ALL
         .iter()
         .map(|f| PossibleValue::new(f.name()).help(f.summary()));
@@ -111,10 +112,20 @@ pub struct CameraArgs {
     /// Unbind and bind each frame's buffer again before the frame (IOPTE updates every frame).
     #[arg(long)]
     pub rebind: bool,
-    /// Write the last captured frame, converted back to RGB, to this PNG file (its first 4 pixels
-    /// hold the frame number stamp).
-    #[arg(long, value_name = "PNG")]
+    /// Write the last captured frame, converted back to RGB, to this file: PNG for a `.png` name
+    /// (or none), JPEG for `.jpg`/`.jpeg`; other names are refused. It may not be the input
+    /// file. A PNG's first 4 pixels hold the frame number stamp exactly (JPEG is lossy).
+    #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Draw the device VA space of the capture's VM (bindings with their BO, holes, the guard
+    /// page, 4 KiB pages versus blocks) as an SVG picture in this file, as it is after the last
+    /// frame.
+    #[arg(long, value_name = "SVG")]
+    pub va_map: Option<PathBuf>,
+    /// Record every BO allocation, bind, unbind, CPU access (with its syncs) and device access
+    /// of the run, and its counters, as JSON lines in this file (`devmmu replay` replays it).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
     /// Print the device page table while the ring is bound, one line per mapped run (on stderr
     /// with --json).
     #[arg(long)]
@@ -205,6 +216,10 @@ pub struct Report {
     pub dma_leaks: u64,
     /// Wall time of the capture in milliseconds.
     pub elapsed_ms: f64,
+    /// Median time of one frame (clear, device write, sync, check), in milliseconds.
+    pub frame_ms_p50: f64,
+    /// 99th percentile of the time of one frame, in milliseconds.
+    pub frame_ms_p99: f64,
 }
 
 /// The result of a run.
@@ -248,7 +263,30 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     // Refuse an unusable output path before doing any work, so nothing is left behind.
     if let Some(out) = &args.output {
         check_output_path(out).map_err(CameraError::Output)?;
+        output_format(out).map_err(CameraError::Output)?;
+        if let Some(input) = &args.input {
+            check_output_is_not_input(out, input).map_err(CameraError::Output)?;
+        }
     }
+    for path in [&args.va_map, &args.trace].into_iter().flatten() {
+        check_output_path(path).map_err(CameraError::Output)?;
+    }
+    let mut rec = args.trace.as_ref().map(|_| Recorder::default());
+    let mut trace = |e: Event| {
+        if let Some(r) = rec.as_mut() {
+            r.record(e)
+        }
+    };
+    trace(Event::Config {
+        mmu: args.mmu.name().into(),
+        dma: match (args.platform, args.dma) {
+            (PlatformArg::Vfio, _) => "vfio",
+            (PlatformArg::Sim, DmaArg::Iommu) => "iommu",
+            (PlatformArg::Sim, DmaArg::Direct) => "direct",
+        }
+        .into(),
+        coherent: args.coherent,
+    });
     let vfio = args.platform == PlatformArg::Vfio;
     let image = match &args.input {
         Some(path) => load_image(path, LoadLimits::default()).map_err(CameraError::Input)?,
@@ -283,9 +321,14 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     // The capture ring: scattered pages, above 4 GiB.
     let prot = Prot::WRITE | Prot::NOEXEC;
     let mut ring: Vec<(Arc<Bo>, Iova)> = Vec::with_capacity(RING);
-    for _ in 0..RING {
+    for i in 0..RING {
         let bo = Bo::new(&phys, bo_bytes, BoFlags::default())?;
+        trace(Event::BoNew {
+            bo: i,
+            size: bo_bytes,
+        });
         let va = vm.bind(&bo, 0, bo_bytes, Placement::Anywhere, prot)?;
+        trace(bind_event(i, bo_bytes, prot, va));
         ring.push((bo, va));
     }
     if args.dump_pt {
@@ -298,12 +341,19 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     let start = Instant::now();
     let mut matched = 0u32;
     let mut first_mismatch = None;
+    let mut frame_ms = Vec::with_capacity(args.frames as usize);
     for frame in 0..args.frames {
+        let frame_start = Instant::now();
         let slot = frame as usize % RING;
         if args.rebind {
             let (bo, va) = &ring[slot];
             vm.unbind(*va, bo_bytes)?;
+            trace(Event::Unbind {
+                iova: va.0,
+                size: bo_bytes,
+            });
             let new_va = vm.bind(bo, 0, bo_bytes, Placement::Anywhere, prot)?;
+            trace(bind_event(slot, bo_bytes, prot, new_va));
             ring[slot].1 = new_va;
         }
         let (bo, va) = &ring[slot];
@@ -313,16 +363,33 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
             let _cpu = bo.begin_cpu_access(CpuAccess::WRITE)?;
             bo.write(0, &poison)?;
         }
+        trace(Event::CpuWrite {
+            bo: slot,
+            offset: 0,
+            data: Data::of(&poison),
+        });
         // The sensor numbers the frame; the ISP writes it through its MMU (a fault is recorded
         // by the model), unless a test made it drop this frame.
         stamp_frame(&mut source, &layout, frame).map_err(CameraError::Input)?;
         if args.skip_frame != Some(frame) {
+            let faults = engine.faults();
             engine.write(&vm, *va, &source);
+            trace(Event::DeviceWrite {
+                iova: va.0,
+                data: Data::of(&source),
+                fault: engine.faults() != faults,
+            });
         }
         {
             let _cpu = bo.begin_cpu_access(CpuAccess::READ)?;
             bo.read(0, &mut got)?;
         }
+        trace(Event::CpuRead {
+            bo: slot,
+            offset: 0,
+            len: got.len() as u64,
+            digest: digest(&got),
+        });
         let cmp = compare_frames(&layout, &source, &got).map_err(CameraError::Input)?;
         if cmp.is_match() {
             matched += 1;
@@ -340,10 +407,12 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
                 cmp.mismatched_bytes, cmp.compared_bytes
             ));
         }
+        frame_ms.push(frame_start.elapsed().as_secs_f64() * 1e3);
         if let Some(p) = &progress {
             p.inc(1);
         }
     }
+    frame_ms.sort_by(f64::total_cmp);
     let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
     if let Some(p) = progress {
         p.finish_and_clear();
@@ -355,6 +424,30 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
     let device_dmas = engine.dmas();
     // Read with the other counters, so that none of them includes the teardown below.
     let tlb_invalidations = device.tlb_invalidations();
+    if let Some(path) = &args.va_map {
+        let space = crate::vamap::VaSpace::of_vm(&vm, |iova| {
+            match ring.iter().position(|(_, va)| *va == iova) {
+                Some(i) => format!("BO {i}"),
+                None => "BO ?".into(),
+            }
+        });
+        crate::sensor::write_bytes(path, crate::vamap::render_svg(&space).as_bytes())
+            .map_err(CameraError::Output)?;
+    }
+    trace(Event::Counters(Counters {
+        iopte_stores: pt.pte_stores,
+        pte_lines_cleaned: pt.lines_cleaned,
+        tlb_invalidations,
+        tables_allocated: pt.tables_allocated,
+        synced_bytes_for_device: dma.bytes_synced_for_device,
+        synced_bytes_for_cpu: dma.bytes_synced_for_cpu,
+        bounced_bytes: dma.bounced_bytes,
+        faults,
+    }));
+    if let (Some(path), Some(rec)) = (&args.trace, &rec) {
+        crate::sensor::write_bytes(path, rec.to_json_lines().as_bytes())
+            .map_err(CameraError::Output)?;
+    }
     // Tear down in order: unbind (invalidate, free tables, release DMA), drop the VM, detach.
     for (bo, va) in &ring {
         vm.unbind(*va, bo.size())?;
@@ -391,13 +484,26 @@ pub fn capture(args: &CameraArgs, mut dump: impl FnMut(&str)) -> Result<Outcome,
         first_mismatch,
         dma_leaks: leaks.mappings,
         elapsed_ms,
+        frame_ms_p50: crate::summary::percentile(&frame_ms, 50.0),
+        frame_ms_p99: crate::summary::percentile(&frame_ms, 99.0),
     };
 
     if let Some(out) = &args.output {
         let rgb = nv12_to_rgb(&layout, &got).map_err(CameraError::Output)?;
-        write_png(out, &rgb).map_err(CameraError::Output)?;
+        write_image(out, &rgb).map_err(CameraError::Output)?;
     }
     Ok(Outcome { report })
+}
+
+/// The trace event of a bind of ring buffer `bo`.
+fn bind_event(bo: usize, size: u64, prot: Prot, va: Iova) -> Event {
+    Event::Bind {
+        bo,
+        offset: 0,
+        size,
+        prot: prot.to_string(),
+        iova: va.0,
+    }
 }
 
 /// The built-in chart's size on `--platform vfio`, in pixels: 4608 bytes of NV12 (2 pages).
@@ -448,10 +554,19 @@ impl Engine {
 /// The simulated machine: RAM below and above 4 GiB (buffers come from the high region), the
 /// ISP behind the system IOMMU or direct DMA, the device model writing.
 fn attach_sim(args: &CameraArgs, bo_bytes: u64) -> Result<(Arc<Device>, Engine), CameraError> {
+    let (device, sim, mmu) = attach_sim_machine(args, bo_bytes * RING as u64)?;
+    Ok((device, Engine::Sim { sim, mmu }))
+}
+
+/// The simulated machine of [`attach_sim`], its swiotlb pool sized for `ring_bytes` of bound
+/// buffers; also the machine `devmmu replay` replays on.
+pub(crate) fn attach_sim_machine(
+    args: &CameraArgs,
+    ring_bytes: u64,
+) -> Result<(Arc<Device>, SimDevice, Arc<SimMmu>), CameraError> {
     let phys = PhysMem::new(camera_memory_map()?, CacheMode::Model)?;
     // Direct DMA bounces the whole bound ring (as a streaming mapping of each buffer), so the
     // swiotlb pool is sized for it, the way a platform sets `swiotlb=` for a camera.
-    let ring_bytes = bo_bytes * RING as u64;
     let platform = Platform {
         system_iommu: args.dma == DmaArg::Iommu,
         swiotlb: Some(DEFAULT_SWIOTLB_BYTES.max(ring_bytes + DEFAULT_SWIOTLB_BYTES)),
@@ -465,7 +580,7 @@ fn attach_sim(args: &CameraArgs, bo_bytes: u64) -> Result<(Arc<Device>, Engine),
     });
     let device = Device::attach(&phys, isp_config(args, 32), &platform, mmu.clone())?;
     let sim = SimDevice::new(device.clone(), mmu.clone());
-    Ok((device, Engine::Sim { sim, mmu }))
+    Ok((device, sim, mmu))
 }
 
 /// The running kernel: edu through VFIO (its container as the system DMA ops), devmmu's memory
@@ -579,45 +694,5 @@ pub(crate) fn progress_bar(frames: u32, frame_bytes: u64) -> Option<indicatif::P
 }
 
 fn print_summary(r: &Report) {
-    println!(
-        "devmmu camera: {} frames of {}x{} NV12 through a {} MMU, {} DMA, {}",
-        r.frames,
-        r.width,
-        r.height,
-        r.mmu,
-        r.dma_ops,
-        if r.coherent {
-            "coherent"
-        } else {
-            "non-coherent"
-        }
-    );
-    println!(
-        "  frames matched: {}/{}{}",
-        r.frames_matched,
-        r.frames,
-        if r.nv12_match {
-            " (every frame byte-exact)"
-        } else {
-            ""
-        }
-    );
-    if let Some(m) = &r.first_mismatch {
-        println!("  first mismatch: {m}");
-    }
-    println!(
-        "  IOPTE stores {}, PTE lines cleaned {}, TLB invalidations {}, tables {}",
-        r.iopte_stores, r.pte_lines_cleaned, r.tlb_invalidations, r.tables_allocated
-    );
-    println!(
-        "  synced for device {} B, for CPU {} B, bounced {} B, faults {}, {:.1} ms",
-        r.synced_bytes_for_device, r.synced_bytes_for_cpu, r.bounced_bytes, r.faults, r.elapsed_ms
-    );
-    if r.platform == "vfio" {
-        println!(
-            "  edu on the running kernel: {} DMAs through the IOMMU (every IOPTE fetched by DMA, \
-             then the data)",
-            r.device_dmas
-        );
-    }
+    println!("{}", crate::summary::render(r));
 }

@@ -11,7 +11,14 @@ use devmmu_tools::pipeline::{self, PipelineArgs, PipelineError};
 
 /// Drivers for devices with their own MMU: scenarios on a simulated device.
 #[derive(Parser, Debug)]
-#[command(name = "devmmu", version, about, propagate_version = true)]
+#[command(
+    name = "devmmu",
+    version,
+    about,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = false
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,24 +31,25 @@ enum Command {
     /// Camera to GPU (Vulkan) to display through shared BOs and explicit fences, each frame
     /// checked against a CPU reference.
     Pipeline(PipelineArgs),
+    /// Page tables: decode IOPTE values, walk or dump a table built from a description file.
+    Pt(devmmu_tools::pt::PtArgs),
+    /// Replay a trace of `devmmu camera --trace` on another configuration and compare.
+    Replay(devmmu_tools::trace::ReplayArgs),
 }
 
 fn main() -> ExitCode {
+    // An interrupted run removes its unfinished output file (see devmmu_tools::interrupt).
+    if let Err(e) = devmmu_tools::interrupt::install() {
+        eprintln!("devmmu: cannot handle SIGINT/SIGTERM: {e}");
+        return ExitCode::from(2);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
             return match e.kind() {
-                ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                    let _ = e.print();
-                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                        ExitCode::from(2)
-                    } else {
-                        ExitCode::SUCCESS
-                    }
-                }
+                // clap's own handling: the help or version on stdout, exit 0.
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => e.exit(),
                 _ => {
                     // One clear line: clap's first line names the argument and the problem;
                     // the indented lines straight after it (the possible values) say what is
@@ -60,6 +68,38 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Replay(args) => {
+            use devmmu_tools::trace::{read_trace, render, replay, ReplayError};
+            let result = read_trace(&args.file)
+                .and_then(|events| replay(&args.file, &events, args.mmu, args.dma, args.coherent));
+            match result {
+                Ok(r) => {
+                    println!("{}", render(&r));
+                    if r.differences.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("devmmu replay: {e}");
+                    match e {
+                        ReplayError::Trace { .. } => ExitCode::from(2),
+                        ReplayError::Operation { .. } => ExitCode::from(1),
+                    }
+                }
+            }
+        }
+        Command::Pt(args) => match devmmu_tools::pt::run(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("devmmu pt: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Camera(args) => match camera::run(&args) {
             Ok(outcome) => {
                 if outcome.success() {

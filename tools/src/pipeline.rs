@@ -56,8 +56,9 @@ use serde::Serialize;
 
 use crate::gpu::{ConvertParams, Gpu, GpuError, ImportChoice, ImportPath};
 use crate::sensor::{
-    check_output_path, load_image, nv12_to_xrgb8888, rgb_to_nv12, stamp_frame, test_chart,
-    write_png, LoadLimits, Nv12Layout, SensorError, DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH,
+    check_output_is_not_input, check_output_path, load_image, nv12_to_xrgb8888, output_format,
+    rgb_to_nv12, stamp_frame, test_chart, write_image, LoadLimits, Nv12Layout, SensorError,
+    DEFAULT_CHART_HEIGHT, DEFAULT_CHART_WIDTH,
 };
 
 /// BOs in each ring (NV12 and XRGB8888): three, so that three frames are in flight.
@@ -131,8 +132,9 @@ pub struct PipelineArgs {
     /// How the GPU imports the BOs' fds.
     #[arg(long, value_enum, default_value_t = ImportChoice::Auto)]
     pub import: ImportChoice,
-    /// Write the last displayed frame (what the display read) to this PNG file.
-    #[arg(long, value_name = "PNG")]
+    /// Write the last displayed frame (what the display read) to this file: PNG, or JPEG for a
+    /// `.jpg`/`.jpeg` name (other extensions are refused).
+    #[arg(long, value_name = "IMAGE")]
     pub output: Option<PathBuf>,
     /// Print exactly one JSON object on stdout instead of the human summary.
     #[arg(long)]
@@ -263,6 +265,10 @@ struct Stage {
 pub fn run_pipeline(args: &PipelineArgs) -> Result<Report, PipelineError> {
     if let Some(out) = &args.output {
         check_output_path(out).map_err(PipelineError::Output)?;
+        output_format(out).map_err(PipelineError::Output)?;
+        if let Some(input) = &args.input {
+            check_output_is_not_input(out, input).map_err(PipelineError::Output)?;
+        }
     }
     let image = match &args.input {
         Some(path) => load_image(path, LoadLimits::default()).map_err(PipelineError::Input)?,
@@ -450,7 +456,7 @@ pub fn run_pipeline(args: &PipelineArgs) -> Result<Report, PipelineError> {
 
     if let Some(out) = &args.output {
         let rgb = xrgb_to_rgb(&xrgb, &check.last_frame);
-        write_png(out, &rgb).map_err(PipelineError::Output)?;
+        write_image(out, &rgb).map_err(PipelineError::Output)?;
     }
     let moved = (nv12.total_size() as f64 * 2.0 + xrgb.size() as f64 * 2.0) * f64::from(frames);
     let latencies: Vec<Duration> = check.latencies;

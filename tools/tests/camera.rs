@@ -66,6 +66,8 @@ fn args(input: Option<PathBuf>, mmu: MmuFormat, dma: DmaArg, coherent: bool) -> 
         coherent,
         rebind: false,
         output: None,
+        va_map: None,
+        trace: None,
         dump_pt: false,
         json: false,
         skip_frame: None,

@@ -70,7 +70,8 @@ fn default_run_prints_a_summary() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(
         stdout.starts_with(
-            "devmmu camera: 2 frames of 1280x720 NV12 through a ipu MMU, iommu DMA, non-coherent\n"
+            "devmmu camera: 2 frames of 1280x720 NV12 through an IPU MMU, system-IOMMU DMA, \
+             non-coherent\n"
         ),
         "{stdout}"
     );
@@ -78,8 +79,35 @@ fn default_run_prints_a_summary() {
         stdout.contains("frames matched: 2/2 (every frame byte-exact)"),
         "{stdout}"
     );
-    assert!(stdout.contains("IOPTE stores 1354,"), "{stdout}");
-    assert!(stdout.contains("faults 0"), "{stdout}");
+    // Sizes in binary units, rates in MB/s, per-frame percentiles, one line per counter saying
+    // what it counts.
+    assert!(
+        stdout.contains("  frame 1.32 MiB in a buffer object of 1.32 MiB; 2.64 MiB captured in "),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" MB/s\n"), "{stdout}");
+    assert!(stdout.contains("  per frame: p50 "), "{stdout}");
+    assert!(stdout.contains(" ms, p99 "), "{stdout}");
+    let counter = |name: &str| -> (String, String) {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} line in {stdout}"));
+        let rest = line.trim_start()[name.len()..].trim_start();
+        let (value, what) = rest.split_once("  ").unwrap_or((rest, ""));
+        (value.to_string(), what.trim().to_string())
+    };
+    assert_eq!(counter("IOPTE stores").0, "1354");
+    assert!(counter("IOPTE stores").1.contains("page-table entries"));
+    assert!(counter("PTE lines cleaned").1.contains("non-coherent"));
+    let tlb = counter("TLB invalidations");
+    assert!(
+        tlb.1.contains("dummy page") && tlb.1.contains("ARM LPAE"),
+        "{tlb:?}"
+    );
+    assert_eq!(counter("bounced").0, "0 B");
+    assert_eq!(counter("faults").0, "0");
+    assert!(counter("synced for CPU").0.ends_with(" MiB"));
     // stderr is not a terminal here: no progress bar, nothing else.
     assert_eq!(stderr, "");
 }
@@ -198,6 +226,15 @@ fn each_bad_input_gets_one_line_and_exit_2() {
     let full = std::fs::read(Path::new(DATA).join("astronaut.png")).unwrap();
     let truncated = s.write("half.png", &full[..full.len() / 2]);
     let huge = s.write("huge.png", &png_header_only(20000, 20000));
+    // The largest size a PNG header can declare (2^31 - 1 each way), and a 0x10 image.
+    let giant = s.write("giant.png", &png_header_only(0x7fff_ffff, 0x7fff_ffff));
+    let zero = s.write("zero.png", &png_header_only(0, 10));
+    // A PNG whose IHDR checksum is wrong: the png crate names the chunk with Rust's debug
+    // formatting (`ChunkType { type: IHDR, .. }`), which must not reach the user.
+    let mut bad_crc = std::fs::read(&good).unwrap();
+    bad_crc[29] ^= 1;
+    let bad_crc = s.write("badcrc.png", &bad_crc);
+    let gif_out = s.path("out.gif");
     let nowhere = s.path("nowhere/out.png");
     let out = s.path("out.png");
     let (good, out) = (path_str(&good), path_str(&out));
@@ -239,6 +276,31 @@ fn each_bad_input_gets_one_line_and_exit_2() {
             "over-limit dimensions",
             vec!["--input", path_str(&huge)],
             vec!["huge.png", "20000x20000", "16384x16384 limit"],
+        ),
+        (
+            "2^31-1 x 2^31-1 header",
+            vec!["--input", path_str(&giant)],
+            vec!["giant.png", "2147483647x2147483647", "too large"],
+        ),
+        (
+            "0 x 10 header",
+            vec!["--input", path_str(&zero)],
+            vec!["zero.png", "0x10", "empty"],
+        ),
+        (
+            "bad IHDR checksum",
+            vec!["--input", path_str(&bad_crc)],
+            vec!["badcrc.png", "corrupt image", "CRC", "IHDR chunk"],
+        ),
+        (
+            "--output the input file",
+            vec!["--output", good],
+            vec![good, "is the input file"],
+        ),
+        (
+            "--output in a format that is not written",
+            vec!["--output", path_str(&gif_out)],
+            vec!["out.gif", ".png or .jpg"],
         ),
         ("--frames 0", vec!["--frames", "0"], vec!["--frames", "'0'"]),
         (
@@ -303,6 +365,11 @@ fn each_bad_input_gets_one_line_and_exit_2() {
         for w in words {
             assert!(line.contains(w), "{what}: {w:?} not in {line:?}");
         }
+        // No Rust debug formatting (`Name { field: .. }`) in a message for people.
+        assert!(
+            !line.contains(" { ") && !line.contains(": true"),
+            "{what}: {line:?}"
+        );
         assert_eq!(s.entries(), before, "{what}: a file was left behind");
         assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "{what}");
     }
@@ -339,8 +406,128 @@ fn help_exits_0_and_a_missing_command_exits_2() {
         "{help}"
     );
 
-    let out = devmmu(&[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stdout).is_empty());
-    assert!(!text(&out.stderr).contains("panicked"));
+    // No subcommand: one line, exit 2, as the README says.
+    let line = one_error_line(&devmmu(&[]), 2, "no subcommand");
+    assert!(line.contains("requires a subcommand"), "{line}");
+}
+
+#[test]
+fn output_in_jpeg_is_jpeg_and_the_output_may_not_be_the_input_under_another_name() {
+    let s = Scratch::new("cli-jpeg");
+    let input = s.tiny_png("in.png");
+    for name in ["out.jpg", "out.JPEG"] {
+        let jpg = s.path(name);
+        let out = devmmu(&[
+            "camera",
+            "--input",
+            path_str(&input),
+            "--frames",
+            "1",
+            "--output",
+            path_str(&jpg),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let bytes = std::fs::read(&jpg).unwrap();
+        assert_eq!(&bytes[..3], &[0xFF, 0xD8, 0xFF], "{name}: not a JPEG");
+        let back = image::open(&jpg).unwrap();
+        assert_eq!((back.width(), back.height()), (64, 48));
+    }
+    // A hard link to the input is the input.
+    let link = s.path("link.png");
+    std::fs::hard_link(&input, &link).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let args = [
+        "camera",
+        "--input",
+        path_str(&input),
+        "--frames",
+        "1",
+        "--output",
+        path_str(&link),
+    ];
+    let line = one_error_line(&devmmu(&args), 2, "hard link to the input");
+    assert!(line.contains("is the input file"), "{line}");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+    assert_eq!(s.entries(), ["in.png", "link.png", "out.JPEG", "out.jpg"]);
+}
+
+/// SIGINT and SIGTERM while the output's temporary file exists: the command exits with
+/// 128 + the signal and leaves no file behind. The test hook `DEVMMU_TEST_HOLD_TEMP_MS` keeps
+/// the temporary file in place long enough to interrupt it.
+#[test]
+fn an_interrupted_run_leaves_no_temporary_file() {
+    use rustix::process::{kill_process, Pid, Signal};
+    for (signal, status) in [(Signal::INT, 130), (Signal::TERM, 143)] {
+        let s = Scratch::new("cli-interrupt");
+        let input = s.tiny_png("in.png");
+        let out = s.path("out.png");
+        let mut child = Command::new(BIN)
+            .args(["camera", "--input", path_str(&input), "--frames", "1"])
+            .arg("--output")
+            .arg(&out)
+            .env(devmmu_tools::sensor::HOLD_TEMP_ENV, "60000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !s.entries().iter().any(|e| e.starts_with(".out.png.")) {
+            assert!(std::time::Instant::now() < deadline, "no temporary file");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let pid = Pid::from_child(&child);
+        kill_process(pid, signal).unwrap();
+        let exit = child.wait().unwrap();
+        assert_eq!(exit.code(), Some(status), "{signal:?}");
+        assert_eq!(
+            s.entries(),
+            ["in.png"],
+            "{signal:?}: a file was left behind"
+        );
+    }
+}
+
+/// `--va-map` writes an SVG of the VM's VA space with every ring buffer's binding, its BO and
+/// its pages, and the guard page; an unusable path is refused before any work.
+#[test]
+fn va_map_draws_every_binding() {
+    let s = Scratch::new("cli-va-map");
+    let input = s.tiny_png("in.png");
+    for mmu in ["ipu", "arm-lpae-4k"] {
+        let svg = s.path(&format!("va-{mmu}.svg"));
+        let out = devmmu(&[
+            "camera",
+            "--input",
+            path_str(&input),
+            "--frames",
+            "2",
+            "--mmu",
+            mmu,
+            "--va-map",
+            path_str(&svg),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let picture = std::fs::read_to_string(&svg).unwrap();
+        assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
+        assert!(picture.contains(&format!("({mmu} MMU")), "{picture}");
+        // 64x48 NV12 is 4608 bytes: BOs of 2 pages (8 KiB), bound from 0x1000 one after another.
+        for (i, va) in ["0x1000", "0x3000", "0x5000", "0x7000"].iter().enumerate() {
+            assert!(
+                picture.contains(&format!("BO {i} at {va}")),
+                "BO {i}: {picture}"
+            );
+        }
+        assert_eq!(picture.matches("2 x 4 KiB pages").count(), 4, "{picture}");
+        assert!(picture.contains("guard page") && picture.contains("hole"));
+    }
+    let nowhere = s.path("nowhere/va.svg");
+    let args = [
+        "camera",
+        "--input",
+        path_str(&input),
+        "--va-map",
+        path_str(&nowhere),
+    ];
+    let line = one_error_line(&devmmu(&args), 2, "--va-map into a missing directory");
+    assert!(line.contains("does not exist"), "{line}");
 }

@@ -155,7 +155,14 @@ fn bad_input_is_refused_before_anything_runs() {
     let mut a = args(None, 2);
     a.output = Some(dir.path("no/such/dir/out.png"));
     assert!(matches!(run_pipeline(&a), Err(PipelineError::Output(_))));
-    assert!(dir.entries().is_empty());
+    // The output may not overwrite the input, nor carry a name of a format it is not.
+    let input = dir.tiny_png("in.png");
+    let mut a = args(Some(input.clone()), 2);
+    a.output = Some(input.clone());
+    assert!(matches!(run_pipeline(&a), Err(PipelineError::Output(_))));
+    a.output = Some(dir.path("out.gif"));
+    assert!(matches!(run_pipeline(&a), Err(PipelineError::Output(_))));
+    assert_eq!(dir.entries(), ["in.png"]);
 }
 
 #[test]

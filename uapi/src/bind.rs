@@ -136,10 +136,10 @@ fn check_op(st: &State, device: &Device, raw: &DevmmuVmBindOp) -> Result<Op, Err
             }
             let mut prot = Prot::NONE;
             if raw.flags & DEVMMU_VM_BIND_READ != 0 {
-                prot = prot | Prot::READ;
+                prot |= Prot::READ;
             }
             if raw.flags & DEVMMU_VM_BIND_WRITE != 0 {
-                prot = prot | Prot::WRITE;
+                prot |= Prot::WRITE;
             }
             let cfg = device.config();
             if cfg.mmu.effective_prot(prot).contains(Prot::WRITE)

@@ -161,6 +161,13 @@ impl MmuFormat {
         line.strip_suffix('.').unwrap_or(line)
     }
 
+    /// Whether the MMU's TLB may cache translations of empty entries, so that a map is followed
+    /// by a TLB invalidation too ([`Format::TLB_CACHES_EMPTY`]: the IPU format, whose empty
+    /// entries point at a dummy page).
+    pub fn tlb_caches_empty(self) -> bool {
+        dispatch_format!(self, F => F::TLB_CACHES_EMPTY)
+    }
+
     /// Width of the device's IOVA space in bits ([`Format::IOVA_BITS`]).
     pub fn iova_bits(self) -> u32 {
         dispatch_format!(self, F => F::IOVA_BITS)

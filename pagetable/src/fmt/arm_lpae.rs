@@ -140,22 +140,22 @@ impl Format for ArmLpae4k {
                 // Stage 1 cannot express write-only or no-read: every valid leaf is readable.
                 let mut prot = Prot::READ;
                 if pte & PTE_AP_RDONLY == 0 {
-                    prot = prot | Prot::WRITE;
+                    prot |= Prot::WRITE;
                 }
                 if pte & PTE_AP_UNPRIV == 0 {
-                    prot = prot | Prot::PRIV;
+                    prot |= Prot::PRIV;
                 }
                 if pte & PTE_XN != 0 {
-                    prot = prot | Prot::NOEXEC;
+                    prot |= Prot::NOEXEC;
                 }
                 match (pte & PTE_ATTRINDX_MASK) >> PTE_ATTRINDX_SHIFT {
                     // arm_lpae_prot_to_pte sets SH from IOMMU_CACHE even for device memory:
                     // report it, so re-encoding a decoded leaf (a block split) keeps SH=IS.
                     MAIR_IDX_DEV if pte & PTE_SH_MASK == PTE_SH_IS => {
-                        prot = prot | Prot::MMIO | Prot::CACHE
+                        prot |= Prot::MMIO | Prot::CACHE
                     }
-                    MAIR_IDX_DEV => prot = prot | Prot::MMIO,
-                    MAIR_IDX_CACHE => prot = prot | Prot::CACHE,
+                    MAIR_IDX_DEV => prot |= Prot::MMIO,
+                    MAIR_IDX_CACHE => prot |= Prot::CACHE,
                     _ => {}
                 }
                 // The block descriptor's address must be aligned to the block; bits below it

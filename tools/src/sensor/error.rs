@@ -139,7 +139,7 @@ pub enum SensorError {
     },
 
     /// The image's header declares a size above the load limits; nothing was decoded.
-    #[error("{}: image is {width}x{height} pixels, larger than the {max_width}x{max_height} limit", .path.display())]
+    #[error("{}: image is {width}x{height} pixels: too large for the {max_width}x{max_height} limit", .path.display())]
     ImageTooLarge {
         /// The input path as given.
         path: PathBuf,
@@ -154,7 +154,7 @@ pub enum SensorError {
     },
 
     /// The image's header declares a width or height of 0.
-    #[error("{}: image is {width}x{height} pixels: it has no pixels", .path.display())]
+    #[error("{}: image is {width}x{height} pixels: empty, it has no pixels", .path.display())]
     EmptyImage {
         /// The input path as given.
         path: PathBuf,
@@ -174,8 +174,24 @@ pub enum SensorError {
     },
 
     /// The output path names an existing directory.
-    #[error("{}: is a directory; give a file name for the PNG", .path.display())]
+    #[error("{}: is a directory; give a file name for the image", .path.display())]
     OutputIsDirectory {
+        /// The output path as given.
+        path: PathBuf,
+    },
+
+    /// The output path names the input file (the same file, by any name): writing it would
+    /// destroy the input.
+    #[error("{}: is the input file; give another name for the output", .path.display())]
+    OutputIsInput {
+        /// The output path as given.
+        path: PathBuf,
+    },
+
+    /// The output's extension names a format the output is not written in (only `.png`, no
+    /// extension, `.jpg` and `.jpeg` are).
+    #[error("{}: cannot write this format; give a .png or .jpg name", .path.display())]
+    UnsupportedOutputFormat {
         /// The output path as given.
         path: PathBuf,
     },
@@ -215,20 +231,47 @@ pub enum SensorError {
         cause: io::Error,
     },
 
-    /// The PNG encoder refused the image; no output or temporary file was left behind.
-    #[error("{}: cannot encode PNG: {detail}", .path.display())]
+    /// The encoder refused the image; no output or temporary file was left behind.
+    #[error("{}: cannot encode {format}: {detail}", .path.display())]
     Encode {
         /// The output path as given.
         path: PathBuf,
+        /// `"PNG"` or `"JPEG"`.
+        format: &'static str,
         /// What the encoder reported.
         detail: String,
     },
 }
 
-/// Makes a decoder's or encoder's message fit on one line.
+/// Makes a decoder's or encoder's message fit on one line, in words a user reads: a PNG chunk
+/// type the png crate prints with Rust's debug formatting (`ChunkType { type: IDAT, critical:
+/// true, .. }`) becomes its name (`IDAT`).
 pub(crate) fn one_line(text: impl std::fmt::Display) -> String {
-    text.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut text = text.to_string();
+    const CHUNK: &str = "ChunkType { type: ";
+    while let Some(start) = text.find(CHUNK) {
+        let rest = &text[start + CHUNK.len()..];
+        let (Some(comma), Some(close)) = (rest.find(','), rest.find('}')) else {
+            break;
+        };
+        let name = rest[..comma.min(close)].trim().to_string();
+        let end = start + CHUNK.len() + close + 1;
+        text.replace_range(start..end, &name);
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunk_types_are_named_not_debug_printed() {
+        let png = "CRC error: expected 0x7a1a43ad have 0x7b1a43ad while decoding ChunkType { \
+                   type: IHDR, critical: true, private: false, reserved: false, safecopy: false } \
+                   chunk.";
+        assert_eq!(
+            super::one_line(png),
+            "CRC error: expected 0x7a1a43ad have 0x7b1a43ad while decoding IHDR chunk."
+        );
+        assert_eq!(super::one_line("ChunkType { broken"), "ChunkType { broken");
+    }
 }

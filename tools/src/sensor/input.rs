@@ -108,9 +108,23 @@ pub fn load_image(path: impl AsRef<Path>, limits: LoadLimits) -> Result<RgbImage
         return Err(SensorError::EmptyFile { path: path.into() });
     }
 
-    let (width, height) = open_reader(path, image::Limits::default())?
-        .into_dimensions()
-        .map_err(|e| image_error(path, e))?;
+    // A decoder refuses some headers without saying the size they declare: a PNG of 0 pixels
+    // ("invalid dimensions"), or one whose buffer would overflow its memory limit, even when
+    // only the header is read. imagesize (which reads headers without checking them) then says
+    // whether the size is why; other failures are the decoder's to report.
+    let (width, height) = match open_reader(path, image::Limits::no_limits())?.into_dimensions() {
+        Ok(dims) => dims,
+        Err(e) => {
+            if let Ok(size) = imagesize::size(path) {
+                let empty = size.width == 0 || size.height == 0;
+                if empty || matches!(e, ImageError::Limits(_)) {
+                    let dim = |d: usize| u32::try_from(d).unwrap_or(u32::MAX);
+                    check_size(path, dim(size.width), dim(size.height), limits)?;
+                }
+            }
+            return Err(image_error(path, e));
+        }
+    };
     check_size(path, width, height, limits)?;
 
     // The file is opened again: a decoder consumes its reader. The reader gets only the memory
