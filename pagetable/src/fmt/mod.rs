@@ -1,4 +1,5 @@
 //! The formats: one file each, saying only how entries are encoded.
 
 pub mod arm_lpae;
+pub mod arm_lpae_16k_64k;
 pub mod ipu;
