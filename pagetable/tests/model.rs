@@ -25,7 +25,7 @@
 //!
 //! Windows (every format but the IPU: centred on the end of the first root entry, so every
 //! level's index wraps inside it; at least 4096 pages and two blocks):
-//! - ARM 4 KiB: 512 GiB - 8 MiB .. 512 GiB + 8 MiB (L0 0 -> 1, L1 511 -> 0, L2 511 -> 0);
+//! - ARM 4 KiB (stage 1 and stage 2): 512 GiB - 8 MiB .. 512 GiB + 8 MiB (L0 0 -> 1, L1 511 -> 0, L2 511 -> 0);
 //! - ARM 16 KiB: 128 TiB - 32 MiB .. 128 TiB + 32 MiB, 4096 pages, one 32 MiB block each side
 //!   (L0 0 -> 1, L1 and L2 2047 -> 0);
 //! - ARM 64 KiB: 4 TiB - 512 MiB .. 4 TiB + 512 MiB, 16384 pages, one 512 MiB block each side
@@ -764,6 +764,16 @@ proptest! {
     }
 
     #[test]
+    fn arm_s2_coherent(ops in prop::collection::vec(op_strategy::<ArmLpaeS2>(), 1..60)) {
+        run::<ArmLpaeS2>(true, &ops);
+    }
+
+    #[test]
+    fn arm_s2_noncoherent(ops in prop::collection::vec(op_strategy::<ArmLpaeS2>(), 1..60)) {
+        run::<ArmLpaeS2>(false, &ops);
+    }
+
+    #[test]
     fn arm16k_coherent(ops in prop::collection::vec(op_strategy::<ArmLpae16k>(), 1..60)) {
         run::<ArmLpae16k>(true, &ops);
     }
@@ -918,6 +928,11 @@ fn blocks_and_splits_fixed<F: Format>() {
     assert!(r.pt.stats().blocks_split >= 2, "{:?}", r.pt.stats());
     assert!(r.model.contains_key(&r.iova(3)) && r.model.contains_key(&r.iova(w / 4 + 5)));
     r.finish();
+}
+
+#[test]
+fn arm_s2_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<ArmLpaeS2>();
 }
 
 #[test]

@@ -2,4 +2,5 @@
 
 pub mod arm_lpae;
 pub mod arm_lpae_16k_64k;
+pub mod arm_lpae_s2;
 pub mod ipu;
