@@ -240,6 +240,30 @@ impl<F: Format> Geometry<F> {
         all
     };
 
+    /// Whether the entries of a table of `level` fill its whole page: the table is exactly
+    /// one [`TABLE_SIZE`] page. Constant `true` for every format whose tables all do (the
+    /// 4 KiB-granule formats with 4 KiB tables); `false` for a table smaller than its page
+    /// (the 1 KiB ARMv7 short-descriptor L2 table) or larger (a large table).
+    #[inline(always)]
+    pub(crate) const fn fills_page(level: usize) -> bool {
+        if Self::ALL_FULL {
+            true
+        } else {
+            core::mem::size_of::<F::Pte>() << F::LEVEL_BITS[level] == TABLE_SIZE
+        }
+    }
+
+    /// Whether every table of the format is exactly one page ([`Geometry::fills_page`]).
+    const ALL_FULL: bool = {
+        let mut all = true;
+        let mut l = 0;
+        while l < F::LEVELS {
+            all &= core::mem::size_of::<F::Pte>() << F::LEVEL_BITS[l] == TABLE_SIZE;
+            l += 1;
+        }
+        all
+    };
+
     /// Bytes of a table of `level` ([`Geometry::TABLE_BYTES`]).
     #[inline(always)]
     pub(crate) const fn table_bytes(level: usize) -> usize {

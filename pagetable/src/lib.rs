@@ -5,8 +5,8 @@
 //! - [`Format`]: what a format is; [`fmt::ipu::Ipu`] (Intel IPU3/IPU6 MMU),
 //!   [`fmt::arm_lpae::ArmLpae4k`] (ARM LPAE stage 1, 4 KiB granule) and
 //!   [`fmt::arm_lpae_16k_64k`]'s [`ArmLpae16k`] and [`ArmLpae64k`] (the 16 KiB and 64 KiB
-//!   granules), [`fmt::arm_lpae_s2::ArmLpaeS2`] (ARM LPAE stage 2, 4 KiB granule) are
-//!   bit-exact with the hardware.
+//!   granules), [`fmt::arm_lpae_s2::ArmLpaeS2`] (ARM LPAE stage 2, 4 KiB granule) and
+//!   [`fmt::arm_v7s::ArmV7s`] (ARMv7 short descriptors) are bit-exact with the hardware.
 //! - [`PageTable`]: map (one range or a scatter-gather list), unmap, translate, iterate; written
 //!   once, monomorphised per format, for configurable [`AddressSizes`] (`ias`/`oas`).
 //! - Hardware rules it keeps: `unmap` never cuts a block ([`Error::PartialBlock`], as
@@ -125,6 +125,7 @@ pub use error::Error;
 pub use fmt::arm_lpae::ArmLpae4k;
 pub use fmt::arm_lpae_16k_64k::{ArmLpae16k, ArmLpae64k};
 pub use fmt::arm_lpae_s2::ArmLpaeS2;
+pub use fmt::arm_v7s::ArmV7s;
 pub use fmt::ipu::Ipu;
 pub use format::{Entry, Format, PteWord, MAX_LEVELS};
 pub use gather::{Gather, Invalidation};

@@ -880,10 +880,12 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             }
             // A last-level table whose whole span this map covers gets every entry stored by the
             // leaf loop below (granule-aligned segments, nothing can fail in between), so its
-            // page need not be zeroed or filled with empty entries first. (Large tables are
-            // always zeroed: `TableAlloc` has no unzeroed variant of them.)
+            // page need not be zeroed or filled with empty entries first. Only for a table that
+            // is its whole page: a large table is always zeroed (`TableAlloc` has no unzeroed
+            // variant of them), and a table smaller than its page would leave the rest of the
+            // page as it was.
             let overwrite = level + 2 == F::LEVELS
-                && Geometry::<F>::table_bytes(level + 1) == TABLE_SIZE
+                && Geometry::<F>::fills_page(level + 1)
                 && chunk_end - (*iova & !(esize - 1)) == esize
                 && *iova & (esize - 1) == 0;
             let c = if overwrite {

@@ -30,7 +30,8 @@
 //!   (L0 0 -> 1, L1 and L2 2047 -> 0);
 //! - ARM 64 KiB: 4 TiB - 512 MiB .. 4 TiB + 512 MiB, 16384 pages, one 512 MiB block each side
 //!   (root 0 -> 1, L2 8191 -> 0);
-//! - IPU: the top 16 MiB of its 4 GiB space (four L2 tables, ending at the limit).
+//! - IPU: the top 16 MiB of its 4 GiB space (four L2 tables, ending at the limit);
+//! - ARMv7 short descriptors: the same top 16 MiB (16 sections, L1 index 0xff0 -> 0xfff).
 
 mod common;
 
@@ -73,6 +74,9 @@ fn link<F: Format>(w: u64) -> Option<u64> {
 /// Bus addresses handed to maps start here, far from the allocator's table pages (0x1000_0000
 /// onwards) so an IPU leaf can never equal the dummy page's entry.
 const DMA_BASE: u64 = 0x4_0000_0000;
+/// The same for a format with 32-bit output addresses: above the table pages (below
+/// 0x2100_0000) and below 4 GiB with any map of the window.
+const DMA_BASE_32: u64 = 0x4000_0000;
 
 type Model = BTreeMap<u64, (u64, Prot)>;
 
@@ -196,10 +200,10 @@ impl<F: Format> Run<F> {
             },
         )
         .unwrap();
-        // The IPU: the top of its space. ARM: centred on the end of the first root entry, so
+        // 32-bit spaces (IPU, ARMv7 short descriptors): the top of the space. ARM LPAE: centred on the end of the first root entry, so
         // every level's index wraps inside the window.
         let window = window_pages::<F>() * page::<F>();
-        let base = if !F::EMPTY_IS_ZERO {
+        let base = if !F::EMPTY_IS_ZERO || F::IOVA_BITS <= 32 {
             (1u64 << F::IOVA_BITS) - window
         } else {
             (1u64 << F::level_shift(0)) - window / 2
@@ -230,7 +234,12 @@ impl<F: Format> Run<F> {
     }
 
     fn dma(n: u64, block: bool) -> u64 {
-        let d = DMA_BASE + n * page::<F>();
+        // A 32-bit output space (ARMv7 short descriptors): bus addresses from 1 GiB, in 2 GiB.
+        let d = if F::OA_BITS <= 32 {
+            DMA_BASE_32 + (n * page::<F>()) % (1 << 31)
+        } else {
+            DMA_BASE + n * page::<F>()
+        };
         if block {
             d & !(block_pages::<F>() * page::<F>() - 1)
         } else {
@@ -774,6 +783,16 @@ proptest! {
     }
 
     #[test]
+    fn v7s_coherent(ops in prop::collection::vec(op_strategy::<ArmV7s>(), 1..60)) {
+        run::<ArmV7s>(true, &ops);
+    }
+
+    #[test]
+    fn v7s_noncoherent(ops in prop::collection::vec(op_strategy::<ArmV7s>(), 1..60)) {
+        run::<ArmV7s>(false, &ops);
+    }
+
+    #[test]
     fn arm16k_coherent(ops in prop::collection::vec(op_strategy::<ArmLpae16k>(), 1..60)) {
         run::<ArmLpae16k>(true, &ops);
     }
@@ -933,6 +952,11 @@ fn blocks_and_splits_fixed<F: Format>() {
 #[test]
 fn arm_s2_blocks_and_splits_fixed() {
     blocks_and_splits_fixed::<ArmLpaeS2>();
+}
+
+#[test]
+fn v7s_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<ArmV7s>();
 }
 
 #[test]
