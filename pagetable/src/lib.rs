@@ -6,7 +6,8 @@
 //!   [`fmt::arm_lpae::ArmLpae4k`] (ARM LPAE stage 1, 4 KiB granule) and
 //!   [`fmt::arm_lpae_16k_64k`]'s [`ArmLpae16k`] and [`ArmLpae64k`] (the 16 KiB and 64 KiB
 //!   granules), [`fmt::arm_lpae_s2::ArmLpaeS2`] (ARM LPAE stage 2, 4 KiB granule) and
-//!   [`fmt::arm_v7s::ArmV7s`] (ARMv7 short descriptors) are bit-exact with the hardware.
+//!   [`fmt::arm_v7s::ArmV7s`] (ARMv7 short descriptors), [`fmt::apple_dart`]'s [`AppleDart1`]
+//!   and [`AppleDart2`] (Apple DART, 16 KiB pages) are bit-exact with the hardware.
 //! - [`PageTable`]: map (one range or a scatter-gather list), unmap, translate, iterate; written
 //!   once, monomorphised per format, for configurable [`AddressSizes`] (`ias`/`oas`).
 //! - Hardware rules it keeps: `unmap` never cuts a block ([`Error::PartialBlock`], as
@@ -122,6 +123,7 @@ mod walk;
 pub use addr::{DmaAddr, Iova};
 pub use alloc_table::{HeapTableAlloc, TableAlloc, TablePage, MAX_TABLE_SIZE, TABLE_SIZE};
 pub use error::Error;
+pub use fmt::apple_dart::{AppleDart1, AppleDart2};
 pub use fmt::arm_lpae::ArmLpae4k;
 pub use fmt::arm_lpae_16k_64k::{ArmLpae16k, ArmLpae64k};
 pub use fmt::arm_lpae_s2::ArmLpaeS2;

@@ -31,7 +31,8 @@
 //! - ARM 64 KiB: 4 TiB - 512 MiB .. 4 TiB + 512 MiB, 16384 pages, one 512 MiB block each side
 //!   (root 0 -> 1, L2 8191 -> 0);
 //! - IPU: the top 16 MiB of its 4 GiB space (four L2 tables, ending at the limit);
-//! - ARMv7 short descriptors: the same top 16 MiB (16 sections, L1 index 0xff0 -> 0xfff).
+//! - ARMv7 short descriptors: the same top 16 MiB (16 sections, L1 index 0xff0 -> 0xfff);
+//! - Apple DART (16 KiB pages, no blocks): 0 .. 64 MiB (L1 0 -> 1, L2 2047 -> 0).
 
 mod common;
 
@@ -71,12 +72,12 @@ fn link<F: Format>(w: u64) -> Option<u64> {
         _ => None,
     }
 }
+
 /// Bus addresses handed to maps start here, far from the allocator's table pages (0x1000_0000
-/// onwards) so an IPU leaf can never equal the dummy page's entry.
+/// onwards) so an IPU leaf can never equal the dummy page's entry. (Formats with an output size
+/// below 40 bits use the second quarter of it instead, above the table pages, which are all
+/// below 0x2100_0000.)
 const DMA_BASE: u64 = 0x4_0000_0000;
-/// The same for a format with 32-bit output addresses: above the table pages (below
-/// 0x2100_0000) and below 4 GiB with any map of the window.
-const DMA_BASE_32: u64 = 0x4000_0000;
 
 type Model = BTreeMap<u64, (u64, Prot)>;
 
@@ -234,9 +235,11 @@ impl<F: Format> Run<F> {
     }
 
     fn dma(n: u64, block: bool) -> u64 {
-        // A 32-bit output space (ARMv7 short descriptors): bus addresses from 1 GiB, in 2 GiB.
-        let d = if F::OA_BITS <= 32 {
-            DMA_BASE_32 + (n * page::<F>()) % (1 << 31)
+        // An output space below 40 bits (ARMv7 short descriptors 32, DART1 36): bus addresses
+        // from a quarter of it, within the next quarter.
+        let d = if F::OA_BITS < 40 {
+            let quarter = 1u64 << (F::OA_BITS - 2);
+            quarter + (n * page::<F>()) % quarter
         } else {
             DMA_BASE + n * page::<F>()
         };
@@ -790,6 +793,30 @@ proptest! {
     #[test]
     fn v7s_noncoherent(ops in prop::collection::vec(op_strategy::<ArmV7s>(), 1..60)) {
         run::<ArmV7s>(false, &ops);
+    }
+
+    #[test]
+    fn dart1_coherent(ops in prop::collection::vec(op_strategy::<AppleDart1>(), 1..60)) {
+        run::<AppleDart1>(true, &ops);
+    }
+
+    #[test]
+    fn dart2_coherent(ops in prop::collection::vec(op_strategy::<AppleDart2>(), 1..60)) {
+        run::<AppleDart2>(true, &ops);
+    }
+
+    /// DART walkers are coherent; the non-coherent run checks the generic code's cleaning of
+    /// large tables that are never freed.
+    #[test]
+    fn dart2_noncoherent(ops in prop::collection::vec(op_strategy::<AppleDart2>(), 1..60)) {
+        run::<AppleDart2>(false, &ops);
+    }
+
+    #[test]
+    fn dart1_coherent_freeing_tables(
+        ops in prop::collection::vec(op_strategy::<AppleDart1>(), 1..60)
+    ) {
+        run_freeing::<AppleDart1>(true, &ops);
     }
 
     #[test]
