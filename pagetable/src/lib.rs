@@ -7,7 +7,9 @@
 //!   [`fmt::arm_lpae_16k_64k`]'s [`ArmLpae16k`] and [`ArmLpae64k`] (the 16 KiB and 64 KiB
 //!   granules), [`fmt::arm_lpae_s2::ArmLpaeS2`] (ARM LPAE stage 2, 4 KiB granule) and
 //!   [`fmt::arm_v7s::ArmV7s`] (ARMv7 short descriptors), [`fmt::apple_dart`]'s [`AppleDart1`]
-//!   and [`AppleDart2`] (Apple DART, 16 KiB pages) are bit-exact with the hardware.
+//!   and [`AppleDart2`] (Apple DART, 16 KiB pages), [`fmt::riscv`]'s [`RiscvSv39`] and
+//!   [`RiscvSv48`] (RISC-V IOMMU first stage), [`fmt::vtd_ss::VtdSs`] (Intel VT-d second
+//!   stage) are bit-exact with the hardware.
 //! - [`PageTable`]: map (one range or a scatter-gather list), unmap, translate, iterate; written
 //!   once, monomorphised per format, for configurable [`AddressSizes`] (`ias`/`oas`).
 //! - Hardware rules it keeps: `unmap` never cuts a block ([`Error::PartialBlock`], as
@@ -129,6 +131,8 @@ pub use fmt::arm_lpae_16k_64k::{ArmLpae16k, ArmLpae64k};
 pub use fmt::arm_lpae_s2::ArmLpaeS2;
 pub use fmt::arm_v7s::ArmV7s;
 pub use fmt::ipu::Ipu;
+pub use fmt::riscv::{RiscvSv39, RiscvSv48};
+pub use fmt::vtd_ss::VtdSs;
 pub use format::{Entry, Format, PteWord, MAX_LEVELS};
 pub use gather::{Gather, Invalidation};
 pub use prot::Prot;

@@ -32,7 +32,9 @@
 //!   (root 0 -> 1, L2 8191 -> 0);
 //! - IPU: the top 16 MiB of its 4 GiB space (four L2 tables, ending at the limit);
 //! - ARMv7 short descriptors: the same top 16 MiB (16 sections, L1 index 0xff0 -> 0xfff);
-//! - Apple DART (16 KiB pages, no blocks): 0 .. 64 MiB (L1 0 -> 1, L2 2047 -> 0).
+//! - Apple DART (16 KiB pages, no blocks): 0 .. 64 MiB (L1 0 -> 1, L2 2047 -> 0);
+//! - RISC-V Sv39: 1 GiB +- 8 MiB; Sv48 and VT-d second stage: 512 GiB +- 8 MiB (as ARM
+//!   4 KiB).
 
 mod common;
 
@@ -820,6 +822,31 @@ proptest! {
     }
 
     #[test]
+    fn riscv_sv39_coherent(ops in prop::collection::vec(op_strategy::<RiscvSv39>(), 1..60)) {
+        run::<RiscvSv39>(true, &ops);
+    }
+
+    #[test]
+    fn riscv_sv39_noncoherent(ops in prop::collection::vec(op_strategy::<RiscvSv39>(), 1..60)) {
+        run::<RiscvSv39>(false, &ops);
+    }
+
+    #[test]
+    fn riscv_sv48_coherent(ops in prop::collection::vec(op_strategy::<RiscvSv48>(), 1..60)) {
+        run::<RiscvSv48>(true, &ops);
+    }
+
+    #[test]
+    fn vtd_ss_coherent(ops in prop::collection::vec(op_strategy::<VtdSs>(), 1..60)) {
+        run::<VtdSs>(true, &ops);
+    }
+
+    #[test]
+    fn vtd_ss_noncoherent(ops in prop::collection::vec(op_strategy::<VtdSs>(), 1..60)) {
+        run::<VtdSs>(false, &ops);
+    }
+
+    #[test]
     fn arm16k_coherent(ops in prop::collection::vec(op_strategy::<ArmLpae16k>(), 1..60)) {
         run::<ArmLpae16k>(true, &ops);
     }
@@ -984,6 +1011,21 @@ fn arm_s2_blocks_and_splits_fixed() {
 #[test]
 fn v7s_blocks_and_splits_fixed() {
     blocks_and_splits_fixed::<ArmV7s>();
+}
+
+#[test]
+fn riscv_sv39_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<RiscvSv39>();
+}
+
+#[test]
+fn riscv_sv48_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<RiscvSv48>();
+}
+
+#[test]
+fn vtd_ss_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<VtdSs>();
 }
 
 #[test]

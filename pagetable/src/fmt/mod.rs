@@ -6,3 +6,5 @@ pub mod arm_lpae_16k_64k;
 pub mod arm_lpae_s2;
 pub mod arm_v7s;
 pub mod ipu;
+pub mod riscv;
+pub mod vtd_ss;
