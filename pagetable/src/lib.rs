@@ -9,7 +9,7 @@
 //!   [`fmt::arm_v7s::ArmV7s`] (ARMv7 short descriptors), [`fmt::apple_dart`]'s [`AppleDart1`]
 //!   and [`AppleDart2`] (Apple DART, 16 KiB pages), [`fmt::riscv`]'s [`RiscvSv39`] and
 //!   [`RiscvSv48`] (RISC-V IOMMU first stage), [`fmt::vtd_ss::VtdSs`] (Intel VT-d second
-//!   stage) are bit-exact with the hardware.
+//!   stage) and [`fmt::amd_v1::AmdV1`] (AMD IOMMU v1) are bit-exact with the hardware.
 //! - [`PageTable`]: map (one range or a scatter-gather list), unmap, translate, iterate; written
 //!   once, monomorphised per format, for configurable [`AddressSizes`] (`ias`/`oas`).
 //! - Hardware rules it keeps: `unmap` never cuts a block ([`Error::PartialBlock`], as
@@ -125,6 +125,7 @@ mod walk;
 pub use addr::{DmaAddr, Iova};
 pub use alloc_table::{HeapTableAlloc, TableAlloc, TablePage, MAX_TABLE_SIZE, TABLE_SIZE};
 pub use error::Error;
+pub use fmt::amd_v1::AmdV1;
 pub use fmt::apple_dart::{AppleDart1, AppleDart2};
 pub use fmt::arm_lpae::ArmLpae4k;
 pub use fmt::arm_lpae_16k_64k::{ArmLpae16k, ArmLpae64k};

@@ -33,8 +33,8 @@
 //! - IPU: the top 16 MiB of its 4 GiB space (four L2 tables, ending at the limit);
 //! - ARMv7 short descriptors: the same top 16 MiB (16 sections, L1 index 0xff0 -> 0xfff);
 //! - Apple DART (16 KiB pages, no blocks): 0 .. 64 MiB (L1 0 -> 1, L2 2047 -> 0);
-//! - RISC-V Sv39: 1 GiB +- 8 MiB; Sv48 and VT-d second stage: 512 GiB +- 8 MiB (as ARM
-//!   4 KiB).
+//! - RISC-V Sv39: 1 GiB +- 8 MiB; Sv48, VT-d second stage and AMD v1: 512 GiB +- 8 MiB (as
+//!   ARM 4 KiB).
 
 mod common;
 
@@ -847,6 +847,16 @@ proptest! {
     }
 
     #[test]
+    fn amd_v1_coherent(ops in prop::collection::vec(op_strategy::<AmdV1>(), 1..60)) {
+        run::<AmdV1>(true, &ops);
+    }
+
+    #[test]
+    fn amd_v1_noncoherent(ops in prop::collection::vec(op_strategy::<AmdV1>(), 1..60)) {
+        run::<AmdV1>(false, &ops);
+    }
+
+    #[test]
     fn arm16k_coherent(ops in prop::collection::vec(op_strategy::<ArmLpae16k>(), 1..60)) {
         run::<ArmLpae16k>(true, &ops);
     }
@@ -1026,6 +1036,11 @@ fn riscv_sv48_blocks_and_splits_fixed() {
 #[test]
 fn vtd_ss_blocks_and_splits_fixed() {
     blocks_and_splits_fixed::<VtdSs>();
+}
+
+#[test]
+fn amd_v1_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<AmdV1>();
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The formats: one file each, saying only how entries are encoded.
 
+pub mod amd_v1;
 pub mod apple_dart;
 pub mod arm_lpae;
 pub mod arm_lpae_16k_64k;
