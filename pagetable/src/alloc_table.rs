@@ -4,8 +4,14 @@
 use crate::DmaAddr;
 use core::ptr::NonNull;
 
-/// Size of one table page in bytes. Every table of every supported format is one 4 KiB page.
+/// Size of one table page in bytes: 4 KiB. A table whose entries fit in it takes one such page
+/// ([`TableAlloc::alloc_table`]), even if it is smaller (the 1 KiB ARMv7 short-descriptor L2
+/// table).
 pub const TABLE_SIZE: usize = 4096;
+
+/// Largest table in bytes: 64 KiB, a table of the ARM LPAE 64 KiB granule (8192 entries of 8
+/// bytes). Tables larger than [`TABLE_SIZE`] come from [`TableAlloc::alloc_large_table`].
+pub const MAX_TABLE_SIZE: usize = 64 * 1024;
 
 /// One table page: its CPU address (for the CPU's stores), its bus address (what the walker
 /// and the parent entry use), and a token for the [`TableAlloc`] that made it.
@@ -40,10 +46,26 @@ unsafe impl Sync for TablePage {}
 /// # Safety
 /// Implementations promise that `alloc_table` returns a page that is [`TABLE_SIZE`] bytes,
 /// aligned to [`TABLE_SIZE`] both in CPU and bus address, zero-filled, writable through `cpu`,
-/// not aliased by any other live page, and that stays valid until passed to `free_table`.
+/// not aliased by any other live page, and that stays valid until passed to `free_table`; and
+/// that `alloc_large_table(bytes)`, if it returns a table at all, returns one of `bytes` bytes
+/// with the same guarantees, aligned to `bytes`.
 pub unsafe trait TableAlloc {
     /// Allocates one zeroed table page, or `None` when out of memory.
     fn alloc_table(&mut self) -> Option<TablePage>;
+
+    /// Allocates one zeroed table of `bytes` bytes, aligned to `bytes` in CPU and bus address,
+    /// or `None`. `bytes` is a power of two above [`TABLE_SIZE`], at most [`MAX_TABLE_SIZE`]:
+    /// the page table asks for it only for formats whose tables do not fit one page (ARM LPAE
+    /// with the 16 KiB or 64 KiB granule: 16 KiB and 64 KiB tables; the ARMv7 short-descriptor
+    /// L1 table: 16 KiB, io-pgtable-arm-v7s.c `ARM_V7S_TABLE_SIZE`). Such a table comes back
+    /// through [`TableAlloc::free_table`] and [`TableAlloc::sync_for_device`] like a page (the
+    /// allocator tells it apart, e.g. by its token), and `sync_for_device`'s `offset + len` is
+    /// then at most `bytes`. The default supplies none: a page table of such a format then
+    /// fails with [`Error::NoMemory`](crate::Error::NoMemory) where it needs one.
+    fn alloc_large_table(&mut self, bytes: usize) -> Option<TablePage> {
+        let _ = bytes;
+        None
+    }
 
     /// Allocates one table page whose contents need not be zero: the page table asks for it only
     /// for a table it fills completely (every entry stored) before linking it, so the zeroing
@@ -71,10 +93,11 @@ pub unsafe trait TableAlloc {
     /// `table` is the [`TablePage`] this allocator returned from `alloc_table` (or
     /// `alloc_table_for_overwrite`), as it returned it (`cpu`, `dma` and `token` unchanged), and
     /// not yet freed. `offset` and `len` are in bytes within the page, `len > 0` and
-    /// `offset + len <= TABLE_SIZE`; they need not be line-aligned (the clean covers every
+    /// `offset + len <= TABLE_SIZE` (the table's size for one from
+    /// [`TableAlloc::alloc_large_table`]); they need not be line-aligned (the clean covers every
     /// 64-byte line the bytes touch). Called only for page tables configured as non-coherent,
-    /// once per contiguous run of written lines of one table, and once with `0, TABLE_SIZE` for
-    /// a new table before it is linked. The default does nothing (coherent walker).
+    /// once per contiguous run of written lines of one table, and once with `0, TABLE_SIZE` (the
+    /// table's size) for a new table before it is linked. The default does nothing (coherent walker).
     ///
     /// The method is safe to call, so these are promises of the page table, not a safety
     /// contract: an implementation that touches memory through `table` must stay sound when
@@ -85,7 +108,9 @@ pub unsafe trait TableAlloc {
 }
 
 /// Table pages from the global heap, bus address = CPU address (a device that sees CPU memory
-/// one-to-one, as in tests and benchmarks), token 0. No cache maintenance: use it with a coherent
+/// one-to-one, as in tests and benchmarks), token 0 for a page and the size in bytes for a
+/// table from [`TableAlloc::alloc_large_table`] (given back to the heap when freed, not cached).
+/// No cache maintenance: use it with a coherent
 /// walk, or wrap it to add one (a wrapper may put its own token in the pages it hands out, and
 /// restores 0 before giving a page back).
 ///
@@ -189,6 +214,7 @@ impl Drop for HeapTableAlloc {
 }
 
 // SAFETY: pages come from the heap with a TABLE_SIZE/TABLE_SIZE layout (or are recycled ones),
+// large tables with a bytes/bytes layout,
 // zeroed by alloc_table (alloc_for_overwrite leaves that to the caller, as its contract allows),
 // aligned and unaliased; bus address = CPU address preserves the alignment.
 unsafe impl TableAlloc for HeapTableAlloc {
@@ -200,9 +226,34 @@ unsafe impl TableAlloc for HeapTableAlloc {
         self.take(false)
     }
 
+    fn alloc_large_table(&mut self, bytes: usize) -> Option<TablePage> {
+        if !bytes.is_power_of_two() || bytes <= TABLE_SIZE || bytes > MAX_TABLE_SIZE {
+            return None;
+        }
+        let layout = core::alloc::Layout::from_size_align(bytes, bytes).ok()?;
+        // SAFETY: the layout has non-zero size.
+        let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        let page = TablePage {
+            cpu: NonNull::new(p)?,
+            dma: DmaAddr(p as usize as u64),
+            token: bytes,
+        };
+        self.live += 1;
+        Some(page)
+    }
+
     unsafe fn free_table(&mut self, page: TablePage) {
         self.live -= 1;
-        self.cached.push(page);
+        if page.token == 0 {
+            self.cached.push(page);
+        } else {
+            // A large table: the token is its size, the layout it was allocated with.
+            let layout = core::alloc::Layout::from_size_align(page.token, page.token)
+                .expect("the token of a large table is its power-of-two size");
+            // SAFETY: the caller gives back a table of this allocator unchanged, so it came
+            // from alloc_zeroed with this layout in alloc_large_table.
+            unsafe { alloc::alloc::dealloc(page.cpu.as_ptr(), layout) }
+        }
     }
 }
 

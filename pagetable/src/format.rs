@@ -3,7 +3,7 @@
 //! ([`walk`](crate::walk)) are written once against this trait, in the manner of Linux's
 //! generic page table (drivers/iommu/generic_pt/: one algorithm, one small file per format).
 
-use crate::alloc_table::TABLE_SIZE;
+use crate::alloc_table::{MAX_TABLE_SIZE, TABLE_SIZE};
 use crate::{DmaAddr, Prot};
 use core::marker::PhantomData;
 
@@ -70,8 +70,11 @@ pub const MAX_LEVELS: usize = 6;
 /// arguments, so the map/unmap code is monomorphised per format with no dynamic dispatch.
 ///
 /// Levels are numbered from the root: level 0 is the table whose bus address the device's MMU is
-/// given, level `LEVELS - 1` holds the smallest pages. Every table of every level is exactly one
-/// granule (`1 << GRANULE_SHIFT` bytes) of `1 << LEVEL_BITS[l]` entries.
+/// given, level `LEVELS - 1` holds the smallest pages. A table of level `l` has
+/// `1 << LEVEL_BITS[l]` entries and lives in one 4 KiB page ([`TABLE_SIZE`]) if they fit, else in
+/// one block of exactly their size, at most [`MAX_TABLE_SIZE`], which the allocator must be able
+/// to supply ([`TableAlloc::alloc_large_table`](crate::TableAlloc::alloc_large_table)): the
+/// 16 KiB and 64 KiB granules of ARM LPAE, the 16 KiB L1 table of ARMv7 short descriptors.
 pub trait Format: Copy + Default + Send + Sync + 'static {
     /// Raw entry type.
     type Pte: PteWord;
@@ -182,7 +185,12 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
 /// format that breaks it:
 ///
 /// - `1 <= LEVELS <= MAX_LEVELS`, and `LEVEL_BITS` and `LEAF_LEVELS` have `LEVELS` entries;
-/// - every table fits one [`TABLE_SIZE`] page: `size_of::<Pte>() << LEVEL_BITS[l] <= 4096`;
+/// - every table fits the table memory it is given ([`Geometry::TABLE_BYTES`]): one
+///   [`TABLE_SIZE`] page, or for a level whose entries need more (the 16 KiB and 64 KiB ARM
+///   granules, the 16 KiB ARMv7 short-descriptor L1 table) one block of `size_of::<Pte>() <<
+///   LEVEL_BITS[l]` bytes, at most [`MAX_TABLE_SIZE`];
+/// - the tables of every level below the root have one size (a block split takes its tables
+///   from one reserve, whatever their level);
 /// - the last level holds leaves (so a map always ends in stores at the last level);
 /// - the levels resolve at most 64 bits, and at least `IOVA_BITS` (no two IOVAs of the space
 ///   share an entry).
@@ -201,6 +209,70 @@ impl<F: Format> Geometry<F> {
         }
         s
     };
+
+    /// Bytes of table memory a table of each level is given: one [`TABLE_SIZE`] page, or the
+    /// size of its entries if that is larger (a power of two: `size_of::<Pte>() <<
+    /// LEVEL_BITS[l]`). A table smaller than a page (the 16-byte L0 table of a 48-bit 16 KiB
+    /// ARM LPAE table, the 1 KiB ARMv7 short-descriptor L2 table) still takes a whole page.
+    pub(crate) const TABLE_BYTES: [usize; MAX_LEVELS] = {
+        let mut t = [TABLE_SIZE; MAX_LEVELS];
+        let mut l = 0;
+        while l < F::LEVELS {
+            let need = core::mem::size_of::<F::Pte>() << F::LEVEL_BITS[l];
+            if need > TABLE_SIZE {
+                t[l] = need;
+            }
+            l += 1;
+        }
+        t
+    };
+
+    /// Whether every table of the format is one [`TABLE_SIZE`] page (every format with a 4 KiB
+    /// granule and entries that fit): then [`Geometry::table_bytes`] is a constant, and the
+    /// page-sized paths of the update code cost nothing for the formats that never need more.
+    pub(crate) const ALL_PAGES: bool = {
+        let mut all = true;
+        let mut l = 0;
+        while l < F::LEVELS {
+            all &= Self::TABLE_BYTES[l] == TABLE_SIZE;
+            l += 1;
+        }
+        all
+    };
+
+    /// Whether the entries of a table of `level` fill its whole page: the table is exactly
+    /// one [`TABLE_SIZE`] page. Constant `true` for every format whose tables all do (the
+    /// 4 KiB-granule formats with 4 KiB tables); `false` for a table smaller than its page
+    /// (the 1 KiB ARMv7 short-descriptor L2 table) or larger (a large table).
+    #[inline(always)]
+    pub(crate) const fn fills_page(level: usize) -> bool {
+        if Self::ALL_FULL {
+            true
+        } else {
+            core::mem::size_of::<F::Pte>() << F::LEVEL_BITS[level] == TABLE_SIZE
+        }
+    }
+
+    /// Whether every table of the format is exactly one page ([`Geometry::fills_page`]).
+    const ALL_FULL: bool = {
+        let mut all = true;
+        let mut l = 0;
+        while l < F::LEVELS {
+            all &= core::mem::size_of::<F::Pte>() << F::LEVEL_BITS[l] == TABLE_SIZE;
+            l += 1;
+        }
+        all
+    };
+
+    /// Bytes of a table of `level` ([`Geometry::TABLE_BYTES`]).
+    #[inline(always)]
+    pub(crate) const fn table_bytes(level: usize) -> usize {
+        if Self::ALL_PAGES {
+            TABLE_SIZE
+        } else {
+            Self::TABLE_BYTES[level]
+        }
+    }
 
     /// Entries of a table of each level.
     pub(crate) const ENTRIES: [usize; MAX_LEVELS] = {
@@ -239,8 +311,12 @@ impl<F: Format> Geometry<F> {
             let b = F::LEVEL_BITS[l];
             assert!(b >= 1 && b < 16, "LEVEL_BITS out of 1..16");
             assert!(
-                word << b <= TABLE_SIZE,
-                "a table must fit one TABLE_SIZE page"
+                word << b <= MAX_TABLE_SIZE,
+                "a table must fit MAX_TABLE_SIZE bytes"
+            );
+            assert!(
+                l == 0 || Self::TABLE_BYTES[l] == Self::TABLE_BYTES[F::LEVELS - 1],
+                "tables below the root must all have one size"
             );
             bits += b;
             l += 1;

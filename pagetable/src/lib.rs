@@ -2,9 +2,14 @@
 #![warn(missing_docs)]
 //! devmmu-pagetable: device page tables (IOPTEs) for devices with their own MMU.
 //!
-//! - [`Format`]: what a format is; [`fmt::ipu::Ipu`] (Intel IPU3/IPU6 MMU) and
-//!   [`fmt::arm_lpae::ArmLpae4k`] (ARM LPAE stage 1, 4 KiB granule) are bit-exact with the
-//!   hardware.
+//! - [`Format`]: what a format is; [`fmt::ipu::Ipu`] (Intel IPU3/IPU6 MMU),
+//!   [`fmt::arm_lpae::ArmLpae4k`] (ARM LPAE stage 1, 4 KiB granule) and
+//!   [`fmt::arm_lpae_16k_64k`]'s [`ArmLpae16k`] and [`ArmLpae64k`] (the 16 KiB and 64 KiB
+//!   granules), [`fmt::arm_lpae_s2::ArmLpaeS2`] (ARM LPAE stage 2, 4 KiB granule) and
+//!   [`fmt::arm_v7s::ArmV7s`] (ARMv7 short descriptors), [`fmt::apple_dart`]'s [`AppleDart1`]
+//!   and [`AppleDart2`] (Apple DART, 16 KiB pages), [`fmt::riscv`]'s [`RiscvSv39`] and
+//!   [`RiscvSv48`] (RISC-V IOMMU first stage), [`fmt::vtd_ss::VtdSs`] (Intel VT-d second
+//!   stage) and [`fmt::amd_v1::AmdV1`] (AMD IOMMU v1) are bit-exact with the hardware.
 //! - [`PageTable`]: map (one range or a scatter-gather list), unmap, translate, iterate; written
 //!   once, monomorphised per format, for configurable [`AddressSizes`] (`ias`/`oas`).
 //! - Hardware rules it keeps: `unmap` never cuts a block ([`Error::PartialBlock`], as
@@ -27,8 +32,9 @@
 //!
 //! | `unsafe` | relies on | enforced by |
 //! |---|---|---|
-//! | reads and stores of entries in table pages (`PageTable`'s `read`, `write`, `fill`, `store_leaves`, `clear_leaves`) | the page is live (allocated, not freed) and the entries touched are inside it | pages are freed only when unlinked (through a [`Gather`] after the invalidation, on an error path before they were linked, or at drop); entry indices come from the format's geometry computed at compile time, `index < entries` by masking, and `entries * size_of::<Pte>() <= TABLE_SIZE` is a compile-time check of every format a `PageTable` is made with (a format breaking it does not compile, see below) |
+//! | reads and stores of entries in table pages (`PageTable`'s `read`, `write`, `fill`, `store_leaves`, `clear_leaves`) | the page is live (allocated, not freed) and the entries touched are inside it | pages are freed only when unlinked (through a [`Gather`] after the invalidation, on an error path before they were linked, or at drop); entry indices come from the format's geometry computed at compile time, `index < entries` by masking, and `entries * size_of::<Pte>()` at most the table memory of the level (one [`TABLE_SIZE`] page, or a large table of exactly that size from [`TableAlloc::alloc_large_table`], at most [`MAX_TABLE_SIZE`]) is a compile-time check of every format a `PageTable` is made with (a format breaking it does not compile, see below) |
 //! | reading table memory as `F::Pte` | every bit pattern is a valid `Pte`, and memory from `alloc_table_for_overwrite` is stored before it is read | [`PteWord`] is sealed (only `u32`, `u64`); such a page is taken only for a last-level table the map covers whole, and the last level always holds leaves (compile-time check), so the store loop writes every entry before the table is linked |
+//! | large tables ([`TableAlloc::alloc_large_table`]) | a table is as large as its level's entries | the `unsafe trait`'s contract for the size; the page table asks exactly for the size of the level's entries (a compile-time constant) and checks the returned bus address's alignment |
 //! | `TableAlloc::free_table` | the page came from this allocator, unchanged, and is not used afterwards | `PageTable` keeps each `TablePage` as the allocator returned it and frees it once; a [`Gather`] holding one table's pages is refused by every other table ([`Error::ForeignGather`]); the allocator cannot be replaced under a live table (`PageTable::table_alloc_mut` is `unsafe`) |
 //! | [`HeapTableAlloc`]'s heap calls | the layout and the pages' provenance | pages come only from `alloc`/`alloc_zeroed` with one layout and return to `dealloc` with it |
 //! | `Send`/`Sync` for [`TablePage`] | a `TablePage` is a description: no access without `unsafe` | its fields are plain values; the page table is `Send`/`Sync` only as far as its allocator is |
@@ -38,15 +44,15 @@
 //! ```compile_fail,E0080
 //! use devmmu_pagetable::*;
 //! #[derive(Clone, Copy, Default)]
-//! struct Huge; // 2048 entries of 8 bytes: a 16 KiB table in a 4 KiB page
+//! struct Huge; // 16384 entries of 8 bytes: a 128 KiB table, beyond MAX_TABLE_SIZE (64 KiB)
 //! impl Format for Huge {
 //!     type Pte = u64;
 //!     const NAME: &'static str = "huge";
 //!     const LEVELS: usize = 1;
 //!     const GRANULE_SHIFT: u32 = 12;
-//!     const LEVEL_BITS: &'static [u32] = &[11];
+//!     const LEVEL_BITS: &'static [u32] = &[14];
 //!     const LEAF_LEVELS: &'static [bool] = &[true];
-//!     const IOVA_BITS: u32 = 23;
+//!     const IOVA_BITS: u32 = 26;
 //!     const OA_BITS: u32 = 48;
 //!     const EMPTY_IS_ZERO: bool = true;
 //!     const TLB_CACHES_EMPTY: bool = false;
@@ -117,10 +123,17 @@ mod table;
 mod walk;
 
 pub use addr::{DmaAddr, Iova};
-pub use alloc_table::{HeapTableAlloc, TableAlloc, TablePage, TABLE_SIZE};
+pub use alloc_table::{HeapTableAlloc, TableAlloc, TablePage, MAX_TABLE_SIZE, TABLE_SIZE};
 pub use error::Error;
+pub use fmt::amd_v1::AmdV1;
+pub use fmt::apple_dart::{AppleDart1, AppleDart2};
 pub use fmt::arm_lpae::ArmLpae4k;
+pub use fmt::arm_lpae_16k_64k::{ArmLpae16k, ArmLpae64k};
+pub use fmt::arm_lpae_s2::ArmLpaeS2;
+pub use fmt::arm_v7s::ArmV7s;
 pub use fmt::ipu::Ipu;
+pub use fmt::riscv::{RiscvSv39, RiscvSv48};
+pub use fmt::vtd_ss::VtdSs;
 pub use format::{Entry, Format, PteWord, MAX_LEVELS};
 pub use gather::{Gather, Invalidation};
 pub use prot::Prot;

@@ -13,7 +13,7 @@
 //! token included, and hands it back to [`TableAlloc::sync_for_device`], so the allocator never
 //! turns one back into its own page record either.
 
-use crate::alloc_table::{TableAlloc, TablePage, TABLE_SIZE};
+use crate::alloc_table::{TableAlloc, TablePage, MAX_TABLE_SIZE, TABLE_SIZE};
 use crate::format::{Entry, Geometry, MAX_LEVELS};
 use crate::{
     AddressSizes, DmaAddr, Error, Format, Gather, Invalidation, Iova, Prot, PteWord, Stats,
@@ -210,15 +210,16 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             // The dummy page, then one dummy table per level below the root, each entry of which
             // points at the dummy one level down (ipu6-mmu.c: dummy_page, dummy_l2_pt).
             let last = F::LEVELS - 1;
-            let page = pt.alloc_page()?;
+            let page = pt.alloc_page(TABLE_SIZE)?;
             pt.dummies.push(page);
-            pt.clean_whole(page);
+            pt.clean_whole(page, TABLE_SIZE);
             pt.empty[last] = F::leaf_with_addr(F::leaf_attrs(last, Prot::RW), page.dma);
             for level in (1..=last).rev() {
-                let table = pt.alloc_page()?;
+                let bytes = Geometry::<F>::table_bytes(level);
+                let table = pt.alloc_page(bytes)?;
                 pt.dummies.push(table);
                 fill(table, Geometry::<F>::ENTRIES[level], pt.empty[level]);
-                pt.clean_whole(table);
+                pt.clean_whole(table, bytes);
                 pt.empty[level - 1] = F::table_entry(level - 1, table.dma);
             }
         }
@@ -232,7 +233,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 dma: root_page.dma.0,
             });
         }
-        pt.clean_whole(root_page);
+        pt.clean_whole(root_page, Geometry::<F>::table_bytes(pt.start));
         Ok(pt)
     }
 
@@ -500,7 +501,8 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         let need = self.splits_needed(iova.0, end);
         let mut reserve = Vec::with_capacity(need);
         for _ in 0..need {
-            match self.alloc_page() {
+            // Split tables are never the root: all of one size (Geometry::VALID).
+            match self.alloc_page(Geometry::<F>::table_bytes(F::LEVELS - 1)) {
                 Ok(p) => reserve.push(p),
                 Err(e) => {
                     self.free_reserve(reserve);
@@ -656,14 +658,19 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     // ---- table memory ----
 
-    fn alloc_page(&mut self) -> Result<TablePage, Error> {
-        let p = self.alloc.alloc_table().ok_or(Error::NoMemory)?;
-        self.checked_page(p)
+    /// A zeroed table of `bytes` bytes ([`Geometry::TABLE_BYTES`]): a page, or a large table.
+    fn alloc_page(&mut self, bytes: usize) -> Result<TablePage, Error> {
+        let p = if bytes == TABLE_SIZE {
+            self.alloc.alloc_table()
+        } else {
+            self.alloc.alloc_large_table(bytes)
+        };
+        self.checked_page(p.ok_or(Error::NoMemory)?, bytes)
     }
 
     /// Gives back a page whose bus address the format cannot hold; counts an accepted one.
-    fn checked_page(&mut self, p: TablePage) -> Result<TablePage, Error> {
-        if p.dma.0 >= limit(self.oas) || !p.dma.is_aligned(TABLE_SIZE as u64) {
+    fn checked_page(&mut self, p: TablePage, bytes: usize) -> Result<TablePage, Error> {
+        if p.dma.0 >= limit(self.oas) || !p.dma.is_aligned(bytes as u64) {
             // SAFETY: just allocated by this allocator, never linked.
             unsafe { self.alloc.free_table(p) };
             return Err(Error::BadTableAddr { dma: p.dma.0 });
@@ -705,7 +712,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     }
 
     fn new_node(&mut self, level: usize) -> Result<u32, Error> {
-        let page = self.alloc_page()?;
+        let page = self.alloc_page(Geometry::<F>::table_bytes(level))?;
         Ok(self.node_from_page(level, page))
     }
 
@@ -742,7 +749,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     #[inline(always)]
     fn read(&self, node: u32, idx: usize) -> F::Pte {
         let p = self.nodes[node as usize].page.cpu.as_ptr() as *const F::Pte;
-        debug_assert!(idx * <F::Pte as PteWord>::BYTES < TABLE_SIZE);
+        debug_assert!(idx * <F::Pte as PteWord>::BYTES < MAX_TABLE_SIZE);
         // SAFETY: idx < entries of the node's level, so the read is inside its table page.
         unsafe { p.add(idx).read() }
     }
@@ -768,8 +775,9 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         self.alloc.sync_for_device(page, off, len);
     }
 
-    fn clean_whole(&mut self, page: TablePage) {
-        self.sync_bytes(&page, 0, TABLE_SIZE);
+    /// Cleans the whole of a table of `bytes` bytes ([`Geometry::TABLE_BYTES`] of its level).
+    fn clean_whole(&mut self, page: TablePage, bytes: usize) {
+        self.sync_bytes(&page, 0, bytes);
     }
 
     fn note(&mut self, dirty: &mut Dirty, page: &TablePage, first: usize, count: usize) {
@@ -872,8 +880,12 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             }
             // A last-level table whose whole span this map covers gets every entry stored by the
             // leaf loop below (granule-aligned segments, nothing can fail in between), so its
-            // page need not be zeroed or filled with empty entries first.
+            // page need not be zeroed or filled with empty entries first. Only for a table that
+            // is its whole page: a large table is always zeroed (`TableAlloc` has no unzeroed
+            // variant of them), and a table smaller than its page would leave the rest of the
+            // page as it was.
             let overwrite = level + 2 == F::LEVELS
+                && Geometry::<F>::fills_page(level + 1)
                 && chunk_end - (*iova & !(esize - 1)) == esize
                 && *iova & (esize - 1) == 0;
             let c = if overwrite {
@@ -881,7 +893,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                     .alloc
                     .alloc_table_for_overwrite()
                     .ok_or(Error::NoMemory)?;
-                let page = self.checked_page(page)?;
+                let page = self.checked_page(page, TABLE_SIZE)?;
                 self.insert_node(level + 1, page)
             } else {
                 self.new_node(level + 1)?
@@ -891,7 +903,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 return Err(e);
             }
             let cpage = self.nodes[c as usize].page;
-            self.clean_whole(cpage);
+            self.clean_whole(cpage, Geometry::<F>::table_bytes(level + 1));
             self.write(node, idx, F::table_entry(level, cpage.dma));
             let n = &mut self.nodes[node as usize];
             n.children[idx] = c;
@@ -1050,7 +1062,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 }
             }
         }
-        self.clean_whole(page);
+        self.clean_whole(page, Geometry::<F>::table_bytes(level));
         c
     }
 

@@ -1,5 +1,6 @@
-//! Random operation sequences checked against a reference model, for both formats, with a
-//! coherent and a non-coherent walker.
+//! Random operation sequences checked against a reference model, for every format, with a
+//! coherent and a non-coherent walker. One harness, generic over the format: the page is the
+//! format's granule, "block" operations are rounded to its smallest block.
 //!
 //! The model is a `BTreeMap` from page IOVA to (page bus address, effective protection). After
 //! every operation:
@@ -22,9 +23,18 @@
 //! At the end everything is unmapped and the allocator is back to its baseline (root, plus the
 //! dummy page and dummy L2 for the IPU): nothing leaked.
 //!
-//! Windows: ARM 512 GiB - 8 MiB .. 512 GiB + 8 MiB, so every level's index wraps inside it (L0 0
-//! -> 1, L1 511 -> 0, L2 511 -> 0); IPU the top 16 MiB of its 4 GiB space (four L2 tables,
-//! ending at the limit).
+//! Windows (every format but the IPU: centred on the end of the first root entry, so every
+//! level's index wraps inside it; at least 4096 pages and two blocks):
+//! - ARM 4 KiB (stage 1 and stage 2): 512 GiB - 8 MiB .. 512 GiB + 8 MiB (L0 0 -> 1, L1 511 -> 0, L2 511 -> 0);
+//! - ARM 16 KiB: 128 TiB - 32 MiB .. 128 TiB + 32 MiB, 4096 pages, one 32 MiB block each side
+//!   (L0 0 -> 1, L1 and L2 2047 -> 0);
+//! - ARM 64 KiB: 4 TiB - 512 MiB .. 4 TiB + 512 MiB, 16384 pages, one 512 MiB block each side
+//!   (root 0 -> 1, L2 8191 -> 0);
+//! - IPU: the top 16 MiB of its 4 GiB space (four L2 tables, ending at the limit);
+//! - ARMv7 short descriptors: the same top 16 MiB (16 sections, L1 index 0xff0 -> 0xfff);
+//! - Apple DART (16 KiB pages, no blocks): 0 .. 64 MiB (L1 0 -> 1, L2 2047 -> 0);
+//! - RISC-V Sv39: 1 GiB +- 8 MiB; Sv48, VT-d second stage and AMD v1: 512 GiB +- 8 MiB (as
+//!   ARM 4 KiB).
 
 mod common;
 
@@ -34,13 +44,41 @@ use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The 4 KiB page of the fixed ARM tests.
 const PAGE: u64 = 0x1000;
-/// Pages in the window (16 MiB).
-const WINDOW_PAGES: u64 = 4096;
-/// Pages per 2 MiB block.
-const BLOCK_PAGES: u64 = 512;
+
+/// The format's page (granule) in bytes: the unit of the window and of every operation.
+fn page<F: Format>() -> u64 {
+    F::granule()
+}
+
+/// Pages per smallest block (2 MiB on ARM 4 KiB, 32 MiB on 16 KiB, 512 MiB on 64 KiB); 512 for
+/// a format without blocks (the IPU), where `block` only shapes the operation.
+fn block_pages<F: Format>() -> u64 {
+    (1..F::LEVELS)
+        .rev()
+        .find(|&l| F::LEAF_LEVELS[l - 1])
+        .map_or(512, |l| 1 << (F::level_shift(l - 1) - F::GRANULE_SHIFT))
+}
+
+/// Pages in the window: 4096 (16 MiB with 4 KiB pages), and at least two blocks.
+fn window_pages<F: Format>() -> u64 {
+    4096.max(2 * block_pages::<F>())
+}
+
+/// Decodes a table pointer as the root level would (for [`SimAlloc::check_links`]): for ARM a
+/// type 0b11 entry (at the last level, a page, never a table page here); for the IPU any entry.
+fn link<F: Format>(w: u64) -> Option<u64> {
+    match F::decode(0, <F::Pte as PteWord>::from_u64(w)) {
+        Entry::Table(a) => Some(a.0),
+        _ => None,
+    }
+}
+
 /// Bus addresses handed to maps start here, far from the allocator's table pages (0x1000_0000
-/// onwards) so an IPU leaf can never equal the dummy page's entry.
+/// onwards) so an IPU leaf can never equal the dummy page's entry. (Formats with an output size
+/// below 40 bits use the second quarter of it instead, above the table pages, which are all
+/// below 0x2100_0000.)
 const DMA_BASE: u64 = 0x4_0000_0000;
 
 type Model = BTreeMap<u64, (u64, Prot)>;
@@ -95,9 +133,12 @@ fn prot_strategy() -> impl Strategy<Value = u8> {
     ]
 }
 
-fn op_strategy() -> impl Strategy<Value = Op> {
-    let at = 0..WINDOW_PAGES;
-    let pages = prop_oneof![4 => 1u64..16, 3 => 1u64..600, 1 => 1u64..2048];
+/// Operations on the window of format `F`; lengths scale with its block (for a 512-page block:
+/// up to 600 and 2048 pages).
+fn op_strategy<F: Format>() -> impl Strategy<Value = Op> {
+    let at = 0..window_pages::<F>();
+    let block = block_pages::<F>();
+    let pages = prop_oneof![4 => 1u64..16, 3 => 1u64..block + 88, 1 => 1u64..4 * block];
     let dma = 0u64..(1 << 24);
     prop_oneof![
         3 => (at.clone(), pages.clone(), dma.clone(), prot_strategy(), prop::bool::weighted(0.3))
@@ -111,11 +152,11 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(at, segs, prot)| Op::MapSegs { at, segs, prot }),
         3 => (at.clone(), pages.clone()).prop_map(|(at, pages)| Op::Unmap { at, pages }),
-        3 => (any::<usize>(), 0u64..1024, 1u64..600)
+        3 => (any::<usize>(), 0u64..2 * block, 1u64..block + 88)
             .prop_map(|(pick, from, pages)| Op::UnmapInside { pick, from, pages }),
         1 => (at.clone(), pages.clone(), dma.clone(), 0usize..6)
             .prop_map(|(at, pages, dma, k)| Op::MapFail { at, pages, dma, k }),
-        1 => (at, 1u64..600, 0usize..4).prop_map(|(at, pages, k)| Op::UnmapFail { at, pages, k }),
+        1 => (at, 1u64..block + 88, 0usize..4).prop_map(|(at, pages, k)| Op::UnmapFail { at, pages, k }),
     ]
 }
 
@@ -154,15 +195,7 @@ impl<F: Format> Run<F> {
     fn new(coherent: bool) -> Self {
         let sim = SimAlloc::new();
         sim.set_walker_reads_device(!coherent);
-        if F::EMPTY_IS_ZERO {
-            // ARM: type 0b11 entries point at tables (or, at L3, at data pages, which are never
-            // table pages here).
-            sim.check_links(8, |w| {
-                (w & 3 == 3).then_some(w & fmt::arm_lpae::PTE_ADDR_MASK)
-            });
-        } else {
-            sim.check_links(4, |w| Some(w << 12));
-        }
+        sim.check_links(pte_bytes::<F>(), link::<F>);
         let pt = PageTable::new(
             sim.clone(),
             PageTableConfig {
@@ -170,10 +203,13 @@ impl<F: Format> Run<F> {
             },
         )
         .unwrap();
-        let base = if F::IOVA_BITS == 32 {
-            (1u64 << 32) - WINDOW_PAGES * PAGE
+        // 32-bit spaces (IPU, ARMv7 short descriptors): the top of the space. ARM LPAE: centred on the end of the first root entry, so
+        // every level's index wraps inside the window.
+        let window = window_pages::<F>() * page::<F>();
+        let base = if !F::EMPTY_IS_ZERO || F::IOVA_BITS <= 32 {
+            (1u64 << F::IOVA_BITS) - window
         } else {
-            (1u64 << 39) - WINDOW_PAGES * PAGE / 2
+            (1u64 << F::level_shift(0)) - window / 2
         };
         let baseline_live = sim.live_pages();
         assert_eq!(baseline_live, if F::EMPTY_IS_ZERO { 1 } else { 3 });
@@ -196,14 +232,21 @@ impl<F: Format> Run<F> {
         run
     }
 
-    fn iova(&self, page: u64) -> u64 {
-        self.base + page * PAGE
+    fn iova(&self, n: u64) -> u64 {
+        self.base + n * page::<F>()
     }
 
-    fn dma(page: u64, block: bool) -> u64 {
-        let d = DMA_BASE + page * PAGE;
+    fn dma(n: u64, block: bool) -> u64 {
+        // An output space below 40 bits (ARMv7 short descriptors 32, DART1 36): bus addresses
+        // from a quarter of it, within the next quarter.
+        let d = if F::OA_BITS < 40 {
+            let quarter = 1u64 << (F::OA_BITS - 2);
+            quarter + (n * page::<F>()) % quarter
+        } else {
+            DMA_BASE + n * page::<F>()
+        };
         if block {
-            d & !(BLOCK_PAGES * PAGE - 1)
+            d & !(block_pages::<F>() * page::<F>() - 1)
         } else {
             d
         }
@@ -213,10 +256,10 @@ impl<F: Format> Run<F> {
     fn clamp(at: u64, pages: u64, block: bool) -> (u64, u64) {
         let (mut at, mut pages) = (at, pages.max(1));
         if block {
-            at &= !(BLOCK_PAGES - 1);
-            pages = pages.div_ceil(BLOCK_PAGES) * BLOCK_PAGES;
+            at &= !(block_pages::<F>() - 1);
+            pages = pages.div_ceil(block_pages::<F>()) * block_pages::<F>();
         }
-        let pages = pages.min(WINDOW_PAGES - at);
+        let pages = pages.min(window_pages::<F>() - at);
         (at, pages)
     }
 
@@ -239,7 +282,7 @@ impl<F: Format> Run<F> {
                 block,
             } => {
                 let (at, pages) = Self::clamp(at, pages, block);
-                let segs = [(Self::dma(dma, block), pages * PAGE)];
+                let segs = [(Self::dma(dma, block), pages * page::<F>())];
                 self.map(at, &segs, Prot::from_bits_truncate(prot), None, &mut g)
             }
             Op::MapFree {
@@ -253,11 +296,11 @@ impl<F: Format> Run<F> {
                 // Slide to the first free page at or after `at` (keeping block alignment), then
                 // shrink to the gap.
                 let mut start = self.iova(at);
-                let end_of_window = self.iova(WINDOW_PAGES);
+                let end_of_window = self.iova(window_pages::<F>());
                 while start < end_of_window && self.model.contains_key(&start) {
-                    start += PAGE;
+                    start += page::<F>();
                     if block {
-                        start = start.next_multiple_of(BLOCK_PAGES * PAGE);
+                        start = start.next_multiple_of(block_pages::<F>() * page::<F>());
                     }
                 }
                 if start >= end_of_window {
@@ -266,13 +309,13 @@ impl<F: Format> Run<F> {
                 let limit = self
                     .first_mapped(start, end_of_window)
                     .unwrap_or(end_of_window);
-                let pages = pages.min((limit - start) / PAGE);
-                let at = (start - self.base) / PAGE;
-                let segs = [(Self::dma(dma, block), pages * PAGE)];
+                let pages = pages.min((limit - start) / page::<F>());
+                let at = (start - self.base) / page::<F>();
+                let segs = [(Self::dma(dma, block), pages * page::<F>())];
                 self.map(at, &segs, Prot::from_bits_truncate(prot), None, &mut g)
             }
             Op::MapSegs { at, ref segs, prot } => {
-                let mut left = WINDOW_PAGES - at;
+                let mut left = window_pages::<F>() - at;
                 let mut list = Vec::new();
                 for &(dma, pages, block) in segs {
                     if left == 0 {
@@ -280,13 +323,13 @@ impl<F: Format> Run<F> {
                     }
                     // A block segment is 1-3 whole blocks, so a suitably aligned list uses them.
                     let pages = if block {
-                        (1 + pages % 3) * BLOCK_PAGES
+                        (1 + pages % 3) * block_pages::<F>()
                     } else {
                         pages
                     };
                     let pages = pages.clamp(1, left);
                     left -= pages;
-                    list.push((Self::dma(dma, block), pages * PAGE));
+                    list.push((Self::dma(dma, block), pages * page::<F>()));
                 }
                 self.map(at, &list, Prot::from_bits_truncate(prot), None, &mut g)
             }
@@ -301,15 +344,15 @@ impl<F: Format> Run<F> {
                     return self.finish_noop();
                 }
                 let (s, e) = runs[pick % runs.len()];
-                let len = (e - s) / PAGE;
+                let len = (e - s) / page::<F>();
                 let off = from % len;
                 let pages = pages.min(len - off);
-                let at = (s - self.base) / PAGE + off;
+                let at = (s - self.base) / page::<F>() + off;
                 self.unmap(at, pages, None, &mut g)
             }
             Op::MapFail { at, pages, dma, k } => {
                 let (at, pages) = Self::clamp(at, pages, false);
-                let segs = [(Self::dma(dma, false), pages * PAGE)];
+                let segs = [(Self::dma(dma, false), pages * page::<F>())];
                 self.map(at, &segs, Prot::RW, Some(k), &mut g)
             }
             Op::UnmapFail { at, pages, k } => {
@@ -334,8 +377,8 @@ impl<F: Format> Run<F> {
         let mut runs: Vec<(u64, u64)> = Vec::new();
         for &p in self.model.keys() {
             match runs.last_mut() {
-                Some(r) if r.1 == p => r.1 = p + PAGE,
-                _ => runs.push((p, p + PAGE)),
+                Some(r) if r.1 == p => r.1 = p + page::<F>(),
+                _ => runs.push((p, p + page::<F>())),
             }
         }
         runs
@@ -384,10 +427,10 @@ impl<F: Format> Run<F> {
         let mut changed = BTreeSet::new();
         let mut p = iova;
         for &(d, l) in segs {
-            for off in (0..l).step_by(PAGE as usize) {
+            for off in (0..l).step_by(page::<F>() as usize) {
                 self.model.insert(p, (d + off, eff));
                 changed.insert(p);
-                p += PAGE;
+                p += page::<F>();
             }
         }
         Outcome {
@@ -401,7 +444,7 @@ impl<F: Format> Run<F> {
 
     fn unmap(&mut self, at: u64, pages: u64, fail: Option<usize>, g: &mut Gather) -> Outcome {
         let iova = self.iova(at);
-        let end = iova + pages * PAGE;
+        let end = iova + pages * page::<F>();
         if let Some(k) = fail {
             self.sim.fail_after(k);
         }
@@ -452,7 +495,11 @@ impl<F: Format> Run<F> {
             };
         }
         let gone: Vec<u64> = self.model.range(iova..end).map(|(&k, _)| k).collect();
-        assert_eq!(r, Ok(gone.len() as u64 * PAGE), "unmap {iova:#x}..{end:#x}");
+        assert_eq!(
+            r,
+            Ok(gone.len() as u64 * page::<F>()),
+            "unmap {iova:#x}..{end:#x}"
+        );
         if gone.is_empty() {
             assert!(g.is_empty(), "unmapping a hole must gather nothing");
         }
@@ -471,7 +518,7 @@ impl<F: Format> Run<F> {
     /// What the walker must return for `iova`: the model's page, the dummy page (IPU), or a
     /// translation fault (ARM; never a walk abort, which would mean a dangling table pointer).
     fn expect_walk(&self, iova: u64) -> Option<(u64, Prot)> {
-        let page = iova & !(PAGE - 1);
+        let page = iova & !(page::<F>() - 1);
         match self.model.get(&page) {
             Some(&(d, p)) => Some((d + (iova - page), p)),
             None => self
@@ -517,7 +564,7 @@ impl<F: Format> Run<F> {
         for m in self.pt.mappings() {
             assert_eq!(m.size, 1 << F::level_shift(m.level));
             assert_eq!(m.iova.0 % m.size, 0);
-            for off in (0..m.size).step_by(PAGE as usize) {
+            for off in (0..m.size).step_by(page::<F>() as usize) {
                 assert!(pages
                     .insert(m.iova.0 + off, (m.dma.0 + off, m.prot))
                     .is_none());
@@ -622,13 +669,13 @@ impl<F: Format> Run<F> {
         self.check_mappings();
         // Pages to walk: the addressed range and its neighbours, plus a stride sample.
         let (s, e) = out.touched;
-        let lo = s.saturating_sub(PAGE).max(self.base);
-        let hi = (e + PAGE).min(self.iova(WINDOW_PAGES));
-        let mut pages: BTreeSet<u64> = (lo..hi).step_by(PAGE as usize).collect();
+        let lo = s.saturating_sub(page::<F>()).max(self.base);
+        let hi = (e + page::<F>()).min(self.iova(window_pages::<F>()));
+        let mut pages: BTreeSet<u64> = (lo..hi).step_by(page::<F>() as usize).collect();
         let stride = 97;
         let phase = self.step % stride;
         pages.extend(
-            (phase..WINDOW_PAGES)
+            (phase..window_pages::<F>())
                 .step_by(stride as usize)
                 .map(|p| self.iova(p)),
         );
@@ -639,7 +686,7 @@ impl<F: Format> Run<F> {
 
     /// Every page of the window, through translate and the walker.
     fn check_window(&self) {
-        for p in 0..WINDOW_PAGES {
+        for p in 0..window_pages::<F>() {
             self.check_page(self.iova(p));
         }
     }
@@ -651,7 +698,7 @@ impl<F: Format> Run<F> {
         let stats = self.pt.stats();
         let before = self.sim.snapshot();
         self.sim.clear_sync_log();
-        let out = self.unmap(0, WINDOW_PAGES, None, &mut g);
+        let out = self.unmap(0, window_pages::<F>(), None, &mut g);
         let after_op = self.sim.snapshot();
         let mut ranges = sync_gather(&mut self.pt, &mut g);
         ranges.append(&mut self.inner_ranges);
@@ -706,28 +753,127 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn arm_coherent(ops in prop::collection::vec(op_strategy(), 1..60)) {
+    fn arm_coherent(ops in prop::collection::vec(op_strategy::<ArmLpae4k>(), 1..60)) {
         run::<ArmLpae4k>(true, &ops);
     }
 
     #[test]
-    fn arm_noncoherent(ops in prop::collection::vec(op_strategy(), 1..60)) {
+    fn arm_noncoherent(ops in prop::collection::vec(op_strategy::<ArmLpae4k>(), 1..60)) {
         run::<ArmLpae4k>(false, &ops);
     }
 
     #[test]
-    fn ipu_coherent(ops in prop::collection::vec(op_strategy(), 1..60)) {
+    fn ipu_coherent(ops in prop::collection::vec(op_strategy::<Ipu>(), 1..60)) {
         run::<Ipu>(true, &ops);
     }
 
     #[test]
-    fn ipu_noncoherent(ops in prop::collection::vec(op_strategy(), 1..60)) {
+    fn ipu_noncoherent(ops in prop::collection::vec(op_strategy::<Ipu>(), 1..60)) {
         run::<Ipu>(false, &ops);
     }
 
     #[test]
-    fn ipu_noncoherent_freeing_tables(ops in prop::collection::vec(op_strategy(), 1..60)) {
+    fn ipu_noncoherent_freeing_tables(ops in prop::collection::vec(op_strategy::<Ipu>(), 1..60)) {
         run_freeing::<Ipu>(false, &ops);
+    }
+
+    #[test]
+    fn arm_s2_coherent(ops in prop::collection::vec(op_strategy::<ArmLpaeS2>(), 1..60)) {
+        run::<ArmLpaeS2>(true, &ops);
+    }
+
+    #[test]
+    fn arm_s2_noncoherent(ops in prop::collection::vec(op_strategy::<ArmLpaeS2>(), 1..60)) {
+        run::<ArmLpaeS2>(false, &ops);
+    }
+
+    #[test]
+    fn v7s_coherent(ops in prop::collection::vec(op_strategy::<ArmV7s>(), 1..60)) {
+        run::<ArmV7s>(true, &ops);
+    }
+
+    #[test]
+    fn v7s_noncoherent(ops in prop::collection::vec(op_strategy::<ArmV7s>(), 1..60)) {
+        run::<ArmV7s>(false, &ops);
+    }
+
+    #[test]
+    fn dart1_coherent(ops in prop::collection::vec(op_strategy::<AppleDart1>(), 1..60)) {
+        run::<AppleDart1>(true, &ops);
+    }
+
+    #[test]
+    fn dart2_coherent(ops in prop::collection::vec(op_strategy::<AppleDart2>(), 1..60)) {
+        run::<AppleDart2>(true, &ops);
+    }
+
+    /// DART walkers are coherent; the non-coherent run checks the generic code's cleaning of
+    /// large tables that are never freed.
+    #[test]
+    fn dart2_noncoherent(ops in prop::collection::vec(op_strategy::<AppleDart2>(), 1..60)) {
+        run::<AppleDart2>(false, &ops);
+    }
+
+    #[test]
+    fn dart1_coherent_freeing_tables(
+        ops in prop::collection::vec(op_strategy::<AppleDart1>(), 1..60)
+    ) {
+        run_freeing::<AppleDart1>(true, &ops);
+    }
+
+    #[test]
+    fn riscv_sv39_coherent(ops in prop::collection::vec(op_strategy::<RiscvSv39>(), 1..60)) {
+        run::<RiscvSv39>(true, &ops);
+    }
+
+    #[test]
+    fn riscv_sv39_noncoherent(ops in prop::collection::vec(op_strategy::<RiscvSv39>(), 1..60)) {
+        run::<RiscvSv39>(false, &ops);
+    }
+
+    #[test]
+    fn riscv_sv48_coherent(ops in prop::collection::vec(op_strategy::<RiscvSv48>(), 1..60)) {
+        run::<RiscvSv48>(true, &ops);
+    }
+
+    #[test]
+    fn vtd_ss_coherent(ops in prop::collection::vec(op_strategy::<VtdSs>(), 1..60)) {
+        run::<VtdSs>(true, &ops);
+    }
+
+    #[test]
+    fn vtd_ss_noncoherent(ops in prop::collection::vec(op_strategy::<VtdSs>(), 1..60)) {
+        run::<VtdSs>(false, &ops);
+    }
+
+    #[test]
+    fn amd_v1_coherent(ops in prop::collection::vec(op_strategy::<AmdV1>(), 1..60)) {
+        run::<AmdV1>(true, &ops);
+    }
+
+    #[test]
+    fn amd_v1_noncoherent(ops in prop::collection::vec(op_strategy::<AmdV1>(), 1..60)) {
+        run::<AmdV1>(false, &ops);
+    }
+
+    #[test]
+    fn arm16k_coherent(ops in prop::collection::vec(op_strategy::<ArmLpae16k>(), 1..60)) {
+        run::<ArmLpae16k>(true, &ops);
+    }
+
+    #[test]
+    fn arm16k_noncoherent(ops in prop::collection::vec(op_strategy::<ArmLpae16k>(), 1..60)) {
+        run::<ArmLpae16k>(false, &ops);
+    }
+
+    #[test]
+    fn arm64k_coherent(ops in prop::collection::vec(op_strategy::<ArmLpae64k>(), 1..60)) {
+        run::<ArmLpae64k>(true, &ops);
+    }
+
+    #[test]
+    fn arm64k_noncoherent(ops in prop::collection::vec(op_strategy::<ArmLpae64k>(), 1..60)) {
+        run::<ArmLpae64k>(false, &ops);
     }
 }
 
@@ -812,4 +958,146 @@ fn heap_table_alloc_roundtrip_arm() {
     sync_gather(&mut pt, &mut g);
     assert_eq!(pt.table_alloc().live_pages(), 1);
     assert_eq!(pt.table_count(), 1);
+}
+
+/// A fixed sequence in the manner of [`arm_blocks_and_splits_fixed`], scaled to the window and
+/// block of format `F`: blocks over the whole window (at least one on each side of the root
+/// boundary), a split whose table allocation fails, then unmaps that cut a block at each end
+/// (split with break-before-make), pages mapped into the hole, and scatter-gather maps into the holes.
+fn blocks_and_splits_fixed<F: Format>() {
+    let (w, b) = (window_pages::<F>(), block_pages::<F>());
+    let mut r = Run::<F>::new(false);
+    r.apply(&Op::MapFree {
+        at: 0,
+        pages: w,
+        dma: 0,
+        prot: 0x3,
+        block: true,
+    });
+    let blocks = r.pt.mappings().filter(|m| m.level + 1 < F::LEVELS).count() as u64;
+    assert_eq!(blocks, w / b, "the window is mapped with blocks");
+    let ops = [
+        Op::UnmapFail {
+            at: 3,
+            pages: 3,
+            k: 0,
+        },
+        Op::Unmap { at: 3, pages: 3 },
+        Op::Unmap {
+            at: w / 4 + 5,
+            pages: w / 2,
+        },
+        Op::MapFree {
+            at: w / 2,
+            pages: w / 8 + 37,
+            dma: 5,
+            prot: 0x7,
+            block: false,
+        },
+        Op::MapSegs {
+            at: 3,
+            segs: vec![(9, 3, false)],
+            prot: 0x1b,
+        },
+        Op::MapSegs {
+            at: w / 4 + 5,
+            segs: vec![(0, 40, false), (7, 10, false)],
+            prot: 0x3,
+        },
+    ];
+    for op in &ops {
+        r.apply(op);
+    }
+    assert!(r.pt.stats().blocks_split >= 2, "{:?}", r.pt.stats());
+    assert!(r.model.contains_key(&r.iova(3)) && r.model.contains_key(&r.iova(w / 4 + 5)));
+    r.finish();
+}
+
+#[test]
+fn arm_s2_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<ArmLpaeS2>();
+}
+
+#[test]
+fn v7s_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<ArmV7s>();
+}
+
+#[test]
+fn riscv_sv39_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<RiscvSv39>();
+}
+
+#[test]
+fn riscv_sv48_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<RiscvSv48>();
+}
+
+#[test]
+fn vtd_ss_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<VtdSs>();
+}
+
+#[test]
+fn amd_v1_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<AmdV1>();
+}
+
+#[test]
+fn arm16k_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<ArmLpae16k>();
+}
+
+#[test]
+fn arm64k_blocks_and_splits_fixed() {
+    blocks_and_splits_fixed::<ArmLpae64k>();
+}
+
+/// The heap allocator's large tables (16 KiB and 64 KiB, `alloc_large_table`) through a map of
+/// a block and pages, a block split, and back: every table is given back.
+fn heap_large_tables_roundtrip<F: Format>() {
+    let mut pt = PageTable::<F, _>::new(HeapTableAlloc::new(), PageTableConfig::default()).unwrap();
+    let (p, b) = (page::<F>(), block_pages::<F>() * page::<F>());
+    let mut g = Gather::new();
+    // One block at IOVA 2 blocks, then pages right after it.
+    pt.map(Iova(2 * b), DmaAddr(0x80_0000_0000), b, Prot::RW, &mut g)
+        .unwrap();
+    pt.map(
+        Iova(3 * b),
+        DmaAddr(0x90_0000_0000),
+        4 * p,
+        Prot::RW,
+        &mut g,
+    )
+    .unwrap();
+    // The root (a 4 KiB page at 48 bits), the tables down to the block's level, and one
+    // last-level table: every table below the root is one granule, from alloc_large_table.
+    let tables = pt.table_count();
+    assert_eq!(pt.table_alloc().live_pages(), tables);
+    assert_eq!(pt.unmap_split(Iova(2 * b + p), p, &mut g, |_, _| {}), Ok(p));
+    sync_gather(&mut pt, &mut g);
+    assert_eq!(
+        pt.table_count(),
+        tables + 1,
+        "the block became a table of pages"
+    );
+    assert_eq!(pt.translate(Iova(2 * b + p)), None);
+    assert_eq!(
+        pt.translate(Iova(2 * b + 2 * p + 0x123)),
+        Some((DmaAddr(0x80_0000_0000 + 2 * p + 0x123), Prot::RW))
+    );
+    assert_eq!(pt.unmap(Iova(2 * b), 2 * b, &mut g), Ok(b - p + 4 * p));
+    sync_gather(&mut pt, &mut g);
+    assert_eq!(pt.table_count(), 1);
+    assert_eq!(pt.table_alloc().live_pages(), 1);
+}
+
+#[test]
+fn heap_large_tables_roundtrip_arm16k() {
+    heap_large_tables_roundtrip::<ArmLpae16k>();
+}
+
+#[test]
+fn heap_large_tables_roundtrip_arm64k() {
+    heap_large_tables_roundtrip::<ArmLpae64k>();
 }

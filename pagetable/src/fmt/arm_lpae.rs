@@ -61,6 +61,64 @@ pub const PTE_XN: u64 = PTE_PXN | PTE_UXN;
 /// Output address bits \[47:12\] of a page, block or table descriptor.
 pub const PTE_ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
 
+/// The stage-1 attribute bits of a leaf for `prot`, without the type bits and the address:
+/// `arm_lpae_prot_to_pte` for `ARM_64_LPAE_S1` (AP, AttrIndx, SH, XN, nG) plus the AF that
+/// `__arm_lpae_init_pte` sets. The same for every granule (Arm ARM D8.3 "Stage 1 attribute
+/// fields").
+#[inline]
+pub(crate) fn s1_leaf_attrs(prot: Prot) -> u64 {
+    let mut pte = PTE_NG | PTE_AF;
+    if !prot.contains(Prot::WRITE) && prot.contains(Prot::READ) {
+        pte |= PTE_AP_RDONLY;
+    }
+    if !prot.contains(Prot::PRIV) {
+        pte |= PTE_AP_UNPRIV;
+    }
+    let idx = if prot.contains(Prot::MMIO) {
+        MAIR_IDX_DEV
+    } else if prot.contains(Prot::CACHE) {
+        MAIR_IDX_CACHE
+    } else {
+        MAIR_IDX_NC
+    };
+    pte |= idx << PTE_ATTRINDX_SHIFT;
+    pte |= if prot.contains(Prot::CACHE) {
+        PTE_SH_IS
+    } else {
+        PTE_SH_OS
+    };
+    if prot.contains(Prot::NOEXEC) {
+        pte |= PTE_XN;
+    }
+    pte
+}
+
+/// The protection a valid stage-1 leaf grants, from its attribute bits (the inverse of
+/// [`s1_leaf_attrs`] on what stage 1 can express).
+#[inline]
+pub(crate) fn s1_prot(pte: u64) -> Prot {
+    // Stage 1 cannot express write-only or no-read: every valid leaf is readable.
+    let mut prot = Prot::READ;
+    if pte & PTE_AP_RDONLY == 0 {
+        prot |= Prot::WRITE;
+    }
+    if pte & PTE_AP_UNPRIV == 0 {
+        prot |= Prot::PRIV;
+    }
+    if pte & PTE_XN != 0 {
+        prot |= Prot::NOEXEC;
+    }
+    match (pte & PTE_ATTRINDX_MASK) >> PTE_ATTRINDX_SHIFT {
+        // arm_lpae_prot_to_pte sets SH from IOMMU_CACHE even for device memory:
+        // report it, so re-encoding a decoded leaf (a block split) keeps SH=IS.
+        MAIR_IDX_DEV if pte & PTE_SH_MASK == PTE_SH_IS => prot |= Prot::MMIO | Prot::CACHE,
+        MAIR_IDX_DEV => prot |= Prot::MMIO,
+        MAIR_IDX_CACHE => prot |= Prot::CACHE,
+        _ => {}
+    }
+    prot
+}
+
 /// ARM LPAE stage 1, 4 KiB granule, 48-bit IOVA, 4 levels, 4 KiB pages + 2 MiB and 1 GiB blocks.
 #[derive(Clone, Copy, Default, Debug)]
 pub struct ArmLpae4k;
@@ -87,35 +145,12 @@ impl Format for ArmLpae4k {
     /// `__arm_lpae_init_pte` adds.
     #[inline]
     fn leaf_attrs(level: usize, prot: Prot) -> u64 {
-        let mut pte = PTE_NG | PTE_AF;
-        pte |= if level == 3 {
+        let ty = if level == 3 {
             PTE_TYPE_PAGE
         } else {
             PTE_TYPE_BLOCK
         };
-        if !prot.contains(Prot::WRITE) && prot.contains(Prot::READ) {
-            pte |= PTE_AP_RDONLY;
-        }
-        if !prot.contains(Prot::PRIV) {
-            pte |= PTE_AP_UNPRIV;
-        }
-        let idx = if prot.contains(Prot::MMIO) {
-            MAIR_IDX_DEV
-        } else if prot.contains(Prot::CACHE) {
-            MAIR_IDX_CACHE
-        } else {
-            MAIR_IDX_NC
-        };
-        pte |= idx << PTE_ATTRINDX_SHIFT;
-        pte |= if prot.contains(Prot::CACHE) {
-            PTE_SH_IS
-        } else {
-            PTE_SH_OS
-        };
-        if prot.contains(Prot::NOEXEC) {
-            pte |= PTE_XN;
-        }
-        pte
+        s1_leaf_attrs(prot) | ty
     }
 
     #[inline(always)]
@@ -137,27 +172,7 @@ impl Format for ArmLpae4k {
         match (level, ty) {
             (0..=2, PTE_TYPE_TABLE) => Entry::Table(addr),
             (1..=2, PTE_TYPE_BLOCK) | (3, PTE_TYPE_PAGE) => {
-                // Stage 1 cannot express write-only or no-read: every valid leaf is readable.
-                let mut prot = Prot::READ;
-                if pte & PTE_AP_RDONLY == 0 {
-                    prot |= Prot::WRITE;
-                }
-                if pte & PTE_AP_UNPRIV == 0 {
-                    prot |= Prot::PRIV;
-                }
-                if pte & PTE_XN != 0 {
-                    prot |= Prot::NOEXEC;
-                }
-                match (pte & PTE_ATTRINDX_MASK) >> PTE_ATTRINDX_SHIFT {
-                    // arm_lpae_prot_to_pte sets SH from IOMMU_CACHE even for device memory:
-                    // report it, so re-encoding a decoded leaf (a block split) keeps SH=IS.
-                    MAIR_IDX_DEV if pte & PTE_SH_MASK == PTE_SH_IS => {
-                        prot |= Prot::MMIO | Prot::CACHE
-                    }
-                    MAIR_IDX_DEV => prot |= Prot::MMIO,
-                    MAIR_IDX_CACHE => prot |= Prot::CACHE,
-                    _ => {}
-                }
+                let prot = s1_prot(pte);
                 // The block descriptor's address must be aligned to the block; bits below it
                 // are RES0 and ignored by the walker.
                 let size = 1u64 << Self::level_shift(level);

@@ -8,8 +8,9 @@
 
 use devmmu_pagetable::{
     DmaAddr, Format, Gather, Iova, Mapping, PageTable, PteWord, TableAlloc, TablePage, TableReader,
-    TABLE_SIZE,
+    MAX_TABLE_SIZE, TABLE_SIZE,
 };
+use std::alloc::Layout;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
@@ -33,29 +34,51 @@ pub const LINE: usize = 64;
 /// Lines per 4 KiB table page.
 pub const LINES_PER_PAGE: usize = TABLE_SIZE / LINE;
 
-/// CPU memory of one table page: 4 KiB, aligned to 4 KiB as `TableAlloc` promises.
-#[repr(C, align(4096))]
-struct PageMem([u8; TABLE_SIZE]);
+/// Offset from the allocator's base of the bus addresses of large tables
+/// ([`TableAlloc::alloc_large_table`]): each takes a [`MAX_TABLE_SIZE`] slot there, so it is
+/// aligned to its size whatever that is.
+pub const LARGE_OFFSET: u64 = 0x1000_0000;
+
+/// Token bit of a large table (the rest is its slot).
+const LARGE_TOKEN: u64 = 1 << 32;
 
 struct Page {
-    /// From `Box::into_raw`; owned by the page, released in `drop_page`.
-    cpu: NonNull<PageMem>,
+    /// From `std::alloc::alloc_zeroed` with `layout(size)`; released in `drop`.
+    cpu: NonNull<u8>,
+    /// Bytes: [`TABLE_SIZE`], or a large table's size.
+    size: usize,
     /// What a non-coherent walker reads: updated only by `sync_for_device`.
-    dev: Box<[u8; TABLE_SIZE]>,
+    dev: Vec<u8>,
+}
+
+/// CPU memory of a table of `size` bytes, aligned to its size as `TableAlloc` promises.
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, size).expect("power-of-two table size")
 }
 
 impl Page {
-    fn cpu_bytes(&self) -> &[u8; TABLE_SIZE] {
-        // SAFETY: `cpu` came from Box::into_raw and stays valid until the page is dropped; the
+    fn new(size: usize) -> Self {
+        // SAFETY: the layout has a non-zero size.
+        let cpu =
+            NonNull::new(unsafe { std::alloc::alloc_zeroed(layout(size)) }).expect("out of memory");
+        Page {
+            cpu,
+            size,
+            dev: vec![GARBAGE; size],
+        }
+    }
+
+    fn cpu_bytes(&self) -> &[u8] {
+        // SAFETY: `cpu` is `size` bytes allocated in `new`, valid until the page is dropped; the
         // page table writes to it only inside its own calls, never while the test reads.
-        unsafe { &(*self.cpu.as_ptr()).0 }
+        unsafe { std::slice::from_raw_parts(self.cpu.as_ptr(), self.size) }
     }
 }
 
 impl Drop for Page {
     fn drop(&mut self) {
-        // SAFETY: `cpu` came from Box::into_raw in `alloc_table` and is released only here.
-        drop(unsafe { Box::from_raw(self.cpu.as_ptr()) });
+        // SAFETY: `cpu` came from alloc_zeroed with this layout and is released only here.
+        unsafe { std::alloc::dealloc(self.cpu.as_ptr(), layout(self.size)) };
     }
 }
 
@@ -87,6 +110,9 @@ struct State {
     /// Slots of freed pages, reused lowest first so bus addresses are deterministic.
     free_slots: BTreeSet<u64>,
     next_slot: u64,
+    /// The same for large tables (slots of [`MAX_TABLE_SIZE`] bytes from `base + LARGE_OFFSET`).
+    free_large: BTreeSet<u64>,
+    next_large: u64,
     base: u64,
     allocs: u64,
     frees: u64,
@@ -103,14 +129,26 @@ struct State {
 
 impl State {
     /// Slot of a page at bus address `dma`, its token: pages sit at `base` or [`HIGH_BASE`],
-    /// whichever is the nearest below `dma` (slots are few, so the two ranges never meet).
+    /// whichever is the nearest below `dma` (slots are few, so the two ranges never meet), and
+    /// large tables [`LARGE_OFFSET`] above that, their token marked with `LARGE_TOKEN`.
     fn slot_of(&self, dma: DmaAddr) -> u64 {
         let base = [self.base, HIGH_BASE]
             .into_iter()
             .filter(|&b| b <= dma.0)
             .max()
             .unwrap_or_else(|| panic!("not a page of this allocator: {dma:?}"));
-        (dma.0 - base) / TABLE_SIZE as u64
+        let off = dma.0 - base;
+        if off >= LARGE_OFFSET {
+            LARGE_TOKEN | ((off - LARGE_OFFSET) / MAX_TABLE_SIZE as u64)
+        } else {
+            off / TABLE_SIZE as u64
+        }
+    }
+
+    /// The live page holding bus address `addr`, with its address.
+    fn page_at(&self, addr: u64) -> Option<(u64, &Page)> {
+        let (&a, p) = self.pages.range(..=addr).next_back()?;
+        (addr < a + p.size as u64).then_some((a, p))
     }
 }
 
@@ -246,16 +284,15 @@ impl SimAlloc {
     /// (`device == false`) or the device copy, whatever the walker flag says.
     pub fn read_raw(&self, addr: DmaAddr, bytes: usize, device: bool) -> Option<u64> {
         let s = self.0.borrow();
-        let page_addr = addr.0 & !(TABLE_SIZE as u64 - 1);
+        let (page_addr, page) = s.page_at(addr.0)?;
         let off = (addr.0 - page_addr) as usize;
-        if off + bytes > TABLE_SIZE || !(bytes == 4 || bytes == 8) {
+        if off + bytes > page.size || !(bytes == 4 || bytes == 8) {
             return None;
         }
-        let page = s.pages.get(&page_addr)?;
         let src: &[u8] = if device {
             &page.dev[..]
         } else {
-            &page.cpu_bytes()[..]
+            page.cpu_bytes()
         };
         let mut x = [0u8; 8];
         x[..bytes].copy_from_slice(&src[off..off + bytes]);
@@ -281,7 +318,7 @@ impl SimAlloc {
             .iter()
             .filter_map(|(&a, p)| {
                 let cpu = p.cpu_bytes();
-                (0..LINES_PER_PAGE)
+                (0..p.size / LINE)
                     .find(|&l| cpu[l * LINE..(l + 1) * LINE] != p.dev[l * LINE..(l + 1) * LINE])
                     .map(|l| (DmaAddr(a), l))
             })
@@ -289,62 +326,29 @@ impl SimAlloc {
     }
 }
 
-// SAFETY: pages are fresh zeroed `PageMem` boxes (4 KiB, 4 KiB aligned), each owned by exactly
+// SAFETY: pages are fresh zeroed allocations of their size, aligned to it, each owned by exactly
 // one live slot until `free_table`; bus addresses are `base + 4 KiB * slot` with a 4 KiB aligned
-// base, so they are aligned and distinct among live pages.
+// base, or `base + LARGE_OFFSET + 64 KiB * slot` for large tables, so they are aligned to their
+// size and distinct among live pages.
 unsafe impl TableAlloc for SimAlloc {
     fn alloc_table(&mut self) -> Option<TablePage> {
-        let mut s = self.0.borrow_mut();
-        if let Some(n) = s.fail_in {
-            if n == 0 {
-                s.fail_in = None;
-                s.failed_allocs += 1;
-                return None;
-            }
-            s.fail_in = Some(n - 1);
-        }
-        let high = match s.high_in {
-            Some(0) => {
-                s.high_in = None;
-                true
-            }
-            Some(n) => {
-                s.high_in = Some(n - 1);
-                false
-            }
-            None => false,
-        };
-        let slot = match s.free_slots.pop_first() {
-            Some(slot) => slot,
-            None => {
-                s.next_slot += 1;
-                s.next_slot - 1
-            }
-        };
-        let base = if high { HIGH_BASE } else { s.base };
-        let dma = base + slot * TABLE_SIZE as u64;
-        let cpu = NonNull::new(Box::into_raw(Box::new(PageMem([0; TABLE_SIZE]))))
-            .expect("Box is non-null");
-        let page = Page {
-            cpu,
-            dev: Box::new([GARBAGE; TABLE_SIZE]),
-        };
+        self.alloc(TABLE_SIZE)
+    }
+
+    /// Large tables, for the formats that need them (ARM LPAE 16 KiB / 64 KiB granules): at
+    /// `base + LARGE_OFFSET + MAX_TABLE_SIZE * slot`. Failures injected as for pages.
+    fn alloc_large_table(&mut self, bytes: usize) -> Option<TablePage> {
         assert!(
-            s.pages.insert(dma, page).is_none(),
-            "slot reused while live"
+            bytes.is_power_of_two() && bytes > TABLE_SIZE && bytes <= MAX_TABLE_SIZE,
+            "large table of {bytes:#x} bytes"
         );
-        s.allocs += 1;
-        Some(TablePage {
-            cpu: cpu.cast(),
-            dma: DmaAddr(dma),
-            token: slot as usize,
-        })
+        self.alloc(bytes)
     }
 
     /// A page full of garbage on the CPU side too: an entry the page table fails to store
     /// before linking the table shows up as a wrong walk.
     fn alloc_table_for_overwrite(&mut self) -> Option<TablePage> {
-        let page = self.alloc_table()?;
+        let page = self.alloc(TABLE_SIZE)?;
         // SAFETY: a fresh page of TABLE_SIZE bytes owned by the caller.
         unsafe { std::ptr::write_bytes(page.cpu.as_ptr(), GARBAGE, TABLE_SIZE) };
         Some(page)
@@ -356,22 +360,23 @@ unsafe impl TableAlloc for SimAlloc {
             .pages
             .remove(&page.dma.0)
             .unwrap_or_else(|| panic!("free of a page that is not live: {:?}", page.dma));
-        assert_eq!(
-            p.cpu.as_ptr() as *mut u8,
-            page.cpu.as_ptr(),
-            "CPU/bus pair mismatch"
-        );
+        assert_eq!(p.cpu.as_ptr(), page.cpu.as_ptr(), "CPU/bus pair mismatch");
         let slot = s.slot_of(page.dma);
         assert_eq!(page.token as u64, slot, "token changed: {page:?}");
-        s.free_slots.insert(slot);
+        if slot & LARGE_TOKEN != 0 {
+            s.free_large.insert(slot & !LARGE_TOKEN);
+        } else {
+            s.free_slots.insert(slot);
+        }
         s.frees += 1;
     }
 
     fn sync_for_device(&mut self, page: &TablePage, offset: usize, len: usize) {
         let mut s = self.0.borrow_mut();
         let table = page.dma;
+        let size = s.pages.get(&table.0).map_or(TABLE_SIZE, |p| p.size);
         assert!(
-            len > 0 && offset + len <= TABLE_SIZE,
+            len > 0 && offset + len <= size,
             "sync outside the page: {table:?} +{offset:#x} len {len:#x}"
         );
         assert_eq!(
@@ -386,7 +391,7 @@ unsafe impl TableAlloc for SimAlloc {
             .get_mut(&table.0)
             .unwrap_or_else(|| panic!("sync of a page that is not live: {table:?}"));
         assert_eq!(
-            page.cpu.as_ptr() as *mut u8,
+            page.cpu.as_ptr(),
             cpu.as_ptr(),
             "sync of a CPU/bus pair that was never handed out"
         );
@@ -412,6 +417,67 @@ unsafe impl TableAlloc for SimAlloc {
                 }
             }
         }
+    }
+}
+
+impl SimAlloc {
+    /// A zeroed table of `size` bytes (CPU side; the device side is garbage).
+    fn alloc(&mut self, size: usize) -> Option<TablePage> {
+        let mut guard = self.0.borrow_mut();
+        let s = &mut *guard;
+        if let Some(n) = s.fail_in {
+            if n == 0 {
+                s.fail_in = None;
+                s.failed_allocs += 1;
+                return None;
+            }
+            s.fail_in = Some(n - 1);
+        }
+        let high = match s.high_in {
+            Some(0) => {
+                s.high_in = None;
+                true
+            }
+            Some(n) => {
+                s.high_in = Some(n - 1);
+                false
+            }
+            None => false,
+        };
+        let large = size > TABLE_SIZE;
+        let (free, next) = if large {
+            (&mut s.free_large, &mut s.next_large)
+        } else {
+            (&mut s.free_slots, &mut s.next_slot)
+        };
+        let slot = match free.pop_first() {
+            Some(slot) => slot,
+            None => {
+                *next += 1;
+                *next - 1
+            }
+        };
+        let base = if high { HIGH_BASE } else { s.base };
+        let (dma, token) = if large {
+            (
+                base + LARGE_OFFSET + slot * MAX_TABLE_SIZE as u64,
+                LARGE_TOKEN | slot,
+            )
+        } else {
+            (base + slot * TABLE_SIZE as u64, slot)
+        };
+        let page = Page::new(size);
+        let cpu = page.cpu;
+        assert!(
+            s.pages.insert(dma, page).is_none(),
+            "slot reused while live"
+        );
+        s.allocs += 1;
+        Some(TablePage {
+            cpu,
+            dma: DmaAddr(dma),
+            token: token as usize,
+        })
     }
 }
 
@@ -465,7 +531,7 @@ impl Snapshot {
         let mut out = BTreeSet::new();
         for (a, old) in &self.0 {
             if let Some(new) = after.0.get(a) {
-                for l in 0..LINES_PER_PAGE {
+                for l in 0..old.len().min(new.len()) / LINE {
                     if old[l * LINE..(l + 1) * LINE] != new[l * LINE..(l + 1) * LINE] {
                         out.insert((*a, l));
                     }
