@@ -41,7 +41,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use devmmu_mm::bo::{Bo, BoFlags, CpuAccess, DrmFourcc, ImageLayout, PitchRule};
 use devmmu_mm::device::{Device, DeviceConfig, MmuFormat};
@@ -103,15 +102,6 @@ impl Omit {
     ];
 }
 
-/// The `--mmu` parser (the camera's MMU): the names of the registered formats.
-fn mmu_format_parser() -> impl TypedValueParser<Value = MmuFormat> {
-    let names = MmuFormat::ALL
-        .iter()
-        .map(|f| PossibleValue::new(f.name()).help(f.summary()));
-    PossibleValuesParser::new(names)
-        .map(|name| MmuFormat::from_name(&name).expect("a possible value is a format's name"))
-}
-
 /// Arguments of `devmmu pipeline`.
 #[derive(Args, Debug, Clone)]
 pub struct PipelineArgs {
@@ -124,7 +114,7 @@ pub struct PipelineArgs {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub frames: u32,
     /// The camera's MMU format (the display's is ARM LPAE 4K).
-    #[arg(long, default_value = MmuFormat::Ipu.name(), value_parser = mmu_format_parser())]
+    #[arg(long, default_value = MmuFormat::Ipu.name(), value_parser = crate::camera::mmu_format_parser())]
     pub mmu: MmuFormat,
     /// Make the display cache-coherent (the camera is always non-coherent).
     #[arg(long)]
