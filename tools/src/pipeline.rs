@@ -358,8 +358,8 @@ pub fn run_pipeline(args: &PipelineArgs) -> Result<Report, PipelineError> {
     let disp_tl = Timeline::new("display");
     let frames = args.frames;
     let omit = args.omit;
-    let starts: Arc<parking_lot::Mutex<Vec<Option<Instant>>>> =
-        Arc::new(parking_lot::Mutex::new(vec![None; frames as usize]));
+    // When each frame's camera work started, for the latency the display measures.
+    let starts = parking_lot::Mutex::new(vec![None; frames as usize]);
     // A bar on long runs, moved by the display as frames complete.
     let progress = crate::camera::progress_bar(frames, nv12.total_size() as u64 + xrgb.size());
     let start = Instant::now();
@@ -571,38 +571,33 @@ fn gpu_stage(
         } else {
             Some(nv12_ring[slot].0.begin_cpu_access_owned(CpuAccess::READ)?)
         };
-        let xrgb_access = if omit == Some(Omit::XrgbSyncForDevice) {
+        let mut xrgb_access = if omit == Some(Omit::XrgbSyncForDevice) {
             None
         } else {
             Some(xrgb_ring[slot].0.begin_cpu_access_owned(CpuAccess::WRITE)?)
         };
         gpu.submit(jobs[slot], Some(point), point)?;
-        if omit == Some(Omit::GpuWaitsShader) {
+        let shader_waited = omit != Some(Omit::GpuWaitsShader);
+        if !shader_waited {
             // No wait for the shader: the display is told the frame is ready at once, and
             // (hazard schedule) the shader only starts once the display has read it.
-            if let Some(a) = xrgb_access {
+            if let Some(a) = xrgb_access.take() {
                 a.end()?;
             }
             gpu_tl.signal(point)?;
             hold(disp_tl, point);
-            gpu.open_gate(point)?;
-            gpu.wait_done(point, WAIT_TIMEOUT)?;
-            if let Some(a) = nv12_access {
-                a.end()?;
-            }
-            times.push(t0.elapsed());
-            continue;
         }
         gpu.open_gate(point)?;
+        // Without the hazard, the wait that orders the display after the shader; with it, only
+        // what lets the job's command buffer be submitted again.
         gpu.wait_done(point, WAIT_TIMEOUT)?;
-        if let Some(a) = xrgb_access {
-            a.end()?;
-        }
-        if let Some(a) = nv12_access {
+        for a in [xrgb_access, nv12_access].into_iter().flatten() {
             a.end()?;
         }
         times.push(t0.elapsed());
-        gpu_tl.signal(point)?;
+        if shader_waited {
+            gpu_tl.signal(point)?;
+        }
     }
     Ok(Stage { times })
 }
