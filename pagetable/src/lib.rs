@@ -16,6 +16,12 @@
 //!   io-pgtable-arm.c since Linux v6.13); [`PageTable::unmap_split`] splits one with
 //!   break-before-make. Intel IPU tables emptied by unmap stay linked until teardown, as in
 //!   ipu3-mmu.c and ipu6-mmu.c ([`PageTable::set_free_empty_tables`]).
+//! - [`SharedPageTable`]: map and unmap of disjoint IOVA ranges from several threads at once
+//!   on one table, without a table-wide lock (io-pgtable-arm.c's and generic_pt's scheme: a new
+//!   table is installed with a compare-exchange, the loser frees its own; leaves of disjoint
+//!   ranges never share an entry). Tables are freed only under `&mut self`
+//!   ([`SharedPageTable::compact`]), so a caller breaking the disjointness promise gets wrong
+//!   translations, never freed memory.
 //! - [`Gather`]: the TLB ranges to invalidate (leaf ranges, and walk-cache ranges where a table
 //!   was unlinked: [`Invalidation`]) and tables to free after an update; owned by the one
 //!   table that filled it.
@@ -37,6 +43,9 @@
 //! | large tables ([`TableAlloc::alloc_large_table`]) | a table is as large as its level's entries | the `unsafe trait`'s contract for the size; the page table asks exactly for the size of the level's entries (a compile-time constant) and checks the returned bus address's alignment |
 //! | `TableAlloc::free_table` | the page came from this allocator, unchanged, and is not used afterwards | `PageTable` keeps each `TablePage` as the allocator returned it and frees it once; a [`Gather`] holding one table's pages is refused by every other table ([`Error::ForeignGather`]); the allocator cannot be replaced under a live table (`PageTable::table_alloc_mut` is `unsafe`) |
 //! | [`HeapTableAlloc`]'s heap calls | the layout and the pages' provenance | pages come only from `alloc`/`alloc_zeroed` with one layout and return to `dealloc` with it |
+//! | [`SharedPageTable`]'s atomic loads, stores and compare-exchanges of entries | the table is live and the entry inside it; no non-atomic access to it races with them | a table reached under `&self` stays live: tables are freed only with exclusive access ([`SharedPageTable::compact`] takes `&mut self` and puts the unlinked pages on a gather, freed by `iotlb_sync` after the walk invalidation; drop); indices are masked by the format's geometry; while the table is shared every access to table memory is one atomic access of the entry's width, aligned to it (table pages are page-aligned) |
+//! | [`SharedPageTable`]'s plain stores into a leaf table it builds whole | no other thread and no walker can reach the table yet | the table is linked only by the compare-exchange that follows the stores (and its cleaning); a lost compare-exchange frees it unlinked |
+//! | [`SharedPageTable`]'s child pointers (`Box::into_raw`, dereference, `Box::from_raw`) | each pointer is dereferenced only while its table is live, and freed once | a pointer is published (Release) only after its entry is installed, read with Acquire, and freed only under `&mut self` (compact, drop) after its slot is cleared |
 //! | `Send`/`Sync` for [`TablePage`] | a `TablePage` is a description: no access without `unsafe` | its fields are plain values; the page table is `Send`/`Sync` only as far as its allocator is |
 //!
 //! A format whose geometry would let an index leave its table page does not compile:
@@ -117,6 +126,7 @@ pub mod fmt;
 mod format;
 mod gather;
 mod prot;
+pub mod shared;
 mod sizes;
 mod stats;
 mod table;
@@ -137,6 +147,7 @@ pub use fmt::vtd_ss::VtdSs;
 pub use format::{Entry, Format, PteWord, MAX_LEVELS};
 pub use gather::{Gather, Invalidation};
 pub use prot::Prot;
+pub use shared::{SharedPageTable, SharedStats};
 pub use sizes::AddressSizes;
 pub use stats::Stats;
 pub use table::{Mapping, Mappings, PageTable, PageTableConfig};

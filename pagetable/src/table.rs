@@ -1215,7 +1215,7 @@ impl<F: Format, A: TableAlloc> Iterator for Mappings<'_, F, A> {
 }
 
 /// A process-unique, never-zero id for a new table (0 marks a gather owned by no table).
-fn next_table_id() -> u64 {
+pub(crate) fn next_table_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     // Relaxed: only uniqueness matters, and fetch_add gives it. 2^64 tables never wrap.
     NEXT.fetch_add(1, Ordering::Relaxed)
@@ -1224,7 +1224,7 @@ fn next_table_id() -> u64 {
 /// Validates `[start, start + len)` for a format: non-empty, both granule-aligned (`what` names
 /// the start and the length in errors), no overflow, and ending within `bits` bits. Returns the
 /// exclusive end.
-fn check_range<F: Format>(
+pub(crate) fn check_range<F: Format>(
     what: (&'static str, &'static str),
     start: u64,
     len: u64,
@@ -1258,7 +1258,7 @@ fn check_range<F: Format>(
 }
 
 #[inline(always)]
-fn limit(bits: u32) -> u64 {
+pub(crate) fn limit(bits: u32) -> u64 {
     if bits >= 64 {
         u64::MAX
     } else {
