@@ -245,7 +245,9 @@ pub enum SensorError {
 
 /// Makes a decoder's or encoder's message fit on one line, in words a user reads: a PNG chunk
 /// type the png crate prints with Rust's debug formatting (`ChunkType { type: IDAT, critical:
-/// true, .. }`) becomes its name (`IDAT`).
+/// true, .. }`) becomes its name (`IDAT`), and an error variant name it prints as is (fdeflate's
+/// `Corrupt deflate stream. InvalidUncompressedBlockLength`) becomes words (`invalid
+/// uncompressed block length`).
 pub(crate) fn one_line(text: impl std::fmt::Display) -> String {
     let mut text = text.to_string();
     const CHUNK: &str = "ChunkType { type: ";
@@ -258,7 +260,39 @@ pub(crate) fn one_line(text: impl std::fmt::Display) -> String {
         let end = start + CHUNK.len() + close + 1;
         text.replace_range(start..end, &name);
     }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .map(uncamel)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `InvalidBlockType` (a Rust identifier in CamelCase: letters and digits, an upper-case first
+/// letter, lower-case letters, and at least two upper-case ones) as `invalid block type`; any
+/// other word (`Png`, `IDAT`, `0x7a1a`, `fDAT`, `chunk.`) as it is. A trailing `.`, `,` or `:`
+/// is kept.
+fn uncamel(word: &str) -> String {
+    let core = word.trim_end_matches(['.', ',', ':']);
+    let tail = &word[core.len()..];
+    let upper = core.chars().filter(|c| c.is_ascii_uppercase()).count();
+    let camel = core.starts_with(|c: char| c.is_ascii_uppercase())
+        && upper >= 2
+        && core.chars().any(|c| c.is_ascii_lowercase())
+        && core.chars().all(|c| c.is_ascii_alphanumeric());
+    if !camel {
+        return word.to_string();
+    }
+    let mut out = String::with_capacity(core.len() + 4);
+    for (i, c) in core.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out + tail
 }
 
 #[cfg(test)]
@@ -272,6 +306,25 @@ mod tests {
             super::one_line(png),
             "CRC error: expected 0x7a1a43ad have 0x7b1a43ad while decoding IHDR chunk."
         );
-        assert_eq!(super::one_line("ChunkType { broken"), "ChunkType { broken");
+        assert_eq!(super::one_line("ChunkType { broken"), "chunk type { broken");
+    }
+
+    #[test]
+    fn variant_names_become_words() {
+        // What `devmmu camera --input` printed for PNGs whose deflate stream has a stored block
+        // with LEN != !NLEN, and a block of type 3.
+        assert_eq!(
+            super::one_line(
+                "Format error decoding Png: Corrupt deflate stream. InvalidUncompressedBlockLength"
+            ),
+            "Format error decoding Png: Corrupt deflate stream. invalid uncompressed block length"
+        );
+        assert_eq!(
+            super::one_line("Corrupt deflate stream. InvalidBlockType."),
+            "Corrupt deflate stream. invalid block type."
+        );
+        for word in ["Png", "IDAT", "fDAT", "0x7A1a", "CRC", "Error:"] {
+            assert_eq!(super::one_line(word), word);
+        }
     }
 }
