@@ -17,7 +17,9 @@ use parking_lot::Mutex;
 
 use super::swiotlb::SwiotlbPools;
 use super::types::DmaOwner;
-use crate::phys::{PhysAddr, PhysMem, PhysSegment};
+#[cfg(test)]
+use crate::phys::PhysSegment;
+use crate::phys::{PhysAddr, PhysMem};
 
 /// The DMA layer's shared state of one machine.
 #[derive(Debug, Default)]
@@ -38,29 +40,52 @@ impl DmaMachine {
             .expect("a PhysMem's DMA-layer slot holds only its DmaMachine")
     }
 
-    /// Records that the DMA layer owns `[pa, pa + len)` as `owner`. The caller owns the frames
-    /// and calls [`DmaMachine::disown`] before freeing them.
-    pub(crate) fn own(&self, pa: PhysAddr, len: u64, owner: DmaOwner) {
+    /// Records that the DMA layer owns `[pa, pa + len)` of `phys` as `owner`: tags its frames
+    /// in the frame table ([`PhysMem::set_dma_tag`]), so a map finds them with the lookups it
+    /// makes anyway. The caller owns the frames and calls [`DmaMachine::disown`] before freeing
+    /// them.
+    pub(crate) fn own(&self, phys: &PhysMem, pa: PhysAddr, len: u64, owner: DmaOwner) {
+        phys.set_dma_tag(pa, len, tag_of(owner));
         self.owned
             .lock()
             .insert(pa.0, (pa.0.saturating_add(len), owner));
     }
 
-    /// Forgets the range starting at `pa` recorded by [`DmaMachine::own`].
-    pub(crate) fn disown(&self, pa: PhysAddr) {
-        self.owned.lock().remove(&pa.0);
+    /// Forgets the range starting at `pa` recorded by [`DmaMachine::own`], and its frames' tag.
+    pub(crate) fn disown(&self, phys: &PhysMem, pa: PhysAddr) {
+        if let Some((end, _)) = self.owned.lock().remove(&pa.0) {
+            phys.set_dma_tag(pa, end - pa.0, 0);
+        }
     }
 
-    /// The first DMA-layer-owned byte among `segs` (in their order) and its owner. One lock for
-    /// the whole list: a scattered buffer is one segment per page.
-    pub(crate) fn owner_of(&self, segs: &[PhysSegment]) -> Option<(PhysAddr, DmaOwner)> {
-        let owned = self.owned.lock();
+    /// The first DMA-layer-owned byte among `segs` (in their order) and its owner, from the
+    /// frames' tags. Segments that are not allocated memory are skipped. (`map_sg` makes the
+    /// same check inside its own allocation check; this is for tests.)
+    #[cfg(test)]
+    pub(crate) fn owner_of(phys: &PhysMem, segs: &[PhysSegment]) -> Option<(PhysAddr, DmaOwner)> {
+        let frames = phys.frames();
         segs.iter().find_map(|s| {
-            let end = s.addr.0.saturating_add(s.len);
-            // Ranges are disjoint: if the last one starting before `end` ends at or before the
-            // segment's start, every earlier one does too.
-            let (&start, &(stop, owner)) = owned.range(..end).next_back()?;
-            (stop > s.addr.0).then_some((PhysAddr(start.max(s.addr.0)), owner))
+            let (at, tag) = frames.check_allocated_tagged(s.addr, s.len).ok()??;
+            Some((at, owner_of_tag(tag)?))
         })
+    }
+}
+
+/// The frame tag of each owner (0 is "none").
+pub(crate) fn tag_of(owner: DmaOwner) -> u8 {
+    match owner {
+        DmaOwner::SwiotlbPool => 1,
+        DmaOwner::IommuTable => 2,
+        DmaOwner::DeviceTable => 3,
+    }
+}
+
+/// The owner a frame tag names ([`tag_of`]'s inverse), `None` for 0 or an unknown tag.
+pub(crate) fn owner_of_tag(tag: u8) -> Option<DmaOwner> {
+    match tag {
+        1 => Some(DmaOwner::SwiotlbPool),
+        2 => Some(DmaOwner::IommuTable),
+        3 => Some(DmaOwner::DeviceTable),
+        _ => None,
     }
 }

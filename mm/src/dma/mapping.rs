@@ -10,7 +10,7 @@
 use devmmu_pagetable::DmaAddr;
 
 use super::iommu::IovaNode;
-use super::machine::DmaMachine;
+use super::machine::owner_of_tag;
 use super::registry::{Mapping, Seg};
 use super::stats::Counters;
 use super::sync::{self, Piece};
@@ -86,19 +86,22 @@ impl DmaOps {
             return Err(MmError::ZeroSize);
         }
         let mut len: u64 = 0;
+        let mut owned = None;
         {
             // One read lock of the frame table for every segment (a scattered BO is one
-            // segment per run of pages).
+            // segment per run of pages), and one lookup per page, which also finds memory the
+            // DMA layer owns (its frames are tagged: `DmaMachine::own`).
             let frames = self.phys.frames();
             for s in phys {
-                frames.check_allocated(s.addr, s.len)?;
+                let tagged = frames.check_allocated_tagged(s.addr, s.len)?;
+                owned = owned.or(tagged);
                 len = len.checked_add(s.len).ok_or(MmError::AddrOverflow {
                     addr: s.addr,
                     len: s.len,
                 })?;
             }
         }
-        if let Some((addr, owner)) = DmaMachine::of(&self.phys).owner_of(phys) {
+        if let Some((addr, owner)) = owned.and_then(|(a, t)| Some((a, owner_of_tag(t)?))) {
             self.report(DmaDiag::MapsDmaLayerMemory { pa: addr, owner });
             return Err(MmError::DmaLayerMemory { addr, owner });
         }

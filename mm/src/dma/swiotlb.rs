@@ -72,7 +72,8 @@ pub(crate) struct Swiotlb {
 impl Drop for Swiotlb {
     fn drop(&mut self) {
         // Before `frames` returns the memory: it is no longer the DMA layer's.
-        DmaMachine::of(self.frames.phys()).disown(self.base);
+        let phys = self.frames.phys();
+        DmaMachine::of(phys).disown(phys, self.base);
     }
 }
 
@@ -121,7 +122,7 @@ impl Swiotlb {
         })?;
         let frames = phys.alloc_frames(pages, FrameAlloc::contiguous().below(limit))?;
         let base = frames.pages()[0];
-        DmaMachine::of(phys).own(base, pages * PAGE_SIZE, DmaOwner::SwiotlbPool);
+        DmaMachine::of(phys).own(phys, base, pages * PAGE_SIZE, DmaOwner::SwiotlbPool);
         let bytes = pages * PAGE_SIZE;
         let n = (bytes / IO_TLB_SIZE) as usize;
         Ok(Swiotlb {

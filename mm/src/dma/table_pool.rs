@@ -139,7 +139,7 @@ impl TablePool {
             self.free.retain(|p| p.token < first);
             let machine = DmaMachine::of(&self.phys);
             for rec in self.pages.drain(first..) {
-                machine.disown(rec.pa);
+                machine.disown(&self.phys, rec.pa);
                 if let TableBus::Dma(ops) = &self.bus {
                     let _ = ops.unmap_page(rec.dma, PAGE_SIZE, DmaDirection::Bidirectional);
                 }
@@ -196,7 +196,7 @@ impl TablePool {
             TableBus::Dma(_) => DmaOwner::DeviceTable,
         };
         for (page, pa) in new_pages {
-            machine.own(pa, PAGE_SIZE, owner);
+            machine.own(&self.phys, pa, PAGE_SIZE, owner);
             debug_assert_eq!(page.token, self.pages.len());
             self.pages.push(PageRecord { dma: page.dma, pa });
             self.free.push(page);
@@ -275,7 +275,7 @@ impl Drop for TablePool {
         }
         let machine = DmaMachine::of(&self.phys);
         for rec in &self.pages {
-            machine.disown(rec.pa);
+            machine.disown(&self.phys, rec.pa);
         }
         // `chunks` drops after this, returning the frames.
     }
@@ -297,9 +297,7 @@ mod tests {
     }
 
     fn owner(p: &PhysMem, pa: PhysAddr) -> Option<DmaOwner> {
-        DmaMachine::of(p)
-            .owner_of(&[PhysSegment { addr: pa, len: 1 }])
-            .map(|(_, o)| o)
+        DmaMachine::owner_of(p, &[PhysSegment { addr: pa, len: 1 }]).map(|(_, o)| o)
     }
 
     fn pa_of(pool: &TablePool, page: &TablePage) -> PhysAddr {

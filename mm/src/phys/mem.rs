@@ -61,6 +61,11 @@ struct Slot {
     backing: Arc<Backing>,
     /// Byte offset of the frame in `backing`.
     offset: u64,
+    /// The DMA layer's tag of the frame (0: none): which part of the DMA layer owns it, set by
+    /// [`PhysMem::set_dma_tag`], read with the frame's lookup by
+    /// [`FrameView::check_allocated_tagged`], so a map's check that it maps no DMA-layer memory
+    /// costs no second lookup.
+    dma_tag: u8,
 }
 
 type FrameTable = HashMap<u64, Slot, BuildHasherDefault<PfnHasher>>;
@@ -252,6 +257,7 @@ impl PhysMem {
                 let slot = Slot {
                     backing: Arc::clone(&backing),
                     offset: (i as u64) << PAGE_SHIFT,
+                    dma_tag: 0,
                 };
                 table.insert(pfn, slot);
             }
@@ -281,6 +287,23 @@ impl PhysMem {
         let pfns: Vec<u64> = pages.iter().map(|pa| pa.pfn().0).collect();
         self.alloc.lock().free(&pfns);
         Counters::add(&self.counters.frames_freed, pages.len() as u64);
+    }
+
+    /// Sets the DMA layer's tag (0: none) of every allocated frame that `[addr, addr + len)`
+    /// touches; frames not allocated are skipped. The DMA layer's own bookkeeping: it tags the
+    /// frames it owns (swiotlb pools, table pages) right after allocating them and clears the
+    /// tag before freeing them.
+    pub(crate) fn set_dma_tag(&self, addr: PhysAddr, len: u64, tag: u8) {
+        if len == 0 {
+            return;
+        }
+        let last = addr.0.saturating_add(len - 1) >> PAGE_SHIFT;
+        let mut table = self.table.write();
+        for pfn in addr.pfn().0..=last {
+            if let Some(slot) = table.get_mut(&pfn) {
+                slot.dma_tag = tag;
+            }
+        }
     }
 
     /// Adds an observer told about every release of frames from now on.
@@ -429,26 +452,39 @@ impl FrameView<'_> {
     }
 
     /// Checks that every byte of `addr..addr + len` lies in an allocated frame, under this
-    /// view's lock, with one lookup per page and no allocation.
+    /// view's lock, with one lookup per page and no allocation; returns the first byte of the
+    /// range whose frame has a DMA-layer tag ([`PhysMem::set_dma_tag`]) and that tag, if any.
     ///
     /// # Errors
     /// [`MmError::ZeroSize`] for `len == 0`; [`MmError::AddrOverflow`]; [`MmError::BadPhysAddr`]
-    /// naming the first byte with no frame.
-    pub(crate) fn check_allocated(&self, addr: PhysAddr, len: u64) -> Result<(), MmError> {
+    /// naming the first byte with no frame (an unallocated page anywhere in the range wins over
+    /// a tag).
+    pub(crate) fn check_allocated_tagged(
+        &self,
+        addr: PhysAddr,
+        len: u64,
+    ) -> Result<Option<(PhysAddr, u8)>, MmError> {
         if len == 0 {
             return Err(MmError::ZeroSize);
         }
         let end = addr
             .checked_add(len)
             .ok_or(MmError::AddrOverflow { addr, len })?;
+        let mut tagged = None;
         for pfn in addr.pfn().0..=((end.0 - 1) >> PAGE_SHIFT) {
-            if self.table.get(&pfn).is_none() {
-                return Err(MmError::BadPhysAddr {
-                    addr: addr.max(Pfn(pfn).addr()),
-                });
+            match self.table.get(&pfn) {
+                None => {
+                    return Err(MmError::BadPhysAddr {
+                        addr: addr.max(Pfn(pfn).addr()),
+                    })
+                }
+                Some(slot) if slot.dma_tag != 0 && tagged.is_none() => {
+                    tagged = Some((addr.max(Pfn(pfn).addr()), slot.dma_tag));
+                }
+                Some(_) => {}
             }
         }
-        Ok(())
+        Ok(tagged)
     }
 
     /// As [`PhysMem::for_each_chunk`], under this view's lock. Pages adjacent both physically and
