@@ -26,7 +26,8 @@ impl Fields for AmdV1 {
         // The AMD level of the table holding this entry: a PTE table is level 1.
         let amd_level = (Self::LEVELS - level) as u64;
         let nl = (raw & AMDV1_NEXT_LEVEL_MASK) >> AMDV1_NEXT_LEVEL_SHIFT;
-        let leaf = nl == AMDV1_NL_DEFAULT;
+        // NextLevel 7 is a leaf too, of a size the address bits encode.
+        let leaf = nl == AMDV1_NL_DEFAULT || nl == AMDV1_NL_SIZE;
         let nl_means = match nl {
             AMDV1_NL_DEFAULT if Self::LEAF_LEVELS[level] => format!(
                 "a {} page (this entry is in an AMD level-{amd_level} table)",
