@@ -45,8 +45,17 @@ pub const RISCV_PTE_G: u64 = 1 << 5;
 pub const RISCV_PTE_A: u64 = 1 << 6;
 /// D, bit 7: dirty (`RISCVPT_D`); set on every writable leaf.
 pub const RISCV_PTE_D: u64 = 1 << 7;
+/// RSW, bits \[9:8\]: reserved for software, ignored by the walker (`RISCVPT_RSW`).
+pub const RISCV_PTE_RSW_MASK: u64 = 0x3 << 8;
 /// PPN, bits \[53:10\]: the physical page number (`RISCVPT_PPN64`).
 pub const RISCV_PTE_PPN_MASK: u64 = 0x003f_ffff_ffff_fc00;
+/// Shift of PBMT, bits \[62:61\]: the Svpbmt memory type (`RISCVPT_PBMT`; 12.4 / Svpbmt:
+/// 0 PMA, 1 NC, 2 IO, 3 reserved); not set here.
+pub const RISCV_PTE_PBMT_SHIFT: u32 = 61;
+/// Mask of PBMT.
+pub const RISCV_PTE_PBMT_MASK: u64 = 0x3 << RISCV_PTE_PBMT_SHIFT;
+/// N, bit 63: a Svnapot contiguous entry (`RISCVPT_N`); not set here.
+pub const RISCV_PTE_N: u64 = 1 << 63;
 /// Shift of the PPN field in the entry.
 pub const RISCV_PTE_PPN_SHIFT: u32 = 10;
 /// log2 of the page: 4 KiB (`PT_GRANULE_LG2SZ`).

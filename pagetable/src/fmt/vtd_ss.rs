@@ -27,6 +27,17 @@ use crate::{format::Entry, DmaAddr, Format, Prot};
 pub const VTDSS_R: u64 = 1 << 0;
 /// W, bit 1: write allowed (`VTDSS_FMT_W`).
 pub const VTDSS_W: u64 = 1 << 1;
+/// X, bit 2: execute allowed; ignored unless the hardware reports Execute Request Support
+/// and the PASID entry enables it (VT-d spec 9.8, Figure "Format for Second-Stage Paging
+/// Entries"; deprecated since revision 4.1, hence not in vtdss.h). Not set here.
+pub const VTDSS_X: u64 = 1 << 2;
+/// Shift of EMT, bits \[5:3\] of a leaf: the extended memory type (spec 9.8; 0 UC, 1 WC,
+/// 4 WT, 5 WP, 6 WB), used only with memory-type support (ECAP.MTS). Not set here.
+pub const VTDSS_EMT_SHIFT: u32 = 3;
+/// Mask of EMT.
+pub const VTDSS_EMT_MASK: u64 = 0x7 << VTDSS_EMT_SHIFT;
+/// IPAT, bit 6 of a leaf: ignore the guest PAT, use EMT alone (spec 9.8). Not set here.
+pub const VTDSS_IPAT: u64 = 1 << 6;
 /// PS, bit 7 of an SL-PDE or SL-PDPE: the entry maps a 2 MiB or 1 GiB page (`VTDSS_FMT_PS`).
 pub const VTDSS_PS: u64 = 1 << 7;
 /// A, bit 8: accessed, set by the hardware (`VTDSS_FMT_A`).

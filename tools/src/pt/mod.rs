@@ -12,22 +12,27 @@
 //! without `x` the mapping is not executable). Blank lines and lines starting with `#` are
 //! skipped. Table pages sit at bus addresses from [`arena::ARENA_BASE`] (2 GiB) up.
 //!
+//! Every format of `devmmu-pagetable` is accepted ([`format::PtFormat`]: `ipu`, `arm-lpae-4k`,
+//! `arm-lpae-16k`, `arm-lpae-64k`, `arm-lpae-s2`, `arm-v7s`, `dart1`, `dart2`, `riscv-sv39`,
+//! `riscv-sv48`, `vtd-ss`, `amd-v1`), not only those of the device registry.
+//!
 //! This module only reads and prints; it owns no device and no DMA mapping.
 
 pub mod arena;
 pub mod fields;
+pub mod format;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use devmmu_mm::device::MmuFormat;
 use devmmu_pagetable::{
-    ArmLpae4k, DmaAddr, Entry, Format, Gather, Iova, Ipu, PageTable, PageTableConfig, Prot,
-    PteWord, TableReader,
+    DmaAddr, Entry, Format, Gather, Iova, PageTable, PageTableConfig, Prot, PteWord, TableReader,
 };
 
 use arena::Arena;
+use fields::Fields;
+use format::{per_format, PtFormat};
 
 /// Arguments of `devmmu pt`.
 #[derive(Args, Debug, Clone)]
@@ -42,9 +47,9 @@ pub struct PtArgs {
 pub enum PtCommand {
     /// Print every field of IOPTE values.
     Decode {
-        /// The MMU format.
-        #[arg(long, value_parser = crate::camera::mmu_format_parser())]
-        format: MmuFormat,
+        /// The page-table format.
+        #[arg(long, value_enum)]
+        format: PtFormat,
         /// The level the entries sit at (0 = root; default: the last level, where pages are).
         #[arg(long)]
         level: Option<usize>,
@@ -57,9 +62,9 @@ pub enum PtCommand {
     },
     /// Build a table from a description file and walk it for one IOVA.
     Walk {
-        /// The MMU format.
-        #[arg(long, value_parser = crate::camera::mmu_format_parser())]
-        format: MmuFormat,
+        /// The page-table format.
+        #[arg(long, value_enum)]
+        format: PtFormat,
         /// The description file (JSON lines of map operations; see `devmmu pt --help`).
         #[arg(long, value_name = "FILE")]
         map: PathBuf,
@@ -69,9 +74,9 @@ pub enum PtCommand {
     },
     /// Build a table from a description file and print its table pages' non-empty entries.
     Dump {
-        /// The MMU format.
-        #[arg(long, value_parser = crate::camera::mmu_format_parser())]
-        format: MmuFormat,
+        /// The page-table format.
+        #[arg(long, value_enum)]
+        format: PtFormat,
         /// The description file (JSON lines of map operations).
         #[arg(long, value_name = "FILE")]
         map: PathBuf,
@@ -245,7 +250,7 @@ pub fn build<F: Format>(path: &Path, ops: &[MapOp]) -> Result<Built<F>, PtError>
 }
 
 /// `devmmu pt decode`: the lines to print.
-pub fn decode_lines<F: Format>(
+pub fn decode_lines<F: Fields>(
     level: Option<usize>,
     dummy: Option<u64>,
     values: &[u64],
@@ -462,20 +467,6 @@ fn dump_table<F: Format>(
 
 /// Runs `devmmu pt`, returning what to print on stdout.
 pub fn run(args: &PtArgs) -> Result<String, PtError> {
-    macro_rules! per_format {
-        ($fmt:expr, $F:ident => $body:expr) => {
-            match $fmt {
-                MmuFormat::Ipu => {
-                    type $F = Ipu;
-                    $body
-                }
-                MmuFormat::ArmLpae4k => {
-                    type $F = ArmLpae4k;
-                    $body
-                }
-            }
-        };
-    }
     match &args.command {
         PtCommand::Decode {
             format,
