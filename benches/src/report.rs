@@ -260,19 +260,23 @@ fn parse_median(text: &str, path: &Path) -> Result<Median, ReportError> {
 pub fn per_page(criterion_dir: &Path) -> Result<Vec<(Case, Median)>, ReportError> {
     CASES
         .iter()
-        .map(|c| {
-            let m = read_median(&estimates_path(criterion_dir, c))?;
-            let p = c.pages as f64;
-            Ok((
-                *c,
-                Median {
-                    ns: m.ns / p,
-                    lower_ns: m.lower_ns / p,
-                    upper_ns: m.upper_ns / p,
-                },
-            ))
-        })
+        .map(|c| Ok((*c, case_per_page(criterion_dir, c)?)))
         .collect()
+}
+
+/// Nanoseconds per 4 KiB page of one case.
+///
+/// # Errors
+/// As [`read_median`]; [`ReportError::Read`] with [`std::io::ErrorKind::NotFound`] when the case
+/// was not run.
+pub fn case_per_page(criterion_dir: &Path, case: &Case) -> Result<Median, ReportError> {
+    let m = read_median(&estimates_path(criterion_dir, case))?;
+    let p = case.pages as f64;
+    Ok(Median {
+        ns: m.ns / p,
+        lower_ns: m.lower_ns / p,
+        upper_ns: m.upper_ns / p,
+    })
 }
 
 /// The comparisons the issue asks for: `(statement, left case, right case, factor)`, met when
