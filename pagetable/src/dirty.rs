@@ -1,6 +1,7 @@
 //! Dirty tracking: which leaves the device has written through since they were last cleared,
 //! for formats whose hardware records it in the leaf ([`Format::DIRTY_TRACKING`]: ARM LPAE
-//! stage 1 with DBM).
+//! stage 1 with DBM; AMD v1 and VT-d second stage with their D bit, as generic_pt's
+//! `pt_entry_is_write_dirty` / `pt_entry_make_write_clean` in fmt/amdv1.h and fmt/vtdss.h).
 //!
 //! After Linux's io-pgtable-arm.c (`IO_PGTABLE_QUIRK_ARM_HD`, `arm_lpae_prot_to_pte`,
 //! `arm_lpae_read_and_clear_dirty`, `iopte_writeable_dirty`, `iopte_set_writeable_clean`) and
@@ -11,9 +12,10 @@
 //!   ([`PageTable::enable_dirty_tracking`], the io-pgtable quirk given at creation), and only
 //!   for a coherent walker (arm-smmu-v3 `arm_smmu_dbm_capable`: the hardware's update of a leaf
 //!   must be visible to the CPU without cache maintenance);
-//! - writable leaves are then mapped *writable-clean* (Arm: DBM | AP\[2\]). The hardware's first
-//!   write through such a leaf atomically makes it *writable-dirty* (Arm: AP\[2\] cleared, Arm
-//!   ARM D8.4.6 "Hardware management of the dirty state"; SMMUv3 HTTU with CD.TCR.HD);
+//! - writable leaves are then mapped *writable-clean* (Arm: DBM | AP\[2\]; AMD v1, VT-d: D
+//!   clear). The hardware's first write through such a leaf atomically makes it
+//!   *writable-dirty* (Arm: AP\[2\] cleared, Arm ARM D8.4.6 "Hardware management of the dirty
+//!   state", SMMUv3 HTTU with CD.TCR.HD; AMD v1, VT-d: D set);
 //! - [`PageTable::read_and_clear_dirty`] reports the dirty leaves of a range and (unless told
 //!   not to, `IOMMU_DIRTY_NO_CLEAR`) makes them writable-clean again, atomically with respect
 //!   to the hardware's own update, and adds each cleared leaf to the gather: the device TLB may
@@ -157,7 +159,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             let idx = Geometry::<F>::index(level, a);
             let entry_start = a & !(esize - 1);
             let chunk_end = end.min(entry_start.saturating_add(esize));
-            let pte = self.read(node, idx);
+            let pte = self.load_entry(node, idx);
             if pte != self.empty[level] {
                 if F::is_table(level, pte) {
                     let child = self.nodes[node as usize].children[idx];
@@ -171,6 +173,23 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 }
             }
             a = chunk_end;
+        }
+    }
+
+    /// Reads entry `idx` of `node` with an atomic load: the device may be setting a leaf dirty
+    /// at the same time (the kernel's `READ_ONCE` in `io_pgtable_visit_dirty`).
+    #[inline(always)]
+    fn load_entry(&self, node: u32, idx: usize) -> F::Pte {
+        let p = self.nodes[node as usize].page.cpu.as_ptr() as *mut F::Pte;
+        // SAFETY: as in `clear_dirty_entry`: an entry of a live table, aligned for the atomic
+        // type of its size, whose racing accesses are all atomic.
+        unsafe {
+            let e = p.add(idx);
+            if <F::Pte as PteWord>::BYTES == 8 {
+                F::Pte::from_u64(AtomicU64::from_ptr(e as *mut u64).load(Ordering::Acquire))
+            } else {
+                F::Pte::from_u64(AtomicU32::from_ptr(e as *mut u32).load(Ordering::Acquire) as u64)
+            }
         }
     }
 

@@ -100,7 +100,8 @@ pub enum Error {
     },
     /// Dirty tracking was asked of a table whose format has none
     /// ([`Format::DIRTY_TRACKING`](crate::Format::DIRTY_TRACKING) is false: every format but
-    /// ARM LPAE stage 1; the kernel's arm-smmu-v3 refuses it for stage 2 with `-EOPNOTSUPP`).
+    /// ARM LPAE stage 1, AMD v1 and VT-d second stage; the kernel's arm-smmu-v3 refuses it for
+    /// stage 2 with `-EOPNOTSUPP`).
     /// Nothing changed.
     #[error("the {format} format has no dirty tracking")]
     DirtyTrackingUnsupported {

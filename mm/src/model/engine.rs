@@ -217,8 +217,7 @@ impl<'a> StatsTally<'a> {
     /// translation: later writes through that entry do not touch the table. A writable-clean
     /// leaf is cached without write permission, so that a write through it comes back here for
     /// the update (Arm ARM D8.4.6 "Hardware management of the dirty state"; SMMUv3 IHI 0070
-    /// 3.13.3 "HTTU with two stages of translation" and 3.13). Without `hd`, DBM means nothing
-    /// and a writable-clean leaf is read-only.
+    /// 3.13). Without `hd` a leaf is what it decodes as.
     fn translate(
         &self,
         ctx: &MmuContext,
@@ -286,8 +285,12 @@ impl<'a> StatsTally<'a> {
                 })?;
                 let mut prot = t.prot;
                 let (pte_addr, raw) = reader.last.get();
-                if clean(raw) {
-                    if hd && write {
+                // Without `hd` the leaf is what it decodes as: the driver writes the
+                // dirty-state encoding only into VMs with dirty tracking (on Arm a DBM leaf
+                // without HD would be read-only; on AMD v1 / VT-d a writable leaf stays
+                // writable, its D bit untouched).
+                if hd && clean(raw) {
+                    if write {
                         // The hardware update: AP[2] cleared (Arm), in one atomic
                         // read-modify-write of the descriptor, only if it is still
                         // writable-clean.
@@ -309,6 +312,8 @@ impl<'a> StatsTally<'a> {
                             prot.remove(Prot::WRITE);
                         }
                     } else {
+                        // Cached writable-clean: a write through it must come back for the
+                        // update.
                         prot.remove(Prot::WRITE);
                     }
                 }

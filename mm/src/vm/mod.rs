@@ -211,8 +211,8 @@ impl Vm {
     ///
     /// # Errors
     /// [`MmError::PageTable`] with, each leaving the VM as it was:
-    /// `DirtyTrackingUnsupported` (the device's MMU format has no dirty state: only ARM LPAE
-    /// stage 1 has), `DirtyTrackingNeedsCoherentWalk` (the device's table walk is not
+    /// `DirtyTrackingUnsupported` (the device's MMU format has no dirty state: the Intel IPU
+    /// format), `DirtyTrackingNeedsCoherentWalk` (the device's table walk is not
     /// coherent), `AlreadyMapped` (something is bound already).
     pub fn enable_dirty_tracking(&self) -> Result<(), MmError> {
         let mut inner = self.inner.lock();
