@@ -575,17 +575,18 @@ enum Op {
     Read { at: u64, pages: u64, clear: bool },
 }
 
-/// Pages of the window the property test works in (1 MiB of IOVA from [`PAGES`]).
-const WINDOW: u64 = 256;
+/// Pages of the window the property test works in (128 KiB of IOVA from [`PAGES`]): small, so
+/// that a page is written, cleared and written again often.
+const WINDOW: u64 = 32;
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0..WINDOW, 1..16u64, any::<bool>()).prop_map(|(at, pages, write)| Op::Map {
+        (0..WINDOW, 1..8u64, any::<bool>()).prop_map(|(at, pages, write)| Op::Map {
             at,
             pages: pages.min(WINDOW - at),
             write
         }),
-        (0..WINDOW, 1..32u64).prop_map(|(at, pages)| Op::Unmap {
+        (0..WINDOW, 1..8u64).prop_map(|(at, pages)| Op::Unmap {
             at,
             pages: pages.min(WINDOW - at)
         }),
@@ -600,7 +601,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Random maps, unmaps, device writes and reads against a reference model: a map of page ->
     /// (writable, dirty). The table must report exactly the model's dirty pages of the range,
