@@ -215,3 +215,27 @@ fn refusals_leave_the_vm_as_it_was() {
     }
     assert_eq!(dirty(&vm, true), vec![(pages, P)]);
 }
+
+/// Behind a system IOMMU the table pages are reached through it too: the hardware update of a
+/// leaf goes to the bus address of the entry, translated like the walk's reads.
+#[test]
+fn behind_a_system_iommu_the_update_reaches_the_table() {
+    let mut c = arm(true);
+    c.iommu = true;
+    let rig = Rig::new(c);
+    let vm = rig.vm();
+    vm.enable_dirty_tracking().unwrap();
+    let bo = rig.bo(8);
+    let at = vm
+        .bind(&bo, 0, 8 * P, Placement::Anywhere, Prot::RW)
+        .unwrap()
+        .0;
+    rig.sim
+        .dma_write(&vm, Iova(at + 3 * P), b"through")
+        .unwrap();
+    rig.sim.dma_write(&vm, Iova(at + 7 * P), b"iommu").unwrap();
+    assert_eq!(rig.sim.stats().dirty_updates, 2);
+    assert_eq!(dirty(&vm, true), vec![(at + 3 * P, P), (at + 7 * P, P)]);
+    assert_eq!(dirty(&vm, true), vec![]);
+    assert!(rig.mmu.faults().is_empty());
+}
