@@ -60,7 +60,8 @@ fn statistics_serialize_with_their_field_names() {
 
     let sim = rig.sim.stats();
     assert_eq!(sim.bytes_written, data.len() as u64);
-    assert_field(&object(&sim), 5, "bytes_written", sim.bytes_written);
+    assert_field(&object(&sim), 6, "bytes_written", sim.bytes_written);
+    assert_field(&object(&sim), 6, "dirty_updates", 0);
 
     let tlb = rig.mmu.tlb_stats();
     assert!(tlb.misses > 0);

@@ -98,6 +98,27 @@ pub enum Error {
         /// The refused size in bits.
         bits: u32,
     },
+    /// Dirty tracking was asked of a table whose format has none
+    /// ([`Format::DIRTY_TRACKING`](crate::Format::DIRTY_TRACKING) is false: every format but
+    /// ARM LPAE stage 1, AMD v1 and VT-d second stage; the kernel's arm-smmu-v3 refuses it for
+    /// stage 2 with `-EOPNOTSUPP`).
+    /// Nothing changed.
+    #[error("the {format} format has no dirty tracking")]
+    DirtyTrackingUnsupported {
+        /// The format's [`Format::NAME`](crate::Format::NAME).
+        format: &'static str,
+    },
+    /// Dirty tracking was asked of a table whose walker is not coherent: the hardware's
+    /// update of a leaf would land in memory the CPU caches do not see, so arm-smmu-v3 turns it
+    /// on only with a coherent table walk (`arm_smmu_dbm_capable`: `ARM_SMMU_FEAT_HD` and
+    /// `ARM_SMMU_FEAT_COHERENCY`). Nothing changed.
+    #[error("dirty tracking needs a coherent table walk")]
+    DirtyTrackingNeedsCoherentWalk,
+    /// [`PageTable::read_and_clear_dirty`](crate::PageTable::read_and_clear_dirty) on a table
+    /// without dirty tracking ([`PageTable::enable_dirty_tracking`](crate::PageTable::enable_dirty_tracking)).
+    /// Nothing changed.
+    #[error("dirty tracking is not enabled on this table")]
+    DirtyTrackingOff,
     /// The protection grants neither read nor write.
     #[error("protection {prot} grants no access")]
     NoAccess {

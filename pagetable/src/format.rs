@@ -113,6 +113,26 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
     /// True unless the format's drivers keep tables until teardown (the Intel IPU).
     const FREE_EMPTY_TABLES: bool = true;
 
+    /// Whether the hardware records writes in the leaves themselves (dirty tracking: the Arm
+    /// hardware update of the dirty state, HTTU with CD.TCR.HD on an SMMUv3), so that
+    /// [`PageTable::enable_dirty_tracking`](crate::PageTable::enable_dirty_tracking) and
+    /// [`PageTable::read_and_clear_dirty`](crate::PageTable::read_and_clear_dirty) can be used.
+    /// Default: no; the three masks below are then unused.
+    ///
+    /// A format that says yes gives three masks: the leaf bits holding the dirty state
+    /// ([`Format::DIRTY_MASK`]) and their value in a writable leaf the hardware has not written
+    /// through ([`Format::DIRTY_CLEAN`], "writable-clean") and in one it has
+    /// ([`Format::DIRTY_SET`], "writable-dirty"). The hardware moves a leaf from clean to dirty
+    /// on the first write through it; software moves it back. Checked at compile time: the two
+    /// values differ and lie inside the mask, which fits `Pte`.
+    const DIRTY_TRACKING: bool = false;
+    /// The bits of a leaf that hold its dirty state (see [`Format::DIRTY_TRACKING`]).
+    const DIRTY_MASK: u64 = 0;
+    /// The dirty-state bits of a writable-clean leaf (see [`Format::DIRTY_TRACKING`]).
+    const DIRTY_CLEAN: u64 = 0;
+    /// The dirty-state bits of a writable-dirty leaf (see [`Format::DIRTY_TRACKING`]).
+    const DIRTY_SET: u64 = 0;
+
     /// The attribute bits of a leaf at `level` with protection `prot`, without the address.
     fn leaf_attrs(level: usize, prot: Prot) -> Self::Pte;
     /// A leaf entry: `attrs` (from [`Format::leaf_attrs`]) combined with output address `addr`
@@ -125,7 +145,7 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
     /// Whether `pte` at `level` is a table pointer (cheap test used on the update path).
     fn is_table(level: usize, pte: Self::Pte) -> bool;
 
-    // The four methods below are derived from the constants above. Do not override them:
+    // The methods below are derived from the constants above. Do not override them:
     // [`PageTable`](crate::PageTable) and [`walk`](crate::walk) never call them for the
     // addressing of table memory (they use the same values, computed once at compile time from
     // the constants), so an override could only make a format disagree with itself.
@@ -164,6 +184,47 @@ pub trait Format: Copy + Default + Send + Sync + 'static {
             }
         }
         m
+    }
+
+    /// Leaf `pte` made writable-clean: its dirty-state bits set to [`Format::DIRTY_CLEAN`]
+    /// (Arm: `DBM | AP[2]`, io-pgtable-arm.c `iopte_set_writeable_clean`). Only meaningful for
+    /// a writable leaf of a format with [`Format::DIRTY_TRACKING`]; `pte` unchanged otherwise.
+    /// Branch-free.
+    #[inline(always)]
+    fn with_dirty_clear(pte: Self::Pte) -> Self::Pte {
+        let m = if Self::DIRTY_TRACKING {
+            Self::DIRTY_MASK
+        } else {
+            0
+        };
+        Self::Pte::from_u64((pte.to_u64() & !m) | (Self::DIRTY_CLEAN & m))
+    }
+
+    /// Leaf `pte` made writable-dirty, as the hardware does on the first write through a
+    /// writable-clean leaf (Arm: AP\[2\] cleared, DBM kept). `pte` unchanged for a format
+    /// without [`Format::DIRTY_TRACKING`]. Branch-free.
+    #[inline(always)]
+    fn with_dirty_set(pte: Self::Pte) -> Self::Pte {
+        let m = if Self::DIRTY_TRACKING {
+            Self::DIRTY_MASK
+        } else {
+            0
+        };
+        Self::Pte::from_u64((pte.to_u64() & !m) | (Self::DIRTY_SET & m))
+    }
+
+    /// Whether leaf `pte` is writable-dirty (io-pgtable-arm.c `iopte_writeable_dirty`: DBM set,
+    /// AP\[2\] clear). Always false for a format without [`Format::DIRTY_TRACKING`].
+    #[inline(always)]
+    fn is_dirty(pte: Self::Pte) -> bool {
+        Self::DIRTY_TRACKING & (pte.to_u64() & Self::DIRTY_MASK == Self::DIRTY_SET)
+    }
+
+    /// Whether leaf `pte` is writable-clean: a write through it makes the hardware set it
+    /// dirty first. Always false for a format without [`Format::DIRTY_TRACKING`].
+    #[inline(always)]
+    fn is_writable_clean(pte: Self::Pte) -> bool {
+        Self::DIRTY_TRACKING & (pte.to_u64() & Self::DIRTY_MASK == Self::DIRTY_CLEAN)
     }
 
     /// What a mapping made with `prot` reads back as: the flags the format can express.
@@ -322,6 +383,13 @@ impl<F: Format> Geometry<F> {
             l += 1;
         }
         assert!(bits <= 64, "the levels resolve more than 64 bits");
+        assert!(
+            !F::DIRTY_TRACKING
+                || (F::DIRTY_CLEAN != F::DIRTY_SET
+                    && (F::DIRTY_CLEAN | F::DIRTY_SET) & !F::DIRTY_MASK == 0
+                    && (word == 8 || F::DIRTY_MASK >> (8 * word) == 0)),
+            "DIRTY_CLEAN and DIRTY_SET must differ and lie inside DIRTY_MASK, inside Pte"
+        );
         assert!(
             F::IOVA_BITS <= bits,
             "IOVA_BITS wider than the levels resolve"

@@ -22,6 +22,13 @@
 //!   ranges never share an entry). Tables are freed only under `&mut self`
 //!   ([`SharedPageTable::compact`]), so a caller breaking the disjointness promise gets wrong
 //!   translations, never freed memory.
+//! - Dirty tracking, for the formats whose hardware records writes in the leaves (ARM LPAE
+//!   stage 1, all three granules: DBM, as io-pgtable-arm.c with `IO_PGTABLE_QUIRK_ARM_HD`;
+//!   AMD v1 and VT-d second stage: the D bit, as generic_pt's amdv1.h and vtdss.h):
+//!   [`PageTable::enable_dirty_tracking`] (coherent walkers only, before anything is mapped)
+//!   maps writable leaves writable-clean; [`PageTable::read_and_clear_dirty`] reports the
+//!   leaves the device wrote through and makes them clean again, gathering them for the TLB
+//!   invalidation without which the device's next write would go unrecorded.
 //! - [`Gather`]: the TLB ranges to invalidate (leaf ranges, and walk-cache ranges where a table
 //!   was unlinked: [`Invalidation`]) and tables to free after an update; owned by the one
 //!   table that filled it.
@@ -40,6 +47,7 @@
 //! |---|---|---|
 //! | reads and stores of entries in table pages (`PageTable`'s `read`, `write`, `fill`, `store_leaves`, `clear_leaves`) | the page is live (allocated, not freed) and the entries touched are inside it | pages are freed only when unlinked (through a [`Gather`] after the invalidation, on an error path before they were linked, or at drop); entry indices come from the format's geometry computed at compile time, `index < entries` by masking, and `entries * size_of::<Pte>()` at most the table memory of the level (one [`TABLE_SIZE`] page, or a large table of exactly that size from [`TableAlloc::alloc_large_table`], at most [`MAX_TABLE_SIZE`]) is a compile-time check of every format a `PageTable` is made with (a format breaking it does not compile, see below) |
 //! | reading table memory as `F::Pte` | every bit pattern is a valid `Pte`, and memory from `alloc_table_for_overwrite` is stored before it is read | [`PteWord`] is sealed (only `u32`, `u64`); such a page is taken only for a last-level table the map covers whole, and the last level always holds leaves (compile-time check), so the store loop writes every entry before the table is linked |
+//! | atomic loads and read-modify-writes of entries by [`PageTable::read_and_clear_dirty`] (`AtomicU64`/`AtomicU32::from_ptr` on the entry) | the entry is inside a live table page, aligned for the atomic type, and every access racing with it is atomic | the index comes from the format's geometry as for the plain reads and stores; table pages are aligned to their size and entries are sealed `u32`/`u64` at multiples of their size; the only concurrent writer is the device's MMU (hardware dirty-state update, atomic in hardware and in the model), the CPU side writes only through `&mut self` |
 //! | large tables ([`TableAlloc::alloc_large_table`]) | a table is as large as its level's entries | the `unsafe trait`'s contract for the size; the page table asks exactly for the size of the level's entries (a compile-time constant) and checks the returned bus address's alignment |
 //! | `TableAlloc::free_table` | the page came from this allocator, unchanged, and is not used afterwards | `PageTable` keeps each `TablePage` as the allocator returned it and frees it once; a [`Gather`] holding one table's pages is refused by every other table ([`Error::ForeignGather`]); the allocator cannot be replaced under a live table (`PageTable::table_alloc_mut` is `unsafe`) |
 //! | [`HeapTableAlloc`]'s heap calls | the layout and the pages' provenance | pages come only from `alloc`/`alloc_zeroed` with one layout and return to `dealloc` with it |

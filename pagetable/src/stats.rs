@@ -7,8 +7,9 @@ use serde::Serialize;
 /// Serializes (serde) as a map of its field names to counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// IOPTEs written by map, unmap and block splits: leaves, table pointers and cleared entries
-    /// (not the initial fill of a new table).
+    /// IOPTEs written by map, unmap, block splits and dirty clears
+    /// ([`PageTable::read_and_clear_dirty`](crate::PageTable::read_and_clear_dirty)): leaves,
+    /// table pointers and cleared entries (not the initial fill of a new table).
     pub pte_stores: u64,
     /// Table pages allocated (including the dummy page and dummy tables of formats that use them).
     pub tables_allocated: u64,

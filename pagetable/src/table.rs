@@ -24,6 +24,11 @@ use alloc::vec::Vec;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+// Dirty tracking (`enable_dirty_tracking`, `read_and_clear_dirty`): its own file, a child
+// module so that it reaches the table's internals without widening them.
+#[path = "dirty.rs"]
+mod dirty;
+
 const NONE: u32 = u32::MAX;
 const LINE: usize = 64;
 
@@ -145,6 +150,8 @@ pub struct PageTable<F: Format, A: TableAlloc> {
     coherent: bool,
     /// Whether unmap frees the tables it empties ([`Format::FREE_EMPTY_TABLES`] unless set).
     free_empty: bool,
+    /// Whether writable leaves are mapped writable-clean (see `dirty.rs`).
+    dirty_tracking: bool,
     /// Map calls that got past validation, numbering them from 1 (0: creation).
     maps: u64,
     nodes: Vec<Node>,
@@ -197,6 +204,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             id: next_table_id(),
             coherent: config.coherent_walk,
             free_empty: F::FREE_EMPTY_TABLES,
+            dirty_tracking: false,
             maps: 0,
             nodes: Vec::new(),
             free_slots: Vec::new(),
@@ -378,7 +386,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         self.maps += 1;
         let mut attrs = [F::Pte::default(); MAX_LEVELS];
         for (level, a) in attrs.iter_mut().enumerate().take(F::LEVELS) {
-            *a = F::leaf_attrs(level, prot);
+            *a = self.map_leaf_attrs(level, prot);
         }
         let mut src = Src {
             segs: segments,
@@ -1036,7 +1044,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             store_leaves::<F>(
                 page.cpu.as_ptr() as *mut F::Pte,
                 n,
-                F::leaf_attrs(level, prot),
+                self.split_leaf_attrs(level, prot),
                 addr,
                 shift,
             )

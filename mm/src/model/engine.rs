@@ -33,6 +33,9 @@ pub struct SimStats {
     pub pte_reads: u64,
     /// Faults recorded (including dummy-page accesses).
     pub faults: u64,
+    /// Leaves the MMU set writable-dirty in table memory (hardware dirty-state update on a
+    /// write through a writable-clean leaf, in a VM with dirty tracking).
+    pub dirty_updates: u64,
 }
 
 /// The simulated device: its MMU ([`SimMmu`]) and its DMA engine, on an attached [`Device`].
@@ -70,6 +73,8 @@ struct WalkReader<'a> {
     is_table: fn(usize, u64) -> bool,
     shift: fn(usize) -> u32,
     tlb: &'a Mutex<Tlb>,
+    /// The last entry read (bus address, raw value): after a successful walk, the leaf.
+    last: std::cell::Cell<(DmaAddr, u64)>,
 }
 
 impl TableReader for WalkReader<'_> {
@@ -89,6 +94,7 @@ impl TableReader for WalkReader<'_> {
             .device_read(pa, &mut b[..bytes], self.coherent)
             .ok()?;
         let raw = u64::from_le_bytes(b);
+        self.last.set((addr, raw));
         if upper && (self.is_table)(level, raw) {
             let size = 1u64 << (self.shift)(level);
             self.tlb.lock().walk_insert(WalkCacheEntry {
@@ -109,6 +115,18 @@ fn is_table_of<F: Format>(level: usize, raw: u64) -> bool {
         F::decode(level, <F::Pte as PteWord>::from_u64(raw)),
         Entry::Table(_)
     )
+}
+
+/// Whether `raw` is a writable-clean leaf of format `F` (the hardware must set it dirty before
+/// a write through it: [`Format::is_writable_clean`]).
+fn writable_clean_of<F: Format>(raw: u64) -> bool {
+    F::is_writable_clean(F::Pte::from_u64(raw))
+}
+
+/// Leaf `raw` of format `F` made writable-dirty, as the hardware update writes it back
+/// ([`Format::with_dirty_set`]).
+fn dirty_set_of<F: Format>(raw: u64) -> u64 {
+    F::with_dirty_set(F::Pte::from_u64(raw)).to_u64()
 }
 
 impl SimDevice {
@@ -145,7 +163,7 @@ impl SimDevice {
         let ctx = vm.context();
         let tally = StatsTally::new(self);
         tally
-            .translate(&ctx, iova, access)
+            .translate(&ctx, vm.dirty_tracking(), iova, access)
             .map(|(d, left, _)| (d, left))
     }
 }
@@ -167,6 +185,7 @@ impl Drop for StatsTally<'_> {
             s.walks += p.walks;
             s.pte_reads += p.pte_reads;
             s.faults += p.faults;
+            s.dirty_updates += p.dirty_updates;
         }
     }
 }
@@ -192,9 +211,17 @@ impl<'a> StatsTally<'a> {
         f
     }
 
+    /// `hd`: the context has hardware dirty-state update on (SMMUv3 CD.TCR.HD: the VM has
+    /// dirty tracking). Then a write through a writable-clean leaf sets it writable-dirty in
+    /// table memory, atomically, before it completes, and the TLB caches the writable-dirty
+    /// translation: later writes through that entry do not touch the table. A writable-clean
+    /// leaf is cached without write permission, so that a write through it comes back here for
+    /// the update (Arm ARM D8.4.6 "Hardware management of the dirty state"; SMMUv3 IHI 0070
+    /// 3.13). Without `hd` a leaf is what it decodes as.
     fn translate(
         &self,
         ctx: &MmuContext,
+        hd: bool,
         iova: Iova,
         access: Access,
     ) -> Result<(DmaAddr, u64, bool), Fault> {
@@ -205,15 +232,28 @@ impl<'a> StatsTally<'a> {
             access,
             reason,
         };
+        let write = access == Access::Write;
         let cached = dev.mmu.tlb().lock().lookup(ctx.asid, iova.0);
         let entry = match cached {
+            // A write through a cached read-only entry of a VM with dirty tracking: the leaf may
+            // be writable-clean, which only a fresh fetch of the descriptor can tell (and
+            // update). The stale entry is replaced, not kept beside the new one.
+            Some(e) if hd && write && !e.prot.contains(Prot::WRITE) => {
+                dev.mmu.tlb().lock().forget(&e);
+                None
+            }
+            other => other,
+        };
+        let entry = match entry {
             Some(e) => e,
             None => {
                 let ops = dev.device.dma_ops();
-                let (levels, is_table, shift) = dispatch_format!(ctx.format, F => (
+                let (levels, is_table, shift, clean, set_dirty) = dispatch_format!(ctx.format, F => (
                     F::LEVELS,
                     is_table_of::<F> as fn(usize, u64) -> bool,
                     F::level_shift as fn(usize) -> u32,
+                    writable_clean_of::<F> as fn(u64) -> bool,
+                    dirty_set_of::<F> as fn(u64) -> u64,
                 ));
                 let reader = WalkReader {
                     ops,
@@ -227,6 +267,7 @@ impl<'a> StatsTally<'a> {
                     is_table,
                     shift,
                     tlb: dev.mmu.tlb(),
+                    last: std::cell::Cell::new((DmaAddr(0), 0)),
                 };
                 let r = dispatch_format!(ctx.format, F => walk::<F, _>(&reader, ctx.root, iova));
                 self.update(|s| {
@@ -242,12 +283,46 @@ impl<'a> StatsTally<'a> {
                         }
                     })
                 })?;
+                let mut prot = t.prot;
+                let (pte_addr, raw) = reader.last.get();
+                // Without `hd` the leaf is what it decodes as: the driver writes the
+                // dirty-state encoding only into VMs with dirty tracking (on Arm a DBM leaf
+                // without HD would be read-only; on AMD v1 / VT-d a writable leaf stays
+                // writable, its D bit untouched).
+                if hd && clean(raw) {
+                    if write {
+                        // The hardware update: AP[2] cleared (Arm), in one atomic
+                        // read-modify-write of the descriptor, only if it is still
+                        // writable-clean.
+                        let updated = ops
+                            .bus_to_phys(pte_addr, 8, true)
+                            .ok()
+                            .and_then(|pa| {
+                                ops.phys()
+                                    .device_update_u64(pa, dev.mmu.config().coherent_walk, |v| {
+                                        clean(v).then(|| set_dirty(v))
+                                    })
+                                    .ok()
+                            })
+                            .ok_or(fault(FaultReason::WalkAbort { pte_addr }))?;
+                        self.update(|s| s.dirty_updates += 1);
+                        if !clean(updated) {
+                            // Changed since the walk read it (unmapped, or made read-only):
+                            // the write is not allowed on what the walk saw.
+                            prot.remove(Prot::WRITE);
+                        }
+                    } else {
+                        // Cached writable-clean: a write through it must come back for the
+                        // update.
+                        prot.remove(Prot::WRITE);
+                    }
+                }
                 let e = TlbEntry {
                     asid: ctx.asid,
                     iova: t.leaf_iova.0,
                     size: t.leaf_size,
                     dma: DmaAddr(t.dma.0 - (iova.0 - t.leaf_iova.0)),
-                    prot: t.prot,
+                    prot,
                 };
                 let mut tlb = dev.mmu.tlb().lock();
                 if let Some(old) = tlb.note_walk(&e) {
@@ -368,6 +443,7 @@ impl SimDevice {
         ) -> Result<(), crate::MmError>,
     ) -> Result<(), Fault> {
         let ctx = vm.context();
+        let hd = vm.dirty_tracking();
         let tally = StatsTally::new(self);
         let coherent = self.mmu.config().coherent;
         let write = access == Access::Write;
@@ -375,7 +451,7 @@ impl SimDevice {
         let mut dummy_fault = None;
         while done < len {
             let at = Iova(iova.0 + done);
-            let (dma, leaf_left, dummy) = match tally.translate(&ctx, at, access) {
+            let (dma, leaf_left, dummy) = match tally.translate(&ctx, hd, at, access) {
                 Ok(t) => t,
                 Err(f) => return Err(tally.record(f)),
             };

@@ -161,6 +161,18 @@ impl Tlb {
         &self.walk_cache
     }
 
+    /// Drops `entry` (the exact leaf) from the entries and from the walked blocks, without
+    /// counting an invalidation: the MMU replacing a translation it is about to fetch again
+    /// (a write through a cached writable-clean leaf, hardware dirty-state update).
+    pub(crate) fn forget(&mut self, entry: &TlbEntry) {
+        self.walked_blocks.retain(|b| b != entry);
+        let before = self.entries.len();
+        self.entries.retain(|e| e != entry);
+        if before != self.entries.len() && self.victim >= self.entries.len().max(1) {
+            self.victim = 0;
+        }
+    }
+
     /// Caches a walked leaf, evicting round-robin when full.
     pub fn insert(&mut self, entry: TlbEntry) {
         if self.entries.len() < self.capacity {

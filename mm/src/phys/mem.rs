@@ -382,6 +382,24 @@ impl PhysMem {
         self.frames().device_read(addr, buf, coherent)
     }
 
+    /// A device's atomic read-modify-write of the little-endian 8-byte word at `addr` (8-byte
+    /// aligned): `f(old)` is stored if it is `Some`, as a page-table walker's hardware update
+    /// of an entry does (SMMUv3 HTTU setting a leaf dirty). A `coherent` device updates the CPU
+    /// view atomically (and RAM with it); a non-coherent one, in [`CacheMode::Model`], RAM only.
+    /// Returns the old value.
+    ///
+    /// # Errors
+    /// As [`PhysMem::cpu_read`], and [`MmError::BadPhysAddr`] for an address not 8-byte
+    /// aligned; on error nothing was written.
+    pub(crate) fn device_update_u64(
+        &self,
+        addr: PhysAddr,
+        coherent: bool,
+        f: impl FnMut(u64) -> Option<u64>,
+    ) -> Result<u64, MmError> {
+        self.frames().device_update_u64(addr, coherent, f)
+    }
+
     /// A device writes `data` at `addr`. A non-coherent device in [`CacheMode::Model`] writes RAM
     /// (the shadow) only, so the CPU keeps reading its stale view until it invalidates. A
     /// coherent device's write reaches both RAM and the CPU view (snooping invalidates the CPU's
@@ -613,6 +631,55 @@ impl FrameView<'_> {
         })?;
         Tally::add(&self.tally.device_bytes_read, buf.len() as u64);
         Ok(())
+    }
+
+    /// As [`PhysMem::device_update_u64`], under this view's lock (so the frame cannot be freed
+    /// during the update).
+    pub(crate) fn device_update_u64(
+        &self,
+        addr: PhysAddr,
+        coherent: bool,
+        mut f: impl FnMut(u64) -> Option<u64>,
+    ) -> Result<u64, MmError> {
+        if !addr.0.is_multiple_of(8) {
+            return Err(MmError::BadPhysAddr { addr });
+        }
+        let mut old = 0;
+        // An aligned 8-byte word never crosses a frame: exactly one chunk.
+        self.for_each_chunk(addr, 8, |c| {
+            if coherent || c.shadow.is_none() {
+                // SAFETY: `c.cpu` is valid for 8 bytes while the table is held (the chunk is the
+                // whole word) and 8-byte aligned (`addr` is, and frames are page-aligned in
+                // their backing's mapping). Every other access to a page-table word that can race
+                // with this one is atomic: the page table's own read-modify-writes of its leaves
+                // (devmmu-pagetable's `read_and_clear_dirty`); its plain stores happen under
+                // its owner's lock with the device quiescent for that range, as on hardware.
+                let word = unsafe { std::sync::atomic::AtomicU64::from_ptr(c.cpu as *mut u64) };
+                let r = word.fetch_update(
+                    std::sync::atomic::Ordering::AcqRel,
+                    std::sync::atomic::Ordering::Acquire,
+                    |v| f(u64::from_le(v)).map(u64::to_le),
+                );
+                old = u64::from_le(r.unwrap_or_else(|v| v));
+                if let Some(shadow) = c.shadow {
+                    let now = word.load(std::sync::atomic::Ordering::Acquire);
+                    // SAFETY: the shadow is valid for the chunk's 8 bytes while the table is
+                    // held; only device accesses (this model) write it.
+                    unsafe { core::ptr::copy(now.to_ne_bytes().as_ptr(), shadow, 8) };
+                }
+            } else if let Some(shadow) = c.shadow {
+                let mut b = [0u8; 8];
+                // SAFETY: as above; RAM of a non-coherent device, written only by devices.
+                unsafe { core::ptr::copy(shadow, b.as_mut_ptr(), 8) };
+                old = u64::from_le_bytes(b);
+                if let Some(new) = f(old) {
+                    // SAFETY: as above.
+                    unsafe { core::ptr::copy(new.to_le_bytes().as_ptr(), shadow, 8) };
+                }
+            }
+        })?;
+        Tally::add(&self.tally.device_bytes_written, 8);
+        Ok(old)
     }
 
     /// As [`PhysMem::device_write`], under this view's lock.

@@ -203,6 +203,53 @@ impl Vm {
         }
     }
 
+    /// Turns on dirty tracking for this VM's page table
+    /// ([`PageTable::enable_dirty_tracking`]): writable bindings made from now on are mapped
+    /// writable-clean, and the device's MMU (whose context then has hardware dirty-state update
+    /// on: SMMUv3 CD.TCR.HD; the model reads [`Vm::dirty_tracking`]) records its first write
+    /// through each leaf there, for [`Vm::read_and_clear_dirty`]. Idempotent.
+    ///
+    /// # Errors
+    /// [`MmError::PageTable`] with, each leaving the VM as it was:
+    /// `DirtyTrackingUnsupported` (the device's MMU format has no dirty state: the Intel IPU
+    /// format), `DirtyTrackingNeedsCoherentWalk` (the device's table walk is not
+    /// coherent), `AlreadyMapped` (something is bound already).
+    pub fn enable_dirty_tracking(&self) -> Result<(), MmError> {
+        let mut inner = self.inner.lock();
+        with_table!(&mut inner.table, pt => pt.enable_dirty_tracking())?;
+        Ok(())
+    }
+
+    /// Whether dirty tracking is on ([`Vm::enable_dirty_tracking`]).
+    pub fn dirty_tracking(&self) -> bool {
+        with_table!(&self.inner.lock().table, pt => pt.dirty_tracking())
+    }
+
+    /// Reports each leaf of `[iova, iova + size)` (bytes, 4 KiB-aligned) the device wrote
+    /// through since it was bound or last cleared, as `record(first IOVA, leaf size in bytes)`
+    /// in IOVA order (a 2 MiB / 1 GiB block whole), and with `clear` makes them clean again
+    /// and invalidates the device TLB for them before returning, so that the device's next
+    /// write to them is recorded (iommufd's `IOMMU_HWPT_GET_DIRTY_BITMAP`; without `clear`,
+    /// `IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR`). See
+    /// [`PageTable::read_and_clear_dirty`].
+    ///
+    /// # Errors
+    /// [`MmError::PageTable`] with `DirtyTrackingOff`, `ZeroSize`, `Misaligned`, `Overflow`
+    /// or `OutOfRange`; nothing reported or changed.
+    pub fn read_and_clear_dirty(
+        &self,
+        iova: Iova,
+        size: u64,
+        clear: bool,
+        mut record: impl FnMut(Iova, u64),
+    ) -> Result<(), MmError> {
+        let mut inner = self.inner.lock();
+        let mut gather = Gather::new();
+        let r = with_table!(&mut inner.table, pt => pt.read_and_clear_dirty(iova, size, clear, &mut gather, &mut record));
+        complete(&self.device, self.asid, &mut inner.table, &mut gather);
+        Ok(r?)
+    }
+
     /// Page-table counters: IOPTE stores, PTE lines cleaned, tables allocated and freed, ...
     pub fn pt_stats(&self) -> Stats {
         with_table!(&self.inner.lock().table, pt => pt.stats())

@@ -75,6 +75,19 @@ impl Format for AmdV1 {
     const MIN_IOVA_BITS: u32 = 32;
     const EMPTY_IS_ZERO: bool = true;
     const TLB_CACHES_EMPTY: bool = false;
+    /// D (bit 6) of a leaf, which the hardware sets on a write when the DTE enables host
+    /// access/dirty updates (HAD): generic_pt's `amdv1pt_entry_is_write_dirty` (D set),
+    /// `amdv1pt_entry_make_write_clean` (D cleared), `amdv1pt_entry_make_write_dirty`. (Those
+    /// also cover the replicated entries of a NextLevel 7 leaf, which this format does not
+    /// write.)
+    const DIRTY_TRACKING: bool = true;
+    /// IW | D: the dirty state of a writable leaf (IW kept in the mask so that a read-only
+    /// leaf is neither clean nor dirty; the hardware never sets D through a leaf without IW).
+    const DIRTY_MASK: u64 = AMDV1_IW | AMDV1_D;
+    /// Writable-clean: IW set, D clear.
+    const DIRTY_CLEAN: u64 = AMDV1_IW;
+    /// Writable-dirty: IW and D set.
+    const DIRTY_SET: u64 = AMDV1_IW | AMDV1_D;
 
     /// `amdv1pt_iommu_set_prot` (no FC, no encryption) plus PR and NextLevel 0
     /// (`amdv1pt_install_leaf_entry` for a leaf of the level's size).

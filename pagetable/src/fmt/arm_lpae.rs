@@ -52,6 +52,16 @@ pub const PTE_SH_MASK: u64 = 3 << 8;
 pub const PTE_AF: u64 = 1 << 10;
 /// nG, bit 11: not global, set on every stage-1 leaf (`ARM_LPAE_PTE_nG`).
 pub const PTE_NG: u64 = 1 << 11;
+/// DBM, bit 51: Dirty Bit Modifier (`ARM_LPAE_PTE_DBM`; Arm ARM D8.3 "Stage 1 attribute
+/// fields", FEAT_HAFDBS). With hardware dirty-state update enabled (SMMUv3 CD.TCR.HD), a
+/// leaf with DBM set and AP\[2\] set is writable-clean: the first write through it clears
+/// AP\[2\] atomically instead of faulting (Arm ARM D8.4.6 "Hardware management of the dirty
+/// state"; SMMUv3 IHI 0070 3.13 "Translation table entries and Access/Dirty flags").
+pub const PTE_DBM: u64 = 1 << 51;
+/// The dirty-state bits of a stage-1 leaf: DBM and AP\[2\] (`ARM_LPAE_PTE_AP_WR_CLEAN_MASK`,
+/// io-pgtable-arm.c). DBM | AP\[2\] = writable-clean, DBM alone = writable-dirty
+/// (`iopte_writeable_dirty`), AP\[2\] alone = read-only.
+pub const PTE_AP_WR_CLEAN_MASK: u64 = PTE_AP_RDONLY | PTE_DBM;
 /// PXN, bit 53.
 pub const PTE_PXN: u64 = 1 << 53;
 /// UXN/XN, bit 54.
@@ -99,7 +109,9 @@ pub(crate) fn s1_leaf_attrs(prot: Prot) -> u64 {
 pub(crate) fn s1_prot(pte: u64) -> Prot {
     // Stage 1 cannot express write-only or no-read: every valid leaf is readable.
     let mut prot = Prot::READ;
-    if pte & PTE_AP_RDONLY == 0 {
+    // Writable: AP[2] clear, or DBM set (writable-clean: the hardware clears AP[2] on the
+    // first write; DBM is set only in tables with dirty tracking, whose MMU has CD.TCR.HD on).
+    if pte & PTE_AP_RDONLY == 0 || pte & PTE_DBM != 0 {
         prot |= Prot::WRITE;
     }
     if pte & PTE_AP_UNPRIV == 0 {
@@ -140,6 +152,15 @@ impl Format for ArmLpae4k {
     const OA_SIZES: &'static [u32] = &[32, 36, 40, 42, 44, 48];
     const EMPTY_IS_ZERO: bool = true;
     const TLB_CACHES_EMPTY: bool = false;
+    /// Stage 1 has DBM (io-pgtable-arm.c `IO_PGTABLE_QUIRK_ARM_HD`,
+    /// `arm_lpae_read_and_clear_dirty`, which accepts `ARM_64_LPAE_S1` only).
+    const DIRTY_TRACKING: bool = true;
+    /// [`PTE_AP_WR_CLEAN_MASK`]: DBM | AP\[2\].
+    const DIRTY_MASK: u64 = PTE_AP_WR_CLEAN_MASK;
+    /// Writable-clean: DBM and AP\[2\] both set.
+    const DIRTY_CLEAN: u64 = PTE_DBM | PTE_AP_RDONLY;
+    /// Writable-dirty: DBM set, AP\[2\] clear (`iopte_writeable_dirty`).
+    const DIRTY_SET: u64 = PTE_DBM;
 
     /// `arm_lpae_prot_to_pte` for `ARM_64_LPAE_S1`, plus the type bits and AF that
     /// `__arm_lpae_init_pte` adds.

@@ -36,7 +36,8 @@
 //!   address-size fault rather than a wrong address.
 
 use crate::fmt::arm_lpae::{
-    s1_leaf_attrs, s1_prot, PTE_TYPE_BLOCK, PTE_TYPE_MASK, PTE_TYPE_PAGE, PTE_TYPE_TABLE, PTE_VALID,
+    s1_leaf_attrs, s1_prot, PTE_AP_RDONLY, PTE_AP_WR_CLEAN_MASK, PTE_DBM, PTE_TYPE_BLOCK,
+    PTE_TYPE_MASK, PTE_TYPE_PAGE, PTE_TYPE_TABLE, PTE_VALID,
 };
 use crate::{format::Entry, DmaAddr, Format, Prot};
 
@@ -130,6 +131,13 @@ impl Format for ArmLpae16k {
     const OA_SIZES: &'static [u32] = OA_SIZES_48;
     const EMPTY_IS_ZERO: bool = true;
     const TLB_CACHES_EMPTY: bool = false;
+    /// The stage-1 DBM and AP\[2\] bits, the same for every granule (Arm ARM D8.3 "Stage 1
+    /// attribute fields"; `arm_lpae_read_and_clear_dirty` takes `ARM_64_LPAE_S1` whatever the
+    /// granule): see [`ArmLpae4k`](crate::ArmLpae4k).
+    const DIRTY_TRACKING: bool = true;
+    const DIRTY_MASK: u64 = PTE_AP_WR_CLEAN_MASK;
+    const DIRTY_CLEAN: u64 = PTE_DBM | PTE_AP_RDONLY;
+    const DIRTY_SET: u64 = PTE_DBM;
 
     #[inline]
     fn leaf_attrs(level: usize, prot: Prot) -> u64 {
@@ -185,6 +193,13 @@ impl Format for ArmLpae64k {
     const OA_SIZES: &'static [u32] = OA_SIZES_48;
     const EMPTY_IS_ZERO: bool = true;
     const TLB_CACHES_EMPTY: bool = false;
+    /// The stage-1 DBM and AP\[2\] bits, the same for every granule (Arm ARM D8.3 "Stage 1
+    /// attribute fields"; `arm_lpae_read_and_clear_dirty` takes `ARM_64_LPAE_S1` whatever the
+    /// granule): see [`ArmLpae4k`](crate::ArmLpae4k).
+    const DIRTY_TRACKING: bool = true;
+    const DIRTY_MASK: u64 = PTE_AP_WR_CLEAN_MASK;
+    const DIRTY_CLEAN: u64 = PTE_DBM | PTE_AP_RDONLY;
+    const DIRTY_SET: u64 = PTE_DBM;
 
     #[inline]
     fn leaf_attrs(level: usize, prot: Prot) -> u64 {

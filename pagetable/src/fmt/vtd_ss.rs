@@ -68,6 +68,18 @@ impl Format for VtdSs {
     const MIN_IOVA_BITS: u32 = 31;
     const EMPTY_IS_ZERO: bool = true;
     const TLB_CACHES_EMPTY: bool = false;
+    /// D (bit 9) of a leaf, which the hardware sets on a write when second-stage
+    /// accessed/dirty is on (PASID-table entry SSADE; VT-d spec 3.7.3 "Accessed and Dirty
+    /// Flags"): generic_pt's `vtdss_pt_entry_is_write_dirty` (D set),
+    /// `vtdss_pt_entry_make_write_clean` (D cleared), `vtdss_pt_entry_make_write_dirty`.
+    const DIRTY_TRACKING: bool = true;
+    /// W | D: the dirty state of a writable leaf (W kept in the mask so that a read-only leaf
+    /// is neither clean nor dirty; the hardware never sets D through a leaf without W).
+    const DIRTY_MASK: u64 = VTDSS_W | VTDSS_D;
+    /// Writable-clean: W set, D clear.
+    const DIRTY_CLEAN: u64 = VTDSS_W;
+    /// Writable-dirty: W and D set.
+    const DIRTY_SET: u64 = VTDSS_W | VTDSS_D;
 
     /// `vtdss_pt_iommu_set_prot` (no forced coherence), plus PS above the last level
     /// (`vtdss_pt_install_leaf_entry`).

@@ -280,6 +280,36 @@ impl SimAlloc {
         s.pages.get(&table.0).map(|p| p.dev.to_vec())
     }
 
+    /// What a coherent walker's hardware update does to the 8-byte entry at bus address `addr`
+    /// (an SMMU's dirty-state update): an atomic read-modify-write of the CPU copy, storing
+    /// `f(old)` if it is `Some`. Returns the old value, or `None` if no live page is there.
+    pub fn device_update_u64(
+        &self,
+        addr: DmaAddr,
+        f: impl FnMut(u64) -> Option<u64>,
+    ) -> Option<u64> {
+        let s = self.0.borrow();
+        let (page_addr, page) = s.page_at(addr.0)?;
+        let off = (addr.0 - page_addr) as usize;
+        if !off.is_multiple_of(8) || off + 8 > page.size {
+            return None;
+        }
+        // SAFETY: `off + 8 <= size`, so the word is inside the page's CPU memory, which stays
+        // allocated while `s` is borrowed; it is 8-byte aligned (pages are aligned to their size,
+        // `off` is a multiple of 8). The page table accesses it only inside its own calls, never
+        // during this one (tests are single-threaded), and its own racing update is atomic.
+        let word = unsafe {
+            std::sync::atomic::AtomicU64::from_ptr(page.cpu.as_ptr().add(off) as *mut u64)
+        };
+        let mut f = f;
+        let r = word.fetch_update(
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+            &mut f,
+        );
+        Some(r.unwrap_or_else(|v| v))
+    }
+
     /// Reads a little-endian entry of `bytes` bytes at bus address `addr` from the CPU copy
     /// (`device == false`) or the device copy, whatever the walker flag says.
     pub fn read_raw(&self, addr: DmaAddr, bytes: usize, device: bool) -> Option<u64> {
