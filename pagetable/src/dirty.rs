@@ -25,7 +25,12 @@
 //! Deliberate difference from io-pgtable-arm.c: the kernel maps writable leaves with DBM alone
 //! (writable-dirty) and iommufd clears the whole range when tracking starts
 //! (`iopt_set_dirty_tracking`, `iopt_clear_dirty_data`); here writable leaves are mapped
-//! writable-clean, so a leaf reads dirty only once the device wrote through it. A block split
+//! writable-clean, so a leaf reads dirty only once the device wrote through it. Why: iommufd
+//! serves live migration, where an IOVA whose mapping is new must be sent again whether or not
+//! the device wrote it; a driver here asks which pages of its buffers the device wrote (damage
+//! for a display or a compressor, what to write back), and a new mapping is not a write. A
+//! caller that wants the kernel's report adds the ranges it mapped since its last read (it
+//! made those maps). A block split
 //! by [`PageTable::unmap_split`] is the exception: its leaves are made writable-dirty, since the
 //! block's dirty state cannot be told per leaf (reporting too much is safe, too little is not).
 
