@@ -372,6 +372,11 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             })?;
         }
         let end = self.check_iova(iova, total)?;
+        if let [(dma, _)] = *segments {
+            if let Some(r) = self.map_in_leaf_table(iova.0, end, dma.0, prot, gather) {
+                return r;
+            }
+        }
         if let Some(at) = self.first_mapped(self.root, self.start, iova.0, end) {
             return Err(Error::AlreadyMapped { iova: Iova(at) });
         }
@@ -406,16 +411,92 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             }
             return Err(e);
         }
+        Self::gather_map(iova, total, gather);
+        Ok(())
+    }
+
+    /// What a completed map adds to `gather`: nothing, unless the format's TLB caches empty
+    /// entries.
+    #[inline(always)]
+    fn gather_map(iova: Iova, size: u64, gather: &mut Gather) {
         if F::TLB_CACHES_EMPTY {
             if F::EMPTY_IS_ZERO {
-                gather.add_range(iova, total);
+                gather.add_range(iova, size);
             } else {
                 // Empty upper entries are valid pointers (to the dummy table): a walk cache may
                 // hold the one a new table replaced.
-                gather.add_walk_range(iova, total);
+                gather.add_walk_range(iova, size);
             }
         }
-        Ok(())
+    }
+
+    /// The fast path of a map of one segment (bus address `dma`) at the validated range
+    /// `[start, end)`, taken when the range lies inside the span of one last-level table that
+    /// is already linked: one walk down the child pointers, a check that the range's entries
+    /// are empty, then the stores into that one table (no allocation, so nothing can fail after
+    /// the check). Every counter, store and clean is the one the general path makes for the same
+    /// map. `None` if the walk does not reach such a table (the general path decides).
+    #[inline(always)]
+    fn map_in_leaf_table(
+        &mut self,
+        start: u64,
+        end: u64,
+        dma: u64,
+        prot: Prot,
+        gather: &mut Gather,
+    ) -> Option<Result<(), Error>> {
+        let node = self.leaf_table_of(start, end)?;
+        let last = F::LEVELS - 1;
+        let shift = Geometry::<F>::SHIFT[last];
+        let idx = Geometry::<F>::index(last, start);
+        let n = ((end - start) >> shift) as usize;
+        let page = self.nodes[node as usize].page;
+        let p = page.cpu.as_ptr() as *mut F::Pte;
+        let empty = self.empty[last];
+        for i in 0..n {
+            // SAFETY: [start, end) lies inside this last-level table's span, so idx + n <= its
+            // entries and every read is inside its table page.
+            if unsafe { p.add(idx + i).read() } != empty {
+                let at = start + ((i as u64) << shift);
+                return Some(Err(Error::AlreadyMapped { iova: Iova(at) }));
+            }
+        }
+        self.maps += 1;
+        // SAFETY: as above; the entries were just checked empty, and the page is ours to write.
+        unsafe { store_leaves::<F>(p.add(idx), n, F::leaf_attrs(last, prot), dma, shift) };
+        self.nodes[node as usize].used += n as u32;
+        self.stats.pte_stores += n as u64;
+        let b = <F::Pte as PteWord>::BYTES;
+        self.sync_bytes(&page, idx * b, n * b);
+        Self::gather_map(Iova(start), end - start, gather);
+        Some(Ok(()))
+    }
+
+    /// Node of the last-level table whose span holds all of `[start, end)` (`start < end`), if
+    /// it is linked: found by following the child pointers from the root (a child pointer is
+    /// set exactly where the entry is a table entry). `None` if the range crosses the span of
+    /// one last-level table, or an entry on the way holds no table (empty, or a block).
+    #[inline(always)]
+    fn leaf_table_of(&self, start: u64, end: u64) -> Option<u32> {
+        let last = F::LEVELS - 1;
+        let span = Geometry::<F>::SHIFT[last] + F::LEVEL_BITS[last];
+        if span < 64 && start >> span != (end - 1) >> span {
+            return None;
+        }
+        let mut node = self.root;
+        // A constant trip count with constant shifts per level (unrolled), the levels above the
+        // root skipped.
+        for level in 0..last {
+            if level < self.start {
+                continue;
+            }
+            let child = self.nodes[node as usize].children[Geometry::<F>::index(level, start)];
+            if child == NONE {
+                return None;
+            }
+            node = child;
+        }
+        Some(node)
     }
 
     /// Unmaps `[iova, iova + size)` and returns the number of bytes that were mapped in it (holes
@@ -440,6 +521,9 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     pub fn unmap(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
         gather.claim(self.id)?;
         let end = self.check_iova(iova, size)?;
+        if let Some(bytes) = self.unmap_in_leaf_table(iova.0, end, gather) {
+            return Ok(bytes);
+        }
         if let Some((at, block, bsize)) = self.cut_block(iova.0, end) {
             return Err(Error::PartialBlock {
                 iova: Iova(at),
@@ -448,6 +532,46 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             });
         }
         Ok(self.unmap_range(iova, end, size, gather))
+    }
+
+    /// The fast path of an unmap of the validated range `[start, end)`, taken when the range
+    /// lies inside the span of one linked last-level table that keeps at least one entry (or is
+    /// kept anyway): one walk down the child pointers, then the clears in that one table. Such a
+    /// range cuts no block (its leaves are pages, and a block covering `end` would cover
+    /// `end - 1` too), so no split check is needed. Every counter, store, clean and gathered
+    /// range is the one the general path makes for the same unmap. `None` where the general
+    /// path must decide (no such table, or the table would be emptied and freed).
+    #[inline(always)]
+    fn unmap_in_leaf_table(&mut self, start: u64, end: u64, gather: &mut Gather) -> Option<u64> {
+        let node = self.leaf_table_of(start, end)?;
+        let last = F::LEVELS - 1;
+        let shift = Geometry::<F>::SHIFT[last];
+        let idx = Geometry::<F>::index(last, start);
+        let n = ((end - start) >> shift) as usize;
+        let page = self.nodes[node as usize].page;
+        let p = page.cpu.as_ptr() as *mut F::Pte;
+        let empty = self.empty[last];
+        let mut mapped = 0u32;
+        for i in 0..n {
+            // SAFETY: [start, end) lies inside this last-level table's span, so idx + n <= its
+            // entries and every read is inside its table page.
+            mapped += (unsafe { p.add(idx + i).read() } != empty) as u32;
+        }
+        let used = self.nodes[node as usize].used - mapped;
+        if used == 0 && node != self.root && self.free_empty {
+            return None;
+        }
+        // SAFETY: as above; the page is ours to write.
+        unsafe { clear_leaves::<F>(p.add(idx), n, empty) };
+        self.nodes[node as usize].used = used;
+        self.stats.pte_stores += n as u64;
+        let b = <F::Pte as PteWord>::BYTES;
+        self.sync_bytes(&page, idx * b, n * b);
+        let bytes = (mapped as u64) << shift;
+        if bytes > 0 {
+            gather.add_range(Iova(start), end - start);
+        }
+        Some(bytes)
     }
 
     /// The common end of [`PageTable::unmap`] and [`PageTable::unmap_split`], once the range
