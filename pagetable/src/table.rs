@@ -152,6 +152,11 @@ pub struct PageTable<F: Format, A: TableAlloc> {
     root: u32,
     empty: [F::Pte; MAX_LEVELS],
     dummies: Vec<TablePage>,
+    /// New tables of the map in progress, filled and not yet cleaned, as (page, offset, bytes),
+    /// innermost first: all below a new table that is not linked yet. Cleaned with one
+    /// [`TableAlloc::sync_tables_for_device`] call just before the top one is linked into a live
+    /// table (non-coherent walker only; empty between operations).
+    pending: Vec<(TablePage, usize, usize)>,
     stats: Stats,
     _format: PhantomData<F>,
 }
@@ -203,6 +208,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             root: NONE,
             empty: [F::Pte::default(); MAX_LEVELS],
             dummies: Vec::new(),
+            pending: Vec::new(),
             stats: Stats::default(),
             _format: PhantomData,
         };
@@ -401,6 +407,10 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             &mut src,
             &attrs,
             &mut done,
+        );
+        debug_assert!(
+            self.pending.is_empty(),
+            "every new table was cleaned or freed"
         );
         if let Err(e) = r {
             if done > iova.0 {
@@ -904,6 +914,17 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         self.sync_bytes(&page, 0, bytes);
     }
 
+    /// Cleans the new tables of `pending` (innermost first) with one call, counted as one sync
+    /// per table, and empties it.
+    fn clean_pending(&mut self) {
+        for &(_, off, len) in &self.pending {
+            self.stats.lines_cleaned += ((off + len).div_ceil(LINE) - off / LINE) as u64;
+        }
+        self.stats.sync_calls += self.pending.len() as u64;
+        self.alloc.sync_tables_for_device(&self.pending);
+        self.pending.clear();
+    }
+
     fn note(&mut self, dirty: &mut Dirty, page: &TablePage, first: usize, count: usize) {
         let b = <F::Pte as PteWord>::BYTES;
         if let Some((s, e)) = dirty.note(first * b, count * b) {
@@ -1012,6 +1033,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 && Geometry::<F>::fills_page(level + 1)
                 && chunk_end - (*iova & !(esize - 1)) == esize
                 && *iova & (esize - 1) == 0;
+            let mark = self.pending.len();
             let c = if overwrite {
                 let page = self
                     .alloc
@@ -1023,11 +1045,22 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 self.new_node(level + 1)?
             };
             if let Err(e) = self.map_level(c, level + 1, true, iova, chunk_end, src, attrs, done) {
+                // The subtree is freed unlinked: its tables need no clean.
+                self.pending.truncate(mark);
                 self.free_unlinked(c);
                 return Err(e);
             }
             let cpage = self.nodes[c as usize].page;
-            self.clean_whole(cpage, Geometry::<F>::table_bytes(level + 1));
+            if !self.coherent {
+                // Cleaned whole before a live table points at it: with the new tables below it,
+                // in one call (one barrier), when this table is linked into a live one; else
+                // later, with its new parent.
+                self.pending
+                    .push((cpage, 0, Geometry::<F>::table_bytes(level + 1)));
+                if !fresh {
+                    self.clean_pending();
+                }
+            }
             self.write(node, idx, F::table_entry(level, cpage.dma));
             let n = &mut self.nodes[node as usize];
             n.children[idx] = c;

@@ -9,7 +9,7 @@
 //! - `map-4k`: `BULK` maps of 1 GiB of 4 KiB pages from a warm free list, each unmapped again
 //!   (`map_4k` and `unmap_4k`);
 //! - `map-4k-cold`: the same with every table from the heap;
-//! - `map-4k-noncoherent`: the same with [`FlushTableAlloc`].
+//! - `map-4k-noncoherent`: `map-4k` with [`FlushTableAlloc`] (a reserve of 514 pages).
 //!
 //! ```sh
 //! cargo build --release -p devmmu-benches --bin pagetable-profile
@@ -108,7 +108,10 @@ fn main() {
         "single-noncoherent" => single(FlushTableAlloc::new(), false),
         "map-4k" => bulk(|| HeapTableAlloc::with_reserve(514).expect("reserve"), true),
         "map-4k-cold" => bulk(HeapTableAlloc::new, true),
-        "map-4k-noncoherent" => bulk(FlushTableAlloc::new, false),
+        "map-4k-noncoherent" => bulk(
+            || FlushTableAlloc::with_reserve(514).expect("reserve"),
+            false,
+        ),
         other => {
             eprintln!("pagetable-profile: unknown workload {other:?}");
             std::process::exit(2);
