@@ -103,7 +103,7 @@ pub const CASES: &[Case] = &[
         name: MAP_4K_COLD,
         pages: PAGES_1GIB,
         noncoherent: false,
-        what: "map_4k with an empty free list: the 514 tables come from the heap inside the timed part, in chunks of 1, 1, 2, 4, ... up to 64 pages (one glibc posix_memalign per chunk), L1 and L2 zeroed",
+        what: "map_4k with an empty free list: the 514 tables come from the heap inside the timed part, in chunks of 1, 1, 2, 4, 8, then 16 pages (one glibc posix_memalign per chunk: 37 for the 515 tables), L1 and L2 zeroed",
     },
     Case {
         group: GROUP_1GIB,

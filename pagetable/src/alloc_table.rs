@@ -97,7 +97,9 @@ pub unsafe trait TableAlloc {
     /// [`TableAlloc::alloc_large_table`]); they need not be line-aligned (the clean covers every
     /// 64-byte line the bytes touch). Called only for page tables configured as non-coherent,
     /// once per contiguous run of written lines of one table, and once with `0, TABLE_SIZE` (the
-    /// table's size) for a new table before it is linked. The default does nothing (coherent walker).
+    /// table's size) for a new table before it is linked (a map's new tables come together
+    /// through [`TableAlloc::sync_tables_for_device`], whose default calls this method). The
+    /// default does nothing (coherent walker).
     ///
     /// The method is safe to call, so these are promises of the page table, not a safety
     /// contract: an implementation that touches memory through `table` must stay sound when
@@ -147,8 +149,10 @@ pub struct HeapTableAlloc {
 }
 
 impl HeapTableAlloc {
-    /// Most pages taken from the heap in one chunk (256 KiB).
-    pub const MAX_CHUNK_PAGES: usize = 64;
+    /// Most pages taken from the heap in one chunk: 16 (64 KiB), below glibc's default mmap
+    /// threshold (128 KiB), so that a chunk comes from the heap rather than from a fresh
+    /// `mmap` whose pages would fault on first touch.
+    pub const MAX_CHUNK_PAGES: usize = 16;
 
     /// A new allocator with no live pages.
     pub const fn new() -> Self {

@@ -4,8 +4,12 @@
 //! table, then a tight store loop over the run of leaves that table receives; for a non-coherent
 //! walker, one `sync_for_device` per contiguous run of written cache lines of a table, so each
 //! written line is cleaned exactly once per operation. A newly allocated table is filled
-//! completely, cleaned once as a whole, and only then linked into its parent, so the walker never
-//! reaches a table whose contents it cannot see yet.
+//! completely, cleaned once as a whole, and only then linked into a table the walker can reach,
+//! so the walker never reaches a table whose contents it cannot see yet: the new tables of a
+//! subtree are cleaned together, with one `sync_tables_for_device` (one barrier), just before
+//! the subtree's top table is linked into a live one. A map or unmap whose range lies inside one
+//! linked last-level table takes a fast path: one walk down, then the check and the stores in
+//! that table.
 //!
 //! Each table is one page; the CPU pointer of a child table is kept beside its parent (the
 //! `l2_pts` array of drivers/media/pci/intel/ipu6/ipu6-mmu.c), so the update path never turns a
