@@ -164,13 +164,13 @@ impl HeapTableAlloc {
         }
     }
 
-    /// An allocator with `pages` pages already cached (taken from the heap as one chunk), as a
-    /// `mempool` is created with a minimum number of elements; `None` if the heap cannot supply
-    /// them.
+    /// An allocator with `pages` zeroed pages already cached (taken from the heap as one chunk,
+    /// so already touched: no page fault when they are handed out), as a `mempool` is created
+    /// with a minimum number of elements; `None` if the heap cannot supply them.
     pub fn with_reserve(pages: usize) -> Option<Self> {
         let mut a = Self::new();
         if pages > 0 {
-            a.refill(pages)?;
+            a.refill(pages, true)?;
         }
         Some(a)
     }
@@ -200,7 +200,8 @@ impl HeapTableAlloc {
             let from = i + cached[i..].partition_point(|p| key(p) < base);
             let to = from + cached[from..].partition_point(|p| key(p) < end);
             if to - from == pages {
-                // SAFETY: the chunk came from `alloc` with this layout (`refill`), and none of
+                // SAFETY: the chunk came from `alloc` or `alloc_zeroed` with this layout
+                // (`refill`), and none of
                 // its pages is live: all of them are cached, and are forgotten here.
                 unsafe { alloc::alloc::dealloc(base as *mut u8, Self::chunk_layout(pages)) };
                 self.heap_pages -= pages;
@@ -216,7 +217,7 @@ impl HeapTableAlloc {
     #[inline]
     fn take(&mut self, zeroed: bool) -> Option<TablePage> {
         if self.cached.is_empty() {
-            self.refill(self.heap_pages.clamp(1, Self::MAX_CHUNK_PAGES))?;
+            self.refill(self.heap_pages.clamp(1, Self::MAX_CHUNK_PAGES), false)?;
         }
         let page = self.cached.pop()?;
         if zeroed {
@@ -227,14 +228,21 @@ impl HeapTableAlloc {
         Some(page)
     }
 
-    /// Takes a chunk of `pages` pages (`pages > 0`) from the heap and caches its pages, the
-    /// lowest last (handed out first); `None` if the heap cannot supply it.
-    fn refill(&mut self, pages: usize) -> Option<()> {
+    /// Takes a chunk of `pages` pages (`pages > 0`) from the heap, zeroed if `zeroed`, and
+    /// caches its pages, the lowest last (handed out first); `None` if the heap cannot supply it.
+    fn refill(&mut self, pages: usize, zeroed: bool) -> Option<()> {
         let layout = Self::chunk_layout(pages);
-        // SAFETY: the layout has non-zero size; the pages are not zeroed here: `take` zeroes
-        // a page for `alloc_table`, and hands one out unzeroed only through
+        // SAFETY: the layout has non-zero size. Unzeroed pages are fine: `take` zeroes a page
+        // for `alloc_table`, and hands one out unzeroed only through
         // `alloc_table_for_overwrite`, whose caller stores every byte first.
-        let base = NonNull::new(unsafe { alloc::alloc::alloc(layout) })?;
+        let p = unsafe {
+            if zeroed {
+                alloc::alloc::alloc_zeroed(layout)
+            } else {
+                alloc::alloc::alloc(layout)
+            }
+        };
+        let base = NonNull::new(p)?;
         self.chunks.push((base.as_ptr() as usize, pages));
         self.heap_pages += pages;
         self.cached.reserve(pages);

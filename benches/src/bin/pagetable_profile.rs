@@ -9,7 +9,10 @@
 //! - `map-4k`: `BULK` maps of 1 GiB of 4 KiB pages from a warm free list, each unmapped again
 //!   (`map_4k` and `unmap_4k`);
 //! - `map-4k-cold`: the same with every table from the heap;
-//! - `map-4k-noncoherent`: `map-4k` with [`FlushTableAlloc`] (a reserve of 514 pages).
+//! - `map-4k-noncoherent`: `map-4k` with [`FlushTableAlloc`] (a reserve of 514 pages);
+//! - `time-single`: not for callgrind: times `single` (coherent) in `BATCHES` batches of
+//!   `ROUNDS` pairs and prints the fastest and the median batch in ns per pair (on a loaded
+//!   machine the fastest batch is the best estimate of the unloaded cost).
 //!
 //! ```sh
 //! cargo build --release -p devmmu-benches --bin pagetable-profile
@@ -102,12 +105,42 @@ fn bulk<A: TableAlloc>(mut alloc: impl FnMut() -> A, coherent: bool) {
     println!("{BULK} maps and unmaps of 1 GiB of 4 KiB pages");
 }
 
+const BATCHES: usize = 200;
+
+fn time_single() {
+    let mut pt = empty(HeapTableAlloc::new(), true);
+    let mut g = Gather::new();
+    let others = (2 << 20) - 4096;
+    pt.map(IOVA, DMA_4K, others, prot(), &mut g)
+        .expect("map 511 pages");
+    let (iova, dma) = (Iova(IOVA.0 + others), DmaAddr(DMA_4K.0 + others));
+    let mut ns: Vec<f64> = (0..BATCHES)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for _ in 0..ROUNDS {
+                one_map(&mut pt, black_box(iova), black_box(dma), &mut g);
+                black_box(one_unmap(&mut pt, black_box(iova), &mut g));
+                one_sync(&mut pt, &mut g);
+            }
+            t.elapsed().as_nanos() as f64 / ROUNDS as f64
+        })
+        .collect();
+    ns.sort_by(f64::total_cmp);
+    println!(
+        "map + unmap + iotlb_sync of one 4 KiB page: fastest batch {:.1} ns, median batch {:.1} ns \
+         ({BATCHES} batches of {ROUNDS})",
+        ns[0],
+        ns[BATCHES / 2]
+    );
+}
+
 fn main() {
     match std::env::args().nth(1).as_deref().unwrap_or("single") {
         "single" => single(HeapTableAlloc::new(), true),
         "single-noncoherent" => single(FlushTableAlloc::new(), false),
         "map-4k" => bulk(|| HeapTableAlloc::with_reserve(514).expect("reserve"), true),
         "map-4k-cold" => bulk(HeapTableAlloc::new, true),
+        "time-single" => time_single(),
         "map-4k-noncoherent" => bulk(
             || FlushTableAlloc::with_reserve(514).expect("reserve"),
             false,
