@@ -1,15 +1,16 @@
 //! A [`TableAlloc`] for a non-coherent walker: table pages from the heap, as
-//! [`HeapTableAlloc`] gives them, and a `sync_for_device` that runs the CPU's real cache
-//! instructions on the written lines.
+//! [`HeapTableAlloc`] gives them (in chunks, with a free list, optionally a reserve), and a
+//! `sync_for_device` that runs the CPU's real cache instructions on the written lines.
 //!
-//! The instruction is the one `devmmu_mm::phys::native` uses to invalidate: `clflushopt` where
-//! CPUID.(EAX=7,ECX=0):EBX bit 23 reports it, else `clflush` (detected at run time; under
-//! valgrind CPUID hides `clflushopt`), followed by one fence per call (`sfence`, or `mfence` with
-//! plain `clflush`). That is what Linux's `clflush_cache_range` does for a table on x86
-//! (arch/x86/mm/pat/set_memory.c), and what the Intel IPU6 driver calls once per run of written
-//! entries (drivers/media/pci/intel/ipu6/ipu6-mmu.c). `clwb` would keep the line cached; it costs
-//! the same per dirty line here (see /work/shared/facts.md), so the choice does not move the
-//! numbers.
+//! The instruction is the one `devmmu_mm::phys::native` uses to clean: `clwb` where
+//! CPUID.(EAX=7,ECX=0):EBX bit 24 reports it, else `clflushopt` (bit 23), else `clflush`
+//! (detected at run time; under valgrind CPUID hides both), followed by one fence per call
+//! (`sfence`, or `mfence` with plain `clflush`): one for all the new tables of a map, which the
+//! page table cleans with one `sync_tables_for_device` call. A table's lines are read again by the CPU (the
+//! next map's check and stores), so `clwb`, which writes the line back and may keep it cached,
+//! fits better than Linux's `clflush_cache_range` (arch/x86/mm/pat/set_memory.c), which evicts
+//! it; the Intel IPU6 driver calls that once per run of written entries
+//! (drivers/media/pci/intel/ipu6/ipu6-mmu.c).
 
 use devmmu_mm::phys::native;
 use devmmu_pagetable::{HeapTableAlloc, TableAlloc, TablePage, TABLE_SIZE};
@@ -23,8 +24,9 @@ struct Slot {
 }
 
 /// Table pages from the global heap (bus address = CPU address, as [`HeapTableAlloc`]) whose
-/// `sync_for_device` cleans every 64-byte line of the requested bytes with `clflushopt`
-/// (else `clflush`) and issues one fence per call.
+/// `sync_for_device` cleans every 64-byte line of the requested bytes with `clwb` (else
+/// `clflushopt`, else `clflush`) and issues one fence per call (per `sync_tables_for_device`
+/// call, however many tables it names).
 ///
 /// Each page it hands out carries, as its token, the index of a slot recording the page's CPU
 /// pointer, so that `sync_for_device` only ever touches memory it owns with one indexed compare
@@ -37,6 +39,7 @@ pub struct FlushTableAlloc {
     slots: Vec<Slot>,
     free_slots: Vec<usize>,
     sync_calls: u64,
+    fences: u64,
     lines: u64,
     rejected: u64,
 }
@@ -47,14 +50,31 @@ impl FlushTableAlloc {
         Self::default()
     }
 
+    /// An allocator with `pages` pages already on its free list
+    /// ([`HeapTableAlloc::with_reserve`]), as a driver's table pool in steady state; `None` if
+    /// the heap cannot supply them.
+    pub fn with_reserve(pages: usize) -> Option<Self> {
+        Some(Self {
+            inner: HeapTableAlloc::with_reserve(pages)?,
+            ..Self::default()
+        })
+    }
+
     /// Pages allocated and not yet freed.
     pub fn live_pages(&self) -> usize {
         self.inner.live_pages()
     }
 
-    /// `sync_for_device` calls executed (each ended by one fence).
+    /// Runs of lines cleaned: one per `sync_for_device` call, one per element of a
+    /// `sync_tables_for_device` call (the page table's `Stats::sync_calls` counts the same).
     pub fn sync_calls(&self) -> u64 {
         self.sync_calls
+    }
+
+    /// Fences issued: one per `sync_for_device` or `sync_tables_for_device` call that cleaned
+    /// anything.
+    pub fn fences(&self) -> u64 {
+        self.fences
     }
 
     /// 64-byte lines cleaned by those calls (every line the requested bytes touch, once per
@@ -75,14 +95,10 @@ impl FlushTableAlloc {
         let slot = self.slots.get(page.token)?;
         (slot.cpu == page.cpu.as_ptr() as usize).then_some(page.token)
     }
-}
 
-// SAFETY: pages come from HeapTableAlloc, which upholds the trait's contract; this wrapper only
-// swaps their token for its own (and back before freeing) and adds cache maintenance, which
-// never changes memory contents.
-unsafe impl TableAlloc for FlushTableAlloc {
-    fn alloc_table(&mut self) -> Option<TablePage> {
-        let mut page = self.inner.alloc_table()?;
+    /// Records a page of the inner allocator in a slot and gives it the slot's index as token.
+    #[inline]
+    fn track(&mut self, mut page: TablePage) -> TablePage {
         let rec = Slot {
             cpu: page.cpu.as_ptr() as usize,
             inner_token: page.token,
@@ -97,7 +113,22 @@ unsafe impl TableAlloc for FlushTableAlloc {
                 self.slots.len() - 1
             }
         };
-        Some(page)
+        page
+    }
+}
+
+// SAFETY: pages come from HeapTableAlloc, which upholds the trait's contract; this wrapper only
+// swaps their token for its own (and back before freeing) and adds cache maintenance, which
+// never changes memory contents.
+unsafe impl TableAlloc for FlushTableAlloc {
+    fn alloc_table(&mut self) -> Option<TablePage> {
+        let page = self.inner.alloc_table()?;
+        Some(self.track(page))
+    }
+
+    fn alloc_table_for_overwrite(&mut self) -> Option<TablePage> {
+        let page = self.inner.alloc_table_for_overwrite()?;
+        Some(self.track(page))
     }
 
     unsafe fn free_table(&mut self, mut page: TablePage) {
@@ -113,19 +144,43 @@ unsafe impl TableAlloc for FlushTableAlloc {
     }
 
     fn sync_for_device(&mut self, table: &TablePage, offset: usize, len: usize) {
+        if self.clean(table, offset, len) {
+            native::fence();
+            self.fences += 1;
+        }
+    }
+
+    fn sync_tables_for_device(&mut self, tables: &[(TablePage, usize, usize)]) {
+        let mut cleaned = false;
+        for (table, offset, len) in tables {
+            cleaned |= self.clean(table, *offset, *len);
+        }
+        if cleaned {
+            native::fence();
+            self.fences += 1;
+        }
+    }
+}
+
+impl FlushTableAlloc {
+    /// Cleans the lines of `len` bytes at `offset` of `table`, without a fence, counting one
+    /// sync call; `false` (nothing done, counted as rejected) for a page this allocator does not
+    /// hold or bytes beyond it.
+    #[inline]
+    fn clean(&mut self, table: &TablePage, offset: usize, len: usize) -> bool {
         let in_page = offset.checked_add(len).is_some_and(|end| end <= TABLE_SIZE);
         if !in_page || self.slot_of(table).is_none() {
             self.rejected += 1;
-            return;
+            return false;
         }
         let cpu = table.cpu.as_ptr().wrapping_add(offset) as *const u8;
         // SAFETY: `table.cpu` is the CPU pointer of a live page of this allocator (its slot
         // records that address, checked above), mapped for TABLE_SIZE bytes, and
         // offset + len <= TABLE_SIZE.
-        let lines = unsafe { native::clean_invalidate_lines(cpu, len) };
-        native::fence();
+        let lines = unsafe { native::clean_lines(cpu, len) };
         self.sync_calls += 1;
         self.lines += lines as u64;
+        true
     }
 }
 
@@ -165,6 +220,8 @@ mod tests {
         assert_eq!(a.rejected_syncs(), 0);
         // Every new table is cleaned whole once (4 tables of 64 lines), the root's one line once.
         assert_eq!(s.lines_cleaned, 4 * 64 + 64 + 1);
+        // One fence for the root at creation, one for the four new tables, one for the root line.
+        assert_eq!(a.fences(), 3);
 
         let unmapped = pt.unmap(Iova(1 << 30), 4 << 20, &mut g).unwrap();
         assert_eq!(unmapped, 4 << 20);

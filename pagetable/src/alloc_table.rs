@@ -97,13 +97,28 @@ pub unsafe trait TableAlloc {
     /// [`TableAlloc::alloc_large_table`]); they need not be line-aligned (the clean covers every
     /// 64-byte line the bytes touch). Called only for page tables configured as non-coherent,
     /// once per contiguous run of written lines of one table, and once with `0, TABLE_SIZE` (the
-    /// table's size) for a new table before it is linked. The default does nothing (coherent walker).
+    /// table's size) for a new table before it is linked (a map's new tables come together
+    /// through [`TableAlloc::sync_tables_for_device`], whose default calls this method). The
+    /// default does nothing (coherent walker).
     ///
     /// The method is safe to call, so these are promises of the page table, not a safety
     /// contract: an implementation that touches memory through `table` must stay sound when
     /// handed a page it does not own (check the token, ignore the call).
     fn sync_for_device(&mut self, table: &TablePage, offset: usize, len: usize) {
         let _ = (table, offset, len);
+    }
+
+    /// Makes the CPU's stores to each `(table, offset, len)` of `tables` visible to a
+    /// non-coherent walker: the same as one [`TableAlloc::sync_for_device`] call per element, in
+    /// order (each element obeys that method's rules), except that one barrier after all the
+    /// cleans suffices (the kernel's `dma_sync_sg_for_device` over several tables). The page
+    /// table calls it with the new tables of a map, each whole, innermost first, just before
+    /// the top one is linked into a table the walker can reach. The default calls
+    /// `sync_for_device` for each element.
+    fn sync_tables_for_device(&mut self, tables: &[(TablePage, usize, usize)]) {
+        for (table, offset, len) in tables {
+            self.sync_for_device(table, *offset, *len);
+        }
     }
 }
 
@@ -114,41 +129,49 @@ pub unsafe trait TableAlloc {
 /// walk, or wrap it to add one (a wrapper may put its own token in the pages it hands out, and
 /// restores 0 before giving a page back).
 ///
-/// Freed pages are kept on a free list and zeroed again when handed out, as a kernel driver's
-/// table cache (a `kmem_cache`, or the IPU driver's pool of DMA32 pages) does, so a map in steady
-/// state does not pay the heap allocator per table. [`HeapTableAlloc::trim`] returns the cached
-/// pages to the heap; dropping the allocator does too.
+/// Pages are taken from the heap in chunks of several pages at once (one heap call per chunk:
+/// 1 page, then as many as the allocator already has, up to [`HeapTableAlloc::MAX_CHUNK_PAGES`]),
+/// as a kernel driver refills its table pool in bulk (`alloc_pages_bulk`), so that a map needing
+/// many new tables does not pay the heap allocator per table. Freed pages are kept on a free
+/// list and zeroed again when handed out, as a kernel driver's table cache (a `kmem_cache`, or
+/// the IPU driver's pool of DMA32 pages) does, so a map in steady state does not pay the heap
+/// allocator at all. [`HeapTableAlloc::trim`] returns to the heap every chunk whose pages are
+/// all free; dropping the allocator does too.
 #[derive(Debug, Default)]
 pub struct HeapTableAlloc {
     live: usize,
     cached: alloc::vec::Vec<TablePage>,
+    /// The heap blocks the pages come from, as (CPU address, pages): each was allocated with
+    /// `chunk_layout(pages)` and goes back to the heap whole, once none of its pages is live.
+    chunks: alloc::vec::Vec<(usize, usize)>,
+    /// Pages in `chunks`.
+    heap_pages: usize,
 }
 
 impl HeapTableAlloc {
+    /// Most pages taken from the heap in one chunk: 16 (64 KiB), below glibc's default mmap
+    /// threshold (128 KiB), so that a chunk comes from the heap rather than from a fresh
+    /// `mmap` whose pages would fault on first touch.
+    pub const MAX_CHUNK_PAGES: usize = 16;
+
     /// A new allocator with no live pages.
     pub const fn new() -> Self {
         Self {
             live: 0,
             cached: alloc::vec::Vec::new(),
+            chunks: alloc::vec::Vec::new(),
+            heap_pages: 0,
         }
     }
 
-    /// An allocator with `pages` zeroed pages already cached, as a `mempool` is created with a
-    /// minimum number of elements; `None` if the heap cannot supply them.
+    /// An allocator with `pages` zeroed pages already cached (taken from the heap as one chunk,
+    /// so already touched: no page fault when they are handed out), as a `mempool` is created
+    /// with a minimum number of elements; `None` if the heap cannot supply them.
     pub fn with_reserve(pages: usize) -> Option<Self> {
         let mut a = Self::new();
-        let mut fresh = alloc::vec::Vec::with_capacity(pages);
-        for _ in 0..pages {
-            match a.alloc_table() {
-                Some(p) => fresh.push(p),
-                None => {
-                    a.cached = fresh;
-                    return None;
-                }
-            }
+        if pages > 0 {
+            a.refill(pages, true)?;
         }
-        a.live = 0;
-        a.cached = fresh;
         Some(a)
     }
 
@@ -157,66 +180,103 @@ impl HeapTableAlloc {
         self.live
     }
 
-    /// Freed pages kept for reuse.
+    /// Pages kept for reuse: freed pages, and pages of a chunk not handed out yet.
     pub fn cached_pages(&self) -> usize {
         self.cached.len()
     }
 
-    /// Returns every cached page to the heap.
+    /// Returns to the heap every chunk none of whose pages is live (all its pages are cached).
+    /// Cached pages of a chunk that still has a live page stay cached.
     pub fn trim(&mut self) {
-        for page in self.cached.drain(..) {
-            // SAFETY: cached pages came from alloc_zeroed with this layout and are unused.
-            unsafe { alloc::alloc::dealloc(page.cpu.as_ptr(), Self::layout()) }
+        let key = |p: &TablePage| p.cpu.as_ptr() as usize;
+        let mut cached = core::mem::take(&mut self.cached);
+        let mut chunks = core::mem::take(&mut self.chunks);
+        cached.sort_unstable_by_key(key);
+        chunks.sort_unstable();
+        let mut i = 0;
+        for (base, pages) in chunks {
+            // Every cached page lies in one chunk, and the chunks do not overlap.
+            let end = base + pages * TABLE_SIZE;
+            let from = i + cached[i..].partition_point(|p| key(p) < base);
+            let to = from + cached[from..].partition_point(|p| key(p) < end);
+            if to - from == pages {
+                // SAFETY: the chunk came from `alloc` or `alloc_zeroed` with this layout
+                // (`refill`), and none of
+                // its pages is live: all of them are cached, and are forgotten here.
+                unsafe { alloc::alloc::dealloc(base as *mut u8, Self::chunk_layout(pages)) };
+                self.heap_pages -= pages;
+            } else {
+                self.chunks.push((base, pages));
+                self.cached.extend_from_slice(&cached[from..to]);
+            }
+            i = to;
         }
     }
 
-    /// A page from the free list, else from the heap; zeroed if `zeroed`.
+    /// A page from the free list (refilled from the heap if empty); zeroed if `zeroed`.
+    #[inline]
     fn take(&mut self, zeroed: bool) -> Option<TablePage> {
-        let page = match self.cached.pop() {
-            Some(page) => {
-                if zeroed {
-                    // SAFETY: a cached page is TABLE_SIZE writable bytes that nobody else holds.
-                    unsafe { core::ptr::write_bytes(page.cpu.as_ptr(), 0, TABLE_SIZE) };
-                }
-                page
-            }
-            None => {
-                // SAFETY: the layout has non-zero size; an unzeroed page is only handed out
-                // through alloc_table_for_overwrite, whose caller stores every byte first.
-                let p = unsafe {
-                    if zeroed {
-                        alloc::alloc::alloc_zeroed(Self::layout())
-                    } else {
-                        alloc::alloc::alloc(Self::layout())
-                    }
-                };
-                TablePage {
-                    cpu: NonNull::new(p)?,
-                    dma: DmaAddr(p as usize as u64),
-                    token: 0,
-                }
-            }
-        };
+        if self.cached.is_empty() {
+            self.refill(self.heap_pages.clamp(1, Self::MAX_CHUNK_PAGES), false)?;
+        }
+        let page = self.cached.pop()?;
+        if zeroed {
+            // SAFETY: a cached page is TABLE_SIZE writable bytes that nobody else holds.
+            unsafe { core::ptr::write_bytes(page.cpu.as_ptr(), 0, TABLE_SIZE) };
+        }
         self.live += 1;
         Some(page)
     }
 
-    fn layout() -> core::alloc::Layout {
-        // TABLE_SIZE is a non-zero power of two.
-        core::alloc::Layout::from_size_align(TABLE_SIZE, TABLE_SIZE).unwrap()
+    /// Takes a chunk of `pages` pages (`pages > 0`) from the heap, zeroed if `zeroed`, and
+    /// caches its pages, the lowest last (handed out first); `None` if the heap cannot supply it.
+    fn refill(&mut self, pages: usize, zeroed: bool) -> Option<()> {
+        let layout = Self::chunk_layout(pages);
+        // SAFETY: the layout has non-zero size. Unzeroed pages are fine: `take` zeroes a page
+        // for `alloc_table`, and hands one out unzeroed only through
+        // `alloc_table_for_overwrite`, whose caller stores every byte first.
+        let p = unsafe {
+            if zeroed {
+                alloc::alloc::alloc_zeroed(layout)
+            } else {
+                alloc::alloc::alloc(layout)
+            }
+        };
+        let base = NonNull::new(p)?;
+        self.chunks.push((base.as_ptr() as usize, pages));
+        self.heap_pages += pages;
+        self.cached.reserve(pages);
+        for i in (0..pages).rev() {
+            // SAFETY: i < pages, so the offset stays inside the chunk.
+            let cpu = unsafe { base.add(i * TABLE_SIZE) };
+            self.cached.push(TablePage {
+                cpu,
+                dma: DmaAddr(cpu.as_ptr() as usize as u64),
+                token: 0,
+            });
+        }
+        Some(())
+    }
+
+    fn chunk_layout(pages: usize) -> core::alloc::Layout {
+        // TABLE_SIZE is a non-zero power of two; the chunks here are far below isize::MAX.
+        core::alloc::Layout::from_size_align(pages * TABLE_SIZE, TABLE_SIZE).unwrap()
     }
 }
 
 impl Drop for HeapTableAlloc {
+    /// Gives back every chunk with no live page; a chunk whose page is still live (a page
+    /// never freed) is leaked, so that page stays valid.
     fn drop(&mut self) {
         self.trim();
     }
 }
 
-// SAFETY: pages come from the heap with a TABLE_SIZE/TABLE_SIZE layout (or are recycled ones),
-// large tables with a bytes/bytes layout,
-// zeroed by alloc_table (alloc_for_overwrite leaves that to the caller, as its contract allows),
-// aligned and unaliased; bus address = CPU address preserves the alignment.
+// SAFETY: pages are TABLE_SIZE-aligned slices of chunks from the heap with a
+// (pages * TABLE_SIZE)/TABLE_SIZE layout, each handed out to one holder at a time, and a chunk
+// goes back to the heap only when none of its pages is live; large tables come with a
+// bytes/bytes layout. alloc_table zeroes every page it hands out (alloc_for_overwrite leaves
+// that to the caller, as its contract allows); bus address = CPU address preserves the alignment.
 unsafe impl TableAlloc for HeapTableAlloc {
     fn alloc_table(&mut self) -> Option<TablePage> {
         self.take(true)
@@ -283,5 +343,38 @@ mod tests {
         );
         // SAFETY: from `a`, not used again.
         unsafe { a.free_table(p) };
+    }
+
+    #[test]
+    fn chunks_grow_and_go_back_to_the_heap_only_when_free() {
+        let mut a = HeapTableAlloc::new();
+        // 1 + 1 + 2 + 4 + 8 pages: five chunks for 16 pages.
+        let pages: alloc::vec::Vec<_> = (0..16).map(|_| a.alloc_table().unwrap()).collect();
+        assert_eq!((a.chunks.len(), a.heap_pages, a.cached_pages()), (5, 16, 0));
+        for p in &pages {
+            assert!((p.cpu.as_ptr() as usize).is_multiple_of(TABLE_SIZE) && p.token == 0);
+            // SAFETY: live and TABLE_SIZE bytes long.
+            let bytes = unsafe { core::slice::from_raw_parts(p.cpu.as_ptr(), TABLE_SIZE) };
+            assert!(bytes.iter().all(|&b| b == 0), "alloc_table zeroes");
+        }
+        let mut sorted: alloc::vec::Vec<_> =
+            pages.iter().map(|p| p.cpu.as_ptr() as usize).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 16, "no page handed out twice");
+        // Free all but the last page (in the last, 8-page chunk): trimming frees the four other
+        // chunks and keeps the 7 free pages of the last one cached.
+        let (last, rest) = pages.split_last().unwrap();
+        for p in rest {
+            // SAFETY: from `a`, not used again.
+            unsafe { a.free_table(*p) };
+        }
+        a.trim();
+        assert_eq!((a.chunks.len(), a.heap_pages, a.cached_pages()), (1, 8, 7));
+        // SAFETY: from `a`, not used again.
+        unsafe { a.free_table(*last) };
+        a.trim();
+        assert_eq!((a.chunks.len(), a.heap_pages, a.cached_pages()), (0, 0, 0));
+        assert_eq!(a.live_pages(), 0);
     }
 }

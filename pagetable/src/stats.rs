@@ -17,7 +17,9 @@ pub struct Stats {
     pub tables_freed: u64,
     /// CPU cache lines (64 bytes) cleaned for a non-coherent walker.
     pub lines_cleaned: u64,
-    /// `sync_for_device` calls made to the allocator (one per contiguous run of written entries).
+    /// Runs of lines handed to the allocator to clean: one per `sync_for_device` call (one per
+    /// contiguous run of written entries of a table), and one per table of a
+    /// `sync_tables_for_device` call (the new tables of a map, cleaned whole with one barrier).
     pub sync_calls: u64,
     /// IOVA ranges handed to the TLB invalidation callback by `iotlb_sync`.
     pub inval_ranges: u64,

@@ -4,8 +4,12 @@
 //! table, then a tight store loop over the run of leaves that table receives; for a non-coherent
 //! walker, one `sync_for_device` per contiguous run of written cache lines of a table, so each
 //! written line is cleaned exactly once per operation. A newly allocated table is filled
-//! completely, cleaned once as a whole, and only then linked into its parent, so the walker never
-//! reaches a table whose contents it cannot see yet.
+//! completely, cleaned once as a whole, and only then linked into a table the walker can reach,
+//! so the walker never reaches a table whose contents it cannot see yet: the new tables of a
+//! subtree are cleaned together, with one `sync_tables_for_device` (one barrier), just before
+//! the subtree's top table is linked into a live one. A map or unmap whose range lies inside one
+//! linked last-level table takes a fast path: one walk down, then the check and the stores in
+//! that table.
 //!
 //! Each table is one page; the CPU pointer of a child table is kept beside its parent (the
 //! `l2_pts` array of drivers/media/pci/intel/ipu6/ipu6-mmu.c), so the update path never turns a
@@ -159,6 +163,11 @@ pub struct PageTable<F: Format, A: TableAlloc> {
     root: u32,
     empty: [F::Pte; MAX_LEVELS],
     dummies: Vec<TablePage>,
+    /// New tables of the map in progress, filled and not yet cleaned, as (page, offset, bytes),
+    /// innermost first: all below a new table that is not linked yet. Cleaned with one
+    /// [`TableAlloc::sync_tables_for_device`] call just before the top one is linked into a live
+    /// table (non-coherent walker only; empty between operations).
+    pending: Vec<(TablePage, usize, usize)>,
     stats: Stats,
     _format: PhantomData<F>,
 }
@@ -211,6 +220,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             root: NONE,
             empty: [F::Pte::default(); MAX_LEVELS],
             dummies: Vec::new(),
+            pending: Vec::new(),
             stats: Stats::default(),
             _format: PhantomData,
         };
@@ -380,6 +390,11 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             })?;
         }
         let end = self.check_iova(iova, total)?;
+        if let [(dma, _)] = *segments {
+            if let Some(r) = self.map_in_leaf_table(iova.0, end, dma.0, prot, gather) {
+                return r;
+            }
+        }
         if let Some(at) = self.first_mapped(self.root, self.start, iova.0, end) {
             return Err(Error::AlreadyMapped { iova: Iova(at) });
         }
@@ -405,6 +420,10 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             &attrs,
             &mut done,
         );
+        debug_assert!(
+            self.pending.is_empty(),
+            "every new table was cleaned or freed"
+        );
         if let Err(e) = r {
             if done > iova.0 {
                 // Tables this map created are freed again, so a failed map leaves no trace.
@@ -414,16 +433,92 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             }
             return Err(e);
         }
+        Self::gather_map(iova, total, gather);
+        Ok(())
+    }
+
+    /// What a completed map adds to `gather`: nothing, unless the format's TLB caches empty
+    /// entries.
+    #[inline(always)]
+    fn gather_map(iova: Iova, size: u64, gather: &mut Gather) {
         if F::TLB_CACHES_EMPTY {
             if F::EMPTY_IS_ZERO {
-                gather.add_range(iova, total);
+                gather.add_range(iova, size);
             } else {
                 // Empty upper entries are valid pointers (to the dummy table): a walk cache may
                 // hold the one a new table replaced.
-                gather.add_walk_range(iova, total);
+                gather.add_walk_range(iova, size);
             }
         }
-        Ok(())
+    }
+
+    /// The fast path of a map of one segment (bus address `dma`) at the validated range
+    /// `[start, end)`, taken when the range lies inside the span of one last-level table that
+    /// is already linked: one walk down the child pointers, a check that the range's entries
+    /// are empty, then the stores into that one table (no allocation, so nothing can fail after
+    /// the check). Every counter, store and clean is the one the general path makes for the same
+    /// map. `None` if the walk does not reach such a table (the general path decides).
+    #[inline(always)]
+    fn map_in_leaf_table(
+        &mut self,
+        start: u64,
+        end: u64,
+        dma: u64,
+        prot: Prot,
+        gather: &mut Gather,
+    ) -> Option<Result<(), Error>> {
+        let node = self.leaf_table_of(start, end)?;
+        let last = F::LEVELS - 1;
+        let shift = Geometry::<F>::SHIFT[last];
+        let idx = Geometry::<F>::index(last, start);
+        let n = ((end - start) >> shift) as usize;
+        let page = self.nodes[node as usize].page;
+        let p = page.cpu.as_ptr() as *mut F::Pte;
+        let empty = self.empty[last];
+        for i in 0..n {
+            // SAFETY: [start, end) lies inside this last-level table's span, so idx + n <= its
+            // entries and every read is inside its table page.
+            if unsafe { p.add(idx + i).read() } != empty {
+                let at = start + ((i as u64) << shift);
+                return Some(Err(Error::AlreadyMapped { iova: Iova(at) }));
+            }
+        }
+        self.maps += 1;
+        // SAFETY: as above; the entries were just checked empty, and the page is ours to write.
+        unsafe { store_leaves::<F>(p.add(idx), n, F::leaf_attrs(last, prot), dma, shift) };
+        self.nodes[node as usize].used += n as u32;
+        self.stats.pte_stores += n as u64;
+        let b = <F::Pte as PteWord>::BYTES;
+        self.sync_bytes(&page, idx * b, n * b);
+        Self::gather_map(Iova(start), end - start, gather);
+        Some(Ok(()))
+    }
+
+    /// Node of the last-level table whose span holds all of `[start, end)` (`start < end`), if
+    /// it is linked: found by following the child pointers from the root (a child pointer is
+    /// set exactly where the entry is a table entry). `None` if the range crosses the span of
+    /// one last-level table, or an entry on the way holds no table (empty, or a block).
+    #[inline(always)]
+    fn leaf_table_of(&self, start: u64, end: u64) -> Option<u32> {
+        let last = F::LEVELS - 1;
+        let span = Geometry::<F>::SHIFT[last] + F::LEVEL_BITS[last];
+        if span < 64 && start >> span != (end - 1) >> span {
+            return None;
+        }
+        let mut node = self.root;
+        // A constant trip count with constant shifts per level (unrolled), the levels above the
+        // root skipped.
+        for level in 0..last {
+            if level < self.start {
+                continue;
+            }
+            let child = self.nodes[node as usize].children[Geometry::<F>::index(level, start)];
+            if child == NONE {
+                return None;
+            }
+            node = child;
+        }
+        Some(node)
     }
 
     /// Unmaps `[iova, iova + size)` and returns the number of bytes that were mapped in it (holes
@@ -448,6 +543,9 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     pub fn unmap(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
         gather.claim(self.id)?;
         let end = self.check_iova(iova, size)?;
+        if let Some(bytes) = self.unmap_in_leaf_table(iova.0, end, gather) {
+            return Ok(bytes);
+        }
         if let Some((at, block, bsize)) = self.cut_block(iova.0, end) {
             return Err(Error::PartialBlock {
                 iova: Iova(at),
@@ -456,6 +554,46 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             });
         }
         Ok(self.unmap_range(iova, end, size, gather))
+    }
+
+    /// The fast path of an unmap of the validated range `[start, end)`, taken when the range
+    /// lies inside the span of one linked last-level table that keeps at least one entry (or is
+    /// kept anyway): one walk down the child pointers, then the clears in that one table. Such a
+    /// range cuts no block (its leaves are pages, and a block covering `end` would cover
+    /// `end - 1` too), so no split check is needed. Every counter, store, clean and gathered
+    /// range is the one the general path makes for the same unmap. `None` where the general
+    /// path must decide (no such table, or the table would be emptied and freed).
+    #[inline(always)]
+    fn unmap_in_leaf_table(&mut self, start: u64, end: u64, gather: &mut Gather) -> Option<u64> {
+        let node = self.leaf_table_of(start, end)?;
+        let last = F::LEVELS - 1;
+        let shift = Geometry::<F>::SHIFT[last];
+        let idx = Geometry::<F>::index(last, start);
+        let n = ((end - start) >> shift) as usize;
+        let page = self.nodes[node as usize].page;
+        let p = page.cpu.as_ptr() as *mut F::Pte;
+        let empty = self.empty[last];
+        let mut mapped = 0u32;
+        for i in 0..n {
+            // SAFETY: [start, end) lies inside this last-level table's span, so idx + n <= its
+            // entries and every read is inside its table page.
+            mapped += (unsafe { p.add(idx + i).read() } != empty) as u32;
+        }
+        let used = self.nodes[node as usize].used - mapped;
+        if used == 0 && node != self.root && self.free_empty {
+            return None;
+        }
+        // SAFETY: as above; the page is ours to write.
+        unsafe { clear_leaves::<F>(p.add(idx), n, empty) };
+        self.nodes[node as usize].used = used;
+        self.stats.pte_stores += n as u64;
+        let b = <F::Pte as PteWord>::BYTES;
+        self.sync_bytes(&page, idx * b, n * b);
+        let bytes = (mapped as u64) << shift;
+        if bytes > 0 {
+            gather.add_range(Iova(start), end - start);
+        }
+        Some(bytes)
     }
 
     /// The common end of [`PageTable::unmap`] and [`PageTable::unmap_split`], once the range
@@ -788,6 +926,17 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         self.sync_bytes(&page, 0, bytes);
     }
 
+    /// Cleans the new tables of `pending` (innermost first) with one call, counted as one sync
+    /// per table, and empties it.
+    fn clean_pending(&mut self) {
+        for &(_, off, len) in &self.pending {
+            self.stats.lines_cleaned += ((off + len).div_ceil(LINE) - off / LINE) as u64;
+        }
+        self.stats.sync_calls += self.pending.len() as u64;
+        self.alloc.sync_tables_for_device(&self.pending);
+        self.pending.clear();
+    }
+
     fn note(&mut self, dirty: &mut Dirty, page: &TablePage, first: usize, count: usize) {
         let b = <F::Pte as PteWord>::BYTES;
         if let Some((s, e)) = dirty.note(first * b, count * b) {
@@ -896,6 +1045,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 && Geometry::<F>::fills_page(level + 1)
                 && chunk_end - (*iova & !(esize - 1)) == esize
                 && *iova & (esize - 1) == 0;
+            let mark = self.pending.len();
             let c = if overwrite {
                 let page = self
                     .alloc
@@ -907,11 +1057,22 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 self.new_node(level + 1)?
             };
             if let Err(e) = self.map_level(c, level + 1, true, iova, chunk_end, src, attrs, done) {
+                // The subtree is freed unlinked: its tables need no clean.
+                self.pending.truncate(mark);
                 self.free_unlinked(c);
                 return Err(e);
             }
             let cpage = self.nodes[c as usize].page;
-            self.clean_whole(cpage, Geometry::<F>::table_bytes(level + 1));
+            if !self.coherent {
+                // Cleaned whole before a live table points at it: with the new tables below it,
+                // in one call (one barrier), when this table is linked into a live one; else
+                // later, with its new parent.
+                self.pending
+                    .push((cpage, 0, Geometry::<F>::table_bytes(level + 1)));
+                if !fresh {
+                    self.clean_pending();
+                }
+            }
             self.write(node, idx, F::table_entry(level, cpage.dma));
             let n = &mut self.nodes[node as usize];
             n.children[idx] = c;
