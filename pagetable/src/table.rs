@@ -485,7 +485,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         }
         self.maps += 1;
         // SAFETY: as above; the entries were just checked empty, and the page is ours to write.
-        unsafe { store_leaves::<F>(p.add(idx), n, F::leaf_attrs(last, prot), dma, shift) };
+        unsafe { store_leaves::<F>(p.add(idx), n, self.map_leaf_attrs(last, prot), dma, shift) };
         self.nodes[node as usize].used += n as u32;
         self.stats.pte_stores += n as u64;
         let b = <F::Pte as PteWord>::BYTES;
