@@ -1,6 +1,6 @@
 //! Concurrent maps on one table: `SharedPageTable<ArmLpae4k>` mapping two disjoint 1 GiB ranges
 //! (4 KiB pages) with one thread and with two, against `PageTable` mapping the same 2 GiB alone
-//! and the plain-store limit of the same leaves, in one run.
+//! and the plain-store limit of the same leaves with one thread and with two, in one run.
 //!
 //! `cargo bench -p devmmu-benches --bench shared`. Every case maps 2 GiB = 524288 pages per
 //! iteration; criterion reports ns per page (`Throughput::Elements`). Tables come from a
@@ -90,6 +90,25 @@ fn concurrent(c: &mut Criterion) {
         b.iter(|| tables.store::<ArmLpae4k>(attrs, black_box(RANGES[0].1)))
     });
     drop(tables);
+
+    // The same stores split over two threads, each into its own 512 tables: what the machine
+    // allows two threads at best.
+    let mut halves = [LeafTables::new(512), LeafTables::new(512)];
+    g.bench_function("limit_store_2threads", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let cells: Vec<std::sync::Mutex<&mut LeafTables>> =
+                        halves.iter_mut().map(std::sync::Mutex::new).collect();
+                    race(2, &|t| {
+                        let mut lt = cells[t].lock().expect("one thread per half");
+                        lt.store::<ArmLpae4k>(attrs, black_box(RANGES[t].1));
+                    })
+                })
+                .sum()
+        })
+    });
+    drop(halves);
 
     g.bench_function("pagetable_1thread", |b| {
         b.iter_custom(|iters| {
