@@ -126,6 +126,11 @@ pub struct PipelineArgs {
     /// `.jpg`/`.jpeg` name (other extensions are refused).
     #[arg(long, value_name = "IMAGE")]
     pub output: Option<PathBuf>,
+    /// Draw the device VA spaces of the camera's VM and of the display's VM (the ring's BOs
+    /// bound in each, pages and blocks, holes, the guard page) as one SVG picture, one above the
+    /// other.
+    #[arg(long, value_name = "FILE")]
+    pub va_map: Option<PathBuf>,
     /// Print exactly one JSON object on stdout instead of the human summary.
     #[arg(long)]
     pub json: bool,
@@ -260,6 +265,9 @@ pub fn run_pipeline(args: &PipelineArgs) -> Result<Report, PipelineError> {
             check_output_is_not_input(out, input).map_err(PipelineError::Output)?;
         }
     }
+    if let Some(path) = &args.va_map {
+        check_output_path(path).map_err(PipelineError::Output)?;
+    }
     let image = match &args.input {
         Some(path) => load_image(path, LoadLimits::default()).map_err(PipelineError::Input)?,
         None => {
@@ -349,6 +357,20 @@ pub fn run_pipeline(args: &PipelineArgs) -> Result<Report, PipelineError> {
         nv12_ring.push((nbo, nva));
         xrgb_ring.push((xbo, xva));
     }
+    // The VA spaces with the whole ring bound, drawn now and written once the run succeeded.
+    let va_map = args.va_map.as_ref().map(|_| {
+        let name = |ring: &[(Arc<Bo>, Iova)], what: &str, iova: Iova| match ring
+            .iter()
+            .position(|(_, va)| *va == iova)
+        {
+            Some(i) => format!("{what} {i}"),
+            None => format!("{what} ?"),
+        };
+        crate::vamap::render_svg_stack(&[
+            crate::vamap::VaSpace::of_vm(&camera_vm, |iova| name(&nv12_ring, "NV12 BO", iova)),
+            crate::vamap::VaSpace::of_vm(&display_vm, |iova| name(&xrgb_ring, "XRGB BO", iova)),
+        ])
+    });
     let vulkan_device = gpu.device_name().to_string();
     let vulkan_driver = gpu.driver_info().trim().to_string();
     let import_path = gpu.import_path();
@@ -447,6 +469,9 @@ pub fn run_pipeline(args: &PipelineArgs) -> Result<Report, PipelineError> {
     if let Some(out) = &args.output {
         let rgb = xrgb_to_rgb(&xrgb, &check.last_frame);
         write_image(out, &rgb).map_err(PipelineError::Output)?;
+    }
+    if let (Some(path), Some(svg)) = (&args.va_map, &va_map) {
+        crate::sensor::write_bytes(path, svg.as_bytes()).map_err(PipelineError::Output)?;
     }
     let moved = (nv12.total_size() as f64 * 2.0 + xrgb.size() as f64 * 2.0) * f64::from(frames);
     let latencies: Vec<Duration> = check.latencies;

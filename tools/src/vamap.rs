@@ -1,4 +1,5 @@
-//! The device VA space of a VM as an SVG picture (`devmmu camera --va-map FILE`).
+//! The device VA space of a VM as an SVG picture (`devmmu camera --va-map FILE`; `devmmu
+//! pipeline --va-map FILE` stacks the camera's and the display's).
 //!
 //! Two bars: the whole VA space to scale (where the bindings sit in it), and the same space
 //! cut into its pieces in IOVA order (the guard page at 0, each binding with its BO, the holes
@@ -115,8 +116,31 @@ enum Piece<'a> {
     Binding(usize, &'a VaBinding),
 }
 
+/// Height of one picture in SVG user units.
+const HEIGHT: f64 = 330.0;
+
 /// The picture, as SVG text.
 pub fn render_svg(space: &VaSpace) -> String {
+    picture(space).to_string()
+}
+
+/// Several VA spaces (e.g. the camera's and the display's VMs of `devmmu pipeline`), one
+/// picture each, stacked from top to bottom in one SVG document.
+pub fn render_svg_stack(spaces: &[VaSpace]) -> String {
+    let height = HEIGHT * spaces.len() as f64;
+    let mut doc = Document::new()
+        .set("xmlns", "http://www.w3.org/2000/svg")
+        .set("width", WIDTH)
+        .set("height", height)
+        .set("viewBox", (0, 0, WIDTH as u32, height as u32));
+    for (i, space) in spaces.iter().enumerate() {
+        doc = doc.add(picture(space).set("x", 0).set("y", HEIGHT * i as f64));
+    }
+    doc.to_string()
+}
+
+/// One picture: a 1200 x 330 SVG element.
+fn picture(space: &VaSpace) -> Document {
     let end = 1u128 << space.iova_bits;
     let inner = WIDTH - 2.0 * MARGIN;
     let mut doc = Document::new()
@@ -288,7 +312,7 @@ pub fn render_svg(space: &VaSpace) -> String {
             .add(text(lx + 20.0, ly + 12.0, what, 12));
         lx += 220.0;
     }
-    doc.to_string()
+    doc
 }
 
 fn bytes_u128(b: u128) -> String {

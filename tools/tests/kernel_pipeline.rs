@@ -27,6 +27,7 @@ fn kernel_pipeline_with_real_dma_bufs() {
             coherent: false,
             import,
             output: None,
+            va_map: None,
             json: false,
             omit: None,
         };

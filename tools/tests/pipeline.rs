@@ -36,6 +36,7 @@ fn args(input: Option<std::path::PathBuf>, frames: u32) -> PipelineArgs {
         coherent: false,
         import: ImportChoice::Auto,
         output: None,
+        va_map: None,
         json: false,
         omit: None,
     }
@@ -219,6 +220,66 @@ fn command_line_summary_json_and_errors() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("frames matched: 3/3"), "{text}");
     assert!(text.contains("p50 / p99"), "{text}");
+}
+
+/// `--va-map` draws both VMs, the camera's (IPU MMU, the NV12 ring) above the display's (ARM
+/// LPAE, the XRGB ring), each BO at its IOVA; an unusable path is refused before any work, with
+/// or without a GPU.
+#[test]
+fn va_map_draws_both_vms() {
+    let exe = env!("CARGO_BIN_EXE_devmmu");
+    let dir = Scratch::new("pipeline-va-map");
+    let input = dir.tiny_png("in.png");
+    let out = Command::new(exe)
+        .args(["pipeline", "--input"])
+        .arg(&input)
+        .arg("--va-map")
+        .arg(dir.path("missing/va.svg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+
+    if !vulkan("va_map_draws_both_vms") {
+        return;
+    }
+    let svg = dir.path("va.svg");
+    let out = Command::new(exe)
+        .args(["pipeline", "--frames", "2", "--input"])
+        .arg(&input)
+        .arg("--va-map")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
+    let (camera, display) = (
+        picture.find("(ipu MMU").expect("the camera's VM"),
+        picture.find("(arm-lpae-4k MMU").expect("the display's VM"),
+    );
+    assert!(camera < display, "the camera's picture comes first");
+    // 64x48: NV12 4608 bytes (2 pages per BO), XRGB8888 with a 256-byte pitch 12288 bytes (3
+    // pages), each ring bound from 0x1000 one BO after another.
+    for (i, va) in ["0x1000", "0x3000", "0x5000"].iter().enumerate() {
+        assert!(
+            picture.contains(&format!("NV12 BO {i} at {va}")),
+            "{picture}"
+        );
+    }
+    for (i, va) in ["0x1000", "0x4000", "0x7000"].iter().enumerate() {
+        assert!(
+            picture.contains(&format!("XRGB BO {i} at {va}")),
+            "{picture}"
+        );
+    }
 }
 
 /// An fd smaller than the size asked for is refused, and the GPU stays usable.
