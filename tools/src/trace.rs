@@ -21,7 +21,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use devmmu_mm::bo::{Bo, BoFlags, CpuAccess};
 use devmmu_mm::device::MmuFormat;
-use devmmu_mm::vm::{Placement, Vm};
+use devmmu_mm::vm::{MappedRun, Placement, Vm};
 use devmmu_pagetable::Iova;
 use serde::{Deserialize, Serialize};
 
@@ -239,6 +239,10 @@ pub struct Replayed {
     pub compared: u64,
     /// Where the replay saw something else than the recording: `line N: ...`.
     pub differences: Vec<String>,
+    /// The replayed VM's leaves right after the trace's last bind (`--dump-pt`'s runs), with
+    /// that event's line number; `None` for a trace without a bind. What `devmmu pt walk
+    /// --trace` walks.
+    pub bound: Option<(usize, Vec<MappedRun>)>,
 }
 
 /// Arguments of `devmmu replay`.
@@ -347,7 +351,11 @@ pub fn replay(
         d.bytes()
             .ok_or_else(|| bad(line, "data: malformed base64 or too long".into()))
     };
-    for (line, e) in events {
+    let last_bind = events
+        .iter()
+        .rposition(|(_, e)| matches!(e, Event::Bind { .. }));
+    let mut bound = None;
+    for (index, (line, e)) in events.iter().enumerate() {
         let line = *line;
         match e {
             Event::Config { mmu, dma, coherent } => {
@@ -371,6 +379,9 @@ pub fn replay(
                     .bind(&bo, *offset, *size, Placement::Anywhere, prot)
                     .map_err(|e| op(line, e.into()))?;
                 iovas.insert(*iova, got.0);
+                if Some(index) == last_bind {
+                    bound = Some((line, vm.mapped_runs()));
+                }
             }
             Event::Unbind { iova, size } => {
                 let at = *iovas.get(iova).unwrap_or(iova);
@@ -455,6 +466,7 @@ pub fn replay(
         counters,
         compared,
         differences,
+        bound,
     })
 }
 

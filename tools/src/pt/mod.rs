@@ -1,8 +1,9 @@
 //! `devmmu pt`: page tables as a driver engineer reads them.
 //!
 //! - `decode`: every field of one IOPTE value (the format's own `decode`, plus its named bits);
-//! - `walk`: a table built from a description file, walked for one IOVA level by level, down to
-//!   the output address or the fault;
+//! - `walk`: a table built from a description file (or rebuilt from a camera trace's replayed
+//!   binds, `--trace`), walked for one IOVA level by level, down to the output address or the
+//!   fault;
 //! - `dump`: the table pages of such a table, with their raw non-empty entries.
 //!
 //! The description file holds one JSON object per line, each a map operation:
@@ -26,6 +27,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
+use devmmu_mm::device::MmuFormat;
 use devmmu_pagetable::{
     DmaAddr, Entry, Format, Gather, Iova, PageTable, PageTableConfig, Prot, PteWord, TableReader,
 };
@@ -60,14 +62,21 @@ pub enum PtCommand {
         #[arg(required = true, value_name = "VALUE", value_parser = parse_u64)]
         values: Vec<u64>,
     },
-    /// Build a table from a description file and walk it for one IOVA.
+    /// Build a table from a description file (or a camera trace) and walk it for one IOVA.
     Walk {
         /// The page-table format.
         #[arg(long, value_enum)]
         format: PtFormat,
         /// The description file (JSON lines of map operations; see `devmmu pt --help`).
-        #[arg(long, value_name = "FILE")]
-        map: PathBuf,
+        #[arg(long, value_name = "FILE", required_unless_present = "trace")]
+        map: Option<PathBuf>,
+        /// Instead of a description file, a trace of `devmmu camera --trace FILE`: its BOs and
+        /// binds are replayed (on the trace's DMA ops, with this format: `ipu` or
+        /// `arm-lpae-4k`), and the table is built from the leaves the VM held right after the
+        /// last bind (IOVA, bus address and leaf size as the device saw them; the table pages
+        /// are this tool's own).
+        #[arg(long, value_name = "FILE", conflicts_with = "map")]
+        trace: Option<PathBuf>,
         /// The IOVA to translate, hex (0x...) or decimal.
         #[arg(long, value_parser = parse_u64)]
         iova: u64,
@@ -465,6 +474,64 @@ fn dump_table<F: Format>(
     any
 }
 
+/// The map operations of a table rebuilt from a camera trace: the trace's BOs and binds replayed
+/// on a device of `format` (one of the device registry's formats) with the trace's DMA ops and
+/// coherence, then each leaf the VM held after the last bind, mapped one leaf at a time (so the
+/// rebuilt table has the same leaves: a 4 KiB page stays a page where a block would fit), and
+/// the heading line that says so.
+fn trace_ops(format: PtFormat, path: &Path) -> Result<(Vec<MapOp>, String), PtError> {
+    use crate::camera::DmaArg;
+    use crate::trace::{read_trace, replay, Event};
+    let name = clap::ValueEnum::to_possible_value(&format)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default();
+    let mmu = MmuFormat::from_name(&name).ok_or_else(|| {
+        PtError::Value(format!(
+            "--trace replays the trace on a device, whose MMU is ipu or arm-lpae-4k, not {name}"
+        ))
+    })?;
+    let events = read_trace(path).map_err(|e| PtError::Value(e.to_string()))?;
+    let (dma, coherent) = events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::Config { dma, coherent, .. } => Some((
+                if dma == "direct" {
+                    DmaArg::Direct
+                } else {
+                    DmaArg::Iommu
+                },
+                *coherent,
+            )),
+            _ => None,
+        })
+        .unwrap_or((DmaArg::Iommu, false));
+    let replayed =
+        replay(path, &events, mmu, dma, coherent).map_err(|e| PtError::Value(e.to_string()))?;
+    let Some((line, runs)) = replayed.bound else {
+        return Err(PtError::Value(format!(
+            "{}: the trace binds nothing",
+            path.display()
+        )));
+    };
+    let mut ops = Vec::new();
+    for r in &runs {
+        for off in (0..r.size).step_by(r.page_size as usize) {
+            ops.push(MapOp {
+                iova: r.iova.0 + off,
+                size: r.page_size,
+                paddr: r.dma.0 + off,
+                prot: r.prot,
+            });
+        }
+    }
+    let head = format!(
+        "table rebuilt from {}: the leaves of the replayed VM ({}) after line {line}, its last bind\n",
+        path.display(),
+        replayed.replayed
+    );
+    Ok((ops, head))
+}
+
 /// Runs `devmmu pt`, returning what to print on stdout.
 pub fn run(args: &PtArgs) -> Result<String, PtError> {
     match &args.command {
@@ -474,9 +541,21 @@ pub fn run(args: &PtArgs) -> Result<String, PtError> {
             dummy_page,
             values,
         } => per_format!(format, F => decode_lines::<F>(*level, *dummy_page, values)),
-        PtCommand::Walk { format, map, iova } => {
-            let ops = read_description(map)?;
-            per_format!(format, F => Ok(walk_lines(&build::<F>(map, &ops)?, *iova)))
+        PtCommand::Walk {
+            format,
+            map,
+            trace,
+            iova,
+        } => {
+            let (path, ops, head) = match (map, trace) {
+                (Some(map), _) => (map, read_description(map)?, String::new()),
+                (None, Some(trace)) => {
+                    let (ops, head) = trace_ops(*format, trace)?;
+                    (trace, ops, head)
+                }
+                (None, None) => return Err(PtError::Value("--map or --trace is needed".into())),
+            };
+            per_format!(format, F => Ok(head + &walk_lines(&build::<F>(path, &ops)?, *iova)))
         }
         PtCommand::Dump { format, map } => {
             let ops = read_description(map)?;
