@@ -35,9 +35,10 @@
 //! block's dirty state cannot be told per leaf (reporting too much is safe, too little is not).
 
 use super::{check_range, PageTable};
+use crate::atomic_pte;
 use crate::format::Geometry;
-use crate::{Error, Format, Gather, Iova, Prot, PteWord, TableAlloc};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::{Error, Format, Gather, Iova, Prot, TableAlloc};
+use core::sync::atomic::Ordering;
 
 impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Turns on dirty tracking for this table: from now on a writable leaf is mapped
@@ -188,14 +189,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         let p = self.nodes[node as usize].page.cpu.as_ptr() as *mut F::Pte;
         // SAFETY: as in `clear_dirty_entry`: an entry of a live table, aligned for the atomic
         // type of its size, whose racing accesses are all atomic.
-        unsafe {
-            let e = p.add(idx);
-            if <F::Pte as PteWord>::BYTES == 8 {
-                F::Pte::from_u64(AtomicU64::from_ptr(e as *mut u64).load(Ordering::Acquire))
-            } else {
-                F::Pte::from_u64(AtomicU32::from_ptr(e as *mut u32).load(Ordering::Acquire) as u64)
-            }
-        }
+        unsafe { atomic_pte::load(p.add(idx), Ordering::Acquire) }
     }
 
     /// Makes the dirty leaf at `idx` of `node` writable-clean with a compare-and-swap loop on
@@ -211,21 +205,10 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         // is the device's, which updates entries with atomic read-modify-writes as hardware
         // does; the CPU side only writes table memory through `&mut self`, which we hold.
         unsafe {
-            let e = p.add(idx);
-            if <F::Pte as PteWord>::BYTES == 8 {
-                let a = AtomicU64::from_ptr(e as *mut u64);
-                let _ = a.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                    let pte = F::Pte::from_u64(v);
-                    F::is_dirty(pte).then(|| F::with_dirty_clear(pte).to_u64())
-                });
-            } else {
-                let a = AtomicU32::from_ptr(e as *mut u32);
-                let _ = a.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                    let pte = F::Pte::from_u64(v as u64);
-                    F::is_dirty(pte).then(|| F::with_dirty_clear(pte).to_u64() as u32)
-                });
-            }
-        }
+            atomic_pte::fetch_update(p.add(idx), |pte| {
+                F::is_dirty(pte).then(|| F::with_dirty_clear(pte))
+            })
+        };
         self.stats.pte_stores += 1;
     }
 }

@@ -129,6 +129,7 @@ extern crate alloc;
 
 mod addr;
 mod alloc_table;
+mod atomic_pte;
 mod error;
 pub mod fmt;
 mod format;

@@ -40,18 +40,17 @@
 //! tables it linked stay, empty, until `compact`.
 
 use crate::alloc_table::{TableAlloc, TablePage, TABLE_SIZE};
+use crate::atomic_pte::{cas, load, store};
 use crate::format::{Geometry, MAX_LEVELS};
 use crate::gather::Gather;
-use crate::table::{check_range, limit, next_table_id};
+use crate::table::{check_range, limit, next_table_id, Dirty};
 use crate::{AddressSizes, DmaAddr, Entry, Error, Format, Invalidation, Iova, PageTableConfig};
 use crate::{Prot, PteWord};
 use alloc::boxed::Box;
 use core::marker::PhantomData;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use spin::mutex::SpinMutex;
-
-const LINE: usize = 64;
 
 /// One table: its page and, for a table whose entries may point at tables, the CPU pointer of
 /// each child (null where none).
@@ -120,74 +119,14 @@ impl<F: Format> Supported<F> {
     );
 }
 
-// ---- atomic access to entries ----
+// ---- table memory ----
 //
-// While a `SharedPageTable` is shared, every access to its table memory goes through these
-// three functions: one naturally aligned atomic access of the entry's width (`F::Pte` is `u32`
-// or `u64`, sealed), which is also the single-copy-atomic store the hardware walker needs to
-// never see a torn entry.
+// While a `SharedPageTable` is shared, every access to its table memory goes through
+// `crate::atomic_pte` (one atomic access of the entry's width).
 
 #[inline(always)]
 fn slot<F: Format>(page: &TablePage, idx: usize) -> *mut F::Pte {
     page.cpu.as_ptr().cast::<F::Pte>().wrapping_add(idx)
-}
-
-/// # Safety
-/// `p` is an entry of a live table of this page table (in bounds, aligned to its size).
-#[inline(always)]
-unsafe fn load<F: Format>(p: *mut F::Pte, order: Ordering) -> F::Pte {
-    if <F::Pte as PteWord>::BYTES == 8 {
-        // SAFETY: the caller's contract; the entry is 8 bytes and 8-aligned (table pages are
-        // page-aligned), and all concurrent accesses to it are atomic.
-        F::Pte::from_u64(unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
-    } else {
-        // SAFETY: as above, for a 4-byte entry.
-        F::Pte::from_u64(unsafe { AtomicU32::from_ptr(p.cast()) }.load(order) as u64)
-    }
-}
-
-/// # Safety
-/// As [`load`].
-#[inline(always)]
-unsafe fn store<F: Format>(p: *mut F::Pte, v: F::Pte, order: Ordering) {
-    if <F::Pte as PteWord>::BYTES == 8 {
-        // SAFETY: see `load`.
-        unsafe { AtomicU64::from_ptr(p.cast()) }.store(v.to_u64(), order)
-    } else {
-        // SAFETY: see `load`.
-        unsafe { AtomicU32::from_ptr(p.cast()) }.store(v.to_u64() as u32, order)
-    }
-}
-
-/// Compare-exchange of one entry; `Err` holds the value found.
-///
-/// # Safety
-/// As [`load`].
-#[inline(always)]
-unsafe fn cas<F: Format>(p: *mut F::Pte, old: F::Pte, new: F::Pte) -> Result<(), F::Pte> {
-    if <F::Pte as PteWord>::BYTES == 8 {
-        // SAFETY: see `load`.
-        unsafe { AtomicU64::from_ptr(p.cast()) }
-            .compare_exchange(
-                old.to_u64(),
-                new.to_u64(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .map(|_| ())
-            .map_err(F::Pte::from_u64)
-    } else {
-        // SAFETY: see `load`.
-        unsafe { AtomicU32::from_ptr(p.cast()) }
-            .compare_exchange(
-                old.to_u64() as u32,
-                new.to_u64() as u32,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .map(|_| ())
-            .map_err(|v| F::Pte::from_u64(v as u64))
-    }
 }
 
 #[cfg(test)]
@@ -393,7 +332,7 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
         for level in self.start..F::LEVELS {
             let idx = Geometry::<F>::index(level, iova.0);
             // SAFETY: `table` is live (tables are freed only under `&mut self`), idx in bounds.
-            let pte = unsafe { load::<F>(slot::<F>(&table.page, idx), Ordering::Acquire) };
+            let pte = unsafe { load(slot::<F>(&table.page, idx), Ordering::Acquire) };
             if pte == F::Pte::default() {
                 return None;
             }
@@ -483,14 +422,14 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
                 && (cur.wrapping_add(op.delta)) & (size - 1) == 0
             {
                 // SAFETY: `table` is live, idx in bounds.
-                let old = unsafe { load::<F>(p, Ordering::Acquire) };
+                let old = unsafe { load(p, Ordering::Acquire) };
                 if old == F::Pte::default() {
                     let v = F::leaf_with_addr(op.attrs[level], DmaAddr(cur.wrapping_add(op.delta)));
                     // The entry is in this thread's range: a plain atomic store (a concurrent
                     // install of a table here would be another thread breaking the contract;
                     // its table would then be unreachable, never freed memory).
                     // SAFETY: as above.
-                    unsafe { store::<F>(p, v, Ordering::Release) };
+                    unsafe { store(p, v, Ordering::Release) };
                     self.clean(&table.page, idx * F::Pte::BYTES, F::Pte::BYTES);
                     op.done = next;
                     cur = next;
@@ -530,7 +469,7 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
     ) -> Result<bool, Error> {
         let p = slot::<F>(&table.page, idx);
         // SAFETY: `table` is live, idx in bounds.
-        if unsafe { load::<F>(p, Ordering::Acquire) } != F::Pte::default() {
+        if unsafe { load(p, Ordering::Acquire) } != F::Pte::default() {
             return Ok(false);
         }
         let leaf = level + 1;
@@ -564,7 +503,7 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
         hooks::at("before-install");
         // SAFETY: `table` is live, idx in bounds; the new table is complete and cleaned before
         // this publishes it (AcqRel).
-        match unsafe { cas::<F>(p, F::Pte::default(), F::table_entry(level, page.dma)) } {
+        match unsafe { cas(p, F::Pte::default(), F::table_entry(level, page.dma)) } {
             Ok(()) => {
                 self.clean(&table.page, idx * F::Pte::BYTES, F::Pte::BYTES);
                 self.counters.live.fetch_add(1, Ordering::Relaxed);
@@ -607,13 +546,13 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
             let p = base.wrapping_add(i);
             // SAFETY: `table` is live; first + i < first + n <= entries, checked by the
             // callers' ranges (the run lies within one table's span).
-            if unsafe { load::<F>(p, Ordering::Relaxed) } != F::Pte::default() {
+            if unsafe { load(p, Ordering::Relaxed) } != F::Pte::default() {
                 written = i;
                 break;
             }
             // SAFETY: as above.
             unsafe {
-                store::<F>(
+                store(
                     p,
                     F::leaf_with_addr(attrs, DmaAddr(addr)),
                     Ordering::Relaxed,
@@ -650,7 +589,7 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
         }
         let p = slot::<F>(&table.page, idx);
         // SAFETY: `table` is live, idx in bounds.
-        let old = unsafe { load::<F>(p, Ordering::Acquire) };
+        let old = unsafe { load(p, Ordering::Acquire) };
         if old != F::Pte::default() {
             return if F::is_table(level, old) {
                 Ok(self.wait_child(table, idx))
@@ -668,7 +607,7 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
         hooks::at("before-install");
         // SAFETY: as above. The new table is zeroed (and cleaned) before this store publishes it
         // (AcqRel), so the walker and other threads never see it half-made.
-        match unsafe { cas::<F>(p, F::Pte::default(), F::table_entry(level, page.dma)) } {
+        match unsafe { cas(p, F::Pte::default(), F::table_entry(level, page.dma)) } {
             Ok(()) => {
                 self.clean(&table.page, idx * F::Pte::BYTES, F::Pte::BYTES);
                 self.counters.live.fetch_add(1, Ordering::Relaxed);
@@ -721,7 +660,7 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
         for level in self.start..F::LEVELS - 1 {
             let idx = Geometry::<F>::index(level, iova);
             // SAFETY: `table` is live, idx in bounds.
-            let pte = unsafe { load::<F>(slot::<F>(&table.page, idx), Ordering::Acquire) };
+            let pte = unsafe { load(slot::<F>(&table.page, idx), Ordering::Acquire) };
             if pte == F::Pte::default() {
                 return None;
             }
@@ -748,8 +687,8 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
                 // SAFETY: `table` is live; first + n <= entries (the run lies within one
                 // table's span).
                 unsafe {
-                    mapped += (load::<F>(p, Ordering::Relaxed) != F::Pte::default()) as u64;
-                    store::<F>(p, F::Pte::default(), Ordering::Relaxed);
+                    mapped += (load(p, Ordering::Relaxed) != F::Pte::default()) as u64;
+                    store(p, F::Pte::default(), Ordering::Relaxed);
                 }
             }
             if mapped > 0 {
@@ -760,13 +699,13 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
         let size = 1u64 << shift;
         let mut bytes = 0;
         let mut cur = start;
-        let mut lines = Lines::default();
+        let mut lines = Dirty::default();
         while cur < end {
             let idx = Geometry::<F>::index(level, cur);
             let next = (cur | (size - 1)).saturating_add(1).min(end);
             let p = slot::<F>(&table.page, idx);
             // SAFETY: `table` is live, idx in bounds.
-            let pte = unsafe { load::<F>(p, Ordering::Acquire) };
+            let pte = unsafe { load(p, Ordering::Acquire) };
             if pte != F::Pte::default() {
                 if level < F::LEVELS - 1 && F::is_table(level, pte) {
                     let child = self.wait_child(table, idx);
@@ -774,17 +713,17 @@ impl<F: Format, A: TableAlloc> SharedPageTable<F, A> {
                 } else {
                     // A leaf: a page, or a block the range covers whole (checked by `unmap`).
                     // SAFETY: as above.
-                    unsafe { store::<F>(p, F::Pte::default(), Ordering::Relaxed) };
+                    unsafe { store(p, F::Pte::default(), Ordering::Relaxed) };
                     bytes += size;
-                    if let Some((off, len)) = lines.note(idx * F::Pte::BYTES, F::Pte::BYTES) {
-                        self.clean(&table.page, off, len);
+                    if let Some((s, e)) = lines.note(idx * F::Pte::BYTES, F::Pte::BYTES) {
+                        self.clean(&table.page, s, e - s);
                     }
                 }
             }
             cur = next;
         }
-        if let Some((off, len)) = lines.take() {
-            self.clean(&table.page, off, len);
+        if lines.start != lines.end {
+            self.clean(&table.page, lines.start, lines.end - lines.start);
         }
         bytes
     }
@@ -907,7 +846,7 @@ fn compact_in<F: Format, A: TableAlloc>(
     for idx in 0..Geometry::<F>::ENTRIES[level] {
         let p = slot::<F>(&table.page, idx);
         // SAFETY: exclusive access (`&mut self` in `compact`); `table` live, idx in bounds.
-        let pte = unsafe { load::<F>(p, Ordering::Relaxed) };
+        let pte = unsafe { load(p, Ordering::Relaxed) };
         if pte == F::Pte::default() {
             continue;
         }
@@ -932,7 +871,7 @@ fn compact_in<F: Format, A: TableAlloc>(
             unlinked,
         ) {
             // SAFETY: as above.
-            unsafe { store::<F>(p, F::Pte::default(), Ordering::Relaxed) };
+            unsafe { store(p, F::Pte::default(), Ordering::Relaxed) };
             if !coherent {
                 alloc.sync_for_device(&table.page, idx * F::Pte::BYTES, F::Pte::BYTES);
             }
@@ -947,36 +886,6 @@ fn compact_in<F: Format, A: TableAlloc>(
         }
     }
     empty
-}
-
-/// Written bytes of one table not yet cleaned, as one run of whole lines.
-#[derive(Default)]
-struct Lines {
-    start: usize,
-    end: usize,
-}
-
-impl Lines {
-    #[inline(always)]
-    fn note(&mut self, off: usize, len: usize) -> Option<(usize, usize)> {
-        if self.start == self.end {
-            (self.start, self.end) = (off, off + len);
-            None
-        } else if off <= self.end.next_multiple_of(LINE) {
-            self.end = self.end.max(off + len);
-            None
-        } else {
-            let run = (self.start, self.end - self.start);
-            (self.start, self.end) = (off, off + len);
-            Some(run)
-        }
-    }
-
-    fn take(&mut self) -> Option<(usize, usize)> {
-        let run = (self.start < self.end).then(|| (self.start, self.end - self.start));
-        self.end = self.start;
-        run
-    }
 }
 
 #[cfg(test)]

@@ -83,14 +83,14 @@ struct Node {
 /// The bytes of one table written so far by an operation and not yet cleaned, kept as one run of
 /// whole lines: a write that is not line-contiguous with it flushes it first.
 #[derive(Default)]
-struct Dirty {
-    start: usize,
-    end: usize,
+pub(crate) struct Dirty {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 impl Dirty {
     #[inline(always)]
-    fn note(&mut self, off: usize, len: usize) -> Option<(usize, usize)> {
+    pub(crate) fn note(&mut self, off: usize, len: usize) -> Option<(usize, usize)> {
         if self.start == self.end {
             self.start = off;
             self.end = off + len;
