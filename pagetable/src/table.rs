@@ -107,28 +107,42 @@ impl Dirty {
     }
 }
 
-/// Where the bus addresses of a map come from: a scatter-gather list walked in order.
+/// Where the bus addresses of a map come from: a scatter-gather list walked in order, with the
+/// current segment's next bus address and bytes left kept at hand (a list of short segments is
+/// walked at a few instructions per segment).
 struct Src<'s> {
-    segs: &'s [(DmaAddr, u64)],
-    i: usize,
-    off: u64,
+    /// Bus address of the next byte to map.
+    dma: u64,
+    /// Bytes left in the current segment.
+    left: u64,
+    /// The segments after the current one.
+    rest: core::slice::Iter<'s, (DmaAddr, u64)>,
 }
 
-impl Src<'_> {
+impl<'s> Src<'s> {
+    fn new(segs: &'s [(DmaAddr, u64)]) -> Src<'s> {
+        let mut rest = segs.iter();
+        let (dma, left) = rest.next().map_or((0, 0), |&(d, l)| (d.0, l));
+        Src { dma, left, rest }
+    }
     #[inline(always)]
     fn dma(&self) -> u64 {
-        self.segs[self.i].0 .0 + self.off
+        self.dma
     }
     #[inline(always)]
     fn remaining(&self) -> u64 {
-        self.segs[self.i].1 - self.off
+        self.left
     }
+    /// Moves `n` bytes on (at most `remaining()`), to the next segment when this one is done.
     #[inline(always)]
     fn advance(&mut self, n: u64) {
-        self.off += n;
-        if self.off == self.segs[self.i].1 && self.i + 1 < self.segs.len() {
-            self.i += 1;
-            self.off = 0;
+        self.dma = self.dma.wrapping_add(n);
+        self.left -= n;
+        if self.left == 0 {
+            if let Some(&(d, l)) = self.rest.next() {
+                self.dma = d.0;
+                self.left = l;
+            }
         }
     }
 }
@@ -379,8 +393,12 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         }
         let mut total: u64 = 0;
         let dummy = self.dummy_page();
+        let (g, lim) = ((1u64 << F::GRANULE_SHIFT) - 1, limit(self.oas));
         for &(dma, len) in segments {
-            self.check_dma(dma, len)?;
+            // The common case in a few instructions; `check_dma` names what is wrong.
+            if (dma.0 | len) & g != 0 || len == 0 || dma.0 > lim || len > lim - dma.0 {
+                self.check_dma(dma, len)?;
+            }
             if let Some(d) = dummy.filter(|d| d.0.wrapping_sub(dma.0) < len) {
                 return Err(Error::DummyPage { dma: d.0 });
             }
@@ -403,11 +421,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         for (level, a) in attrs.iter_mut().enumerate().take(F::LEVELS) {
             *a = self.map_leaf_attrs(level, prot);
         }
-        let mut src = Src {
-            segs: segments,
-            i: 0,
-            off: 0,
-        };
+        let mut src = Src::new(segments);
         let mut cursor = iova.0;
         let mut done = iova.0;
         let r = self.map_level(
@@ -949,6 +963,21 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// Lowest mapped IOVA in `[start, end)` under `node` (of `level`), if any.
     fn first_mapped(&self, node: u32, level: usize, start: u64, end: u64) -> Option<u64> {
         let shift = Geometry::<F>::SHIFT[level];
+        if level + 1 == F::LEVELS && start < end {
+            // The last level: one scan of the range's entries as a slice (no tables below).
+            let first = Geometry::<F>::index(level, start);
+            let count =
+                (((end - start) >> shift) as usize).min(Geometry::<F>::ENTRIES[level] - first);
+            let p = self.nodes[node as usize].page.cpu.as_ptr() as *const F::Pte;
+            // SAFETY: first + count <= the level's entries, so the slice lies inside the node's
+            // table page, which this table owns and nothing writes while `&self` is held.
+            let entries = unsafe { core::slice::from_raw_parts(p.add(first), count) };
+            let empty = self.empty[level];
+            return entries
+                .iter()
+                .position(|&e| e != empty)
+                .map(|i| start + ((i as u64) << shift));
+        }
         let mut a = start;
         while a < end {
             let idx = Geometry::<F>::index(level, a);
@@ -1008,6 +1037,36 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         let esize = 1u64 << shift;
         let entries = Geometry::<F>::ENTRIES[level];
         let page = self.nodes[node as usize].page;
+        if level + 1 == F::LEVELS && *iova < end {
+            // The last level holds granule leaves only, and every segment is a granule
+            // multiple (`check_dma`), so the entries of `[iova, end)` are one run stored segment
+            // by segment, with the counters and the dirty run noted once: a scatter-gather list
+            // of short segments (a scattered BO behind the system IOMMU) costs a few
+            // instructions per segment, not a pass of the general loop.
+            let first = Geometry::<F>::index(level, *iova);
+            let count = (((end - *iova) >> shift) as usize).min(entries - first);
+            let p = page.cpu.as_ptr() as *mut F::Pte;
+            let mut idx = first;
+            let stop = first + count;
+            while idx < stop {
+                let n = ((src.remaining() >> shift) as usize).min(stop - idx);
+                debug_assert!(n > 0, "the segments cover the range exactly");
+                // SAFETY: idx + n <= stop <= entries, so every store is inside this table
+                // page, which the first_mapped check proved holds only empty entries in this
+                // range.
+                unsafe { store_leaves::<F>(p.add(idx), n, attrs[level], src.dma(), shift) };
+                idx += n;
+                src.advance((n as u64) << shift);
+            }
+            self.nodes[node as usize].used += count as u32;
+            self.stats.pte_stores += count as u64;
+            if !fresh {
+                self.note(dirty, &page, first, count);
+            }
+            *iova += (count as u64) << shift;
+            *done = *iova;
+            return Ok(());
+        }
         while *iova < end {
             let idx = Geometry::<F>::index(level, *iova);
             let dma = src.dma();

@@ -7,12 +7,21 @@
 //! valgrind --tool=callgrind --toggle-collect='*map_sg_attrs*' --toggle-collect='*unmap_sg*' \
 //!     target/release/map-sg-profile
 //! ```
+//!
+//! `map-sg-profile bind` does the whole `Vm::bind` + `Vm::unbind` of the same BO into an IPU
+//! VM instead (the manager bench's `vm/bind/iommu/ipu/coherent`):
+//!
+//! ```sh
+//! valgrind --tool=callgrind --toggle-collect='*Vm*bind*' target/release/map-sg-profile bind
+//! ```
 
 use devmmu_mm::bo::{Bo, BoFlags};
 use devmmu_mm::device::{Device, DeviceConfig, MmuFormat};
 use devmmu_mm::dma::{DmaDirection, DmaMask, Platform};
 use devmmu_mm::model::{SimConfig, SimMmu};
 use devmmu_mm::phys::{CacheMode, MemoryMap, PhysMem};
+use devmmu_mm::vm::{Placement, Vm};
+use devmmu_pagetable::Prot;
 
 const BO_SIZE: u64 = 64 << 20;
 const ROUNDS: usize = 4;
@@ -39,6 +48,21 @@ fn main() {
     });
     let device = Device::attach(&phys, config, &platform, sim).expect("attach");
     let bo = Bo::new(&phys, BO_SIZE, BoFlags::default()).expect("BO");
+    if std::env::args().nth(1).as_deref() == Some("bind") {
+        let vm = Vm::new(&device).expect("Vm::new");
+        for _ in 0..=ROUNDS {
+            let iova = vm
+                .bind(&bo, 0, BO_SIZE, Placement::Anywhere, Prot::RW)
+                .expect("bind");
+            vm.unbind(iova, BO_SIZE).expect("unbind");
+        }
+        println!(
+            "{} rounds of Vm::bind + Vm::unbind of {} pages",
+            ROUNDS + 1,
+            BO_SIZE / 4096
+        );
+        return;
+    }
     let segs = bo.segments();
     let ops = device.dma_ops();
     for _ in 0..=ROUNDS {

@@ -196,7 +196,7 @@ impl Bo {
         let attrs = DmaAttrs {
             skip_cpu_sync: !live.is_empty(),
         };
-        let sg = ops.map_sg_attrs(&self.segments(), dir, attrs)?;
+        let sg = ops.map_frames_attrs(&self.frames, dir, attrs)?;
         let attachment = Arc::new(BoAttachment {
             bo: Arc::clone(self),
             ops: Arc::clone(ops),

@@ -191,18 +191,27 @@ impl IommuDomain {
         segs: &[PhysSegment],
         prot: Prot,
     ) -> Result<(Vec<Seg>, IovaNode), MmError> {
-        let mut total: u64 = 0;
-        let mut pieces = Vec::with_capacity(segs.len());
-        for s in segs {
-            let off = s.addr.page_offset();
-            let mlen = (off + s.len).next_multiple_of(IOVA_GRANULE);
-            pieces.push((table_oa(s.addr.align_down(IOVA_GRANULE)), mlen));
-            total = total.checked_add(mlen).ok_or(MmError::NoAddressSpace {
+        // Each segment widened to whole granules, as the page table maps it; the sum is
+        // checked once (no segment of allocated RAM comes near 2^63 bytes, so only a sum of
+        // many can overflow, and the checked sum catches that).
+        let pieces: Vec<(DmaAddr, u64)> = segs
+            .iter()
+            .map(|s| {
+                let off = s.addr.page_offset();
+                (
+                    table_oa(s.addr.align_down(IOVA_GRANULE)),
+                    (off + s.len).next_multiple_of(IOVA_GRANULE),
+                )
+            })
+            .collect();
+        let total = pieces
+            .iter()
+            .try_fold(0u64, |t, &(_, mlen)| t.checked_add(mlen))
+            .ok_or(MmError::NoAddressSpace {
                 space: AddressSpace::SystemIova,
                 size: u64::MAX,
                 limit: self.limit(),
             })?;
-        }
         let mut st = self.state.lock();
         let node = st.space.alloc(total)?;
         let mut g = Gather::new();
@@ -214,17 +223,21 @@ impl IommuDomain {
             st.space.free(node.start);
             return Err(map_err(node.start, total)(e));
         }
-        let mut out = Vec::with_capacity(segs.len());
         let mut cur = node.start;
-        for (s, &(_, mlen)) in segs.iter().zip(&pieces) {
-            out.push(Seg {
-                dma: cur + s.addr.page_offset(),
-                len: s.len,
-                pa: s.addr,
-                bounce: None,
-            });
-            cur += mlen;
-        }
+        let out = segs
+            .iter()
+            .zip(&pieces)
+            .map(|(s, &(_, mlen))| {
+                let seg = Seg {
+                    dma: cur + s.addr.page_offset(),
+                    len: s.len,
+                    pa: s.addr,
+                    bounce: None,
+                };
+                cur += mlen;
+                seg
+            })
+            .collect();
         Ok((out, node))
     }
 

@@ -16,8 +16,18 @@ use super::stats::Counters;
 use super::sync::{self, Piece};
 use super::types::{DmaAttrs, DmaDirection, DmaSegment, MappingKind, SgTable};
 use super::{Backend, DmaDiag, DmaOps};
-use crate::phys::{PhysAddr, PhysSegment};
+use crate::phys::{Frames, PhysAddr, PhysSegment};
 use crate::MmError;
+
+/// Where a streaming map's physical segments come from, which decides how they are checked.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Any caller's list: every page is looked up in the frame table (allocated, not the DMA
+    /// layer's own memory).
+    Lookup,
+    /// The pages of a live [`Frames`]: allocated by construction, never DMA-layer memory.
+    Frames,
+}
 
 impl DmaOps {
     // ---- backend dispatch ----
@@ -79,6 +89,7 @@ impl DmaOps {
         dir: DmaDirection,
         kind: MappingKind,
         attrs: DmaAttrs,
+        source: Source,
         result: impl FnOnce(&Mapping) -> R,
     ) -> Result<(u64, R), MmError> {
         self.check_attached()?;
@@ -87,7 +98,18 @@ impl DmaOps {
         }
         let mut len: u64 = 0;
         let mut owned = None;
-        {
+        if matches!(source, Source::Frames) {
+            // Frames held by a live `Frames` are allocated, and none is the DMA layer's own
+            // memory (that is allocated by the DMA layer and never handed out as a BO's
+            // `Frames`): no lookup. Debug builds check the claim all the same.
+            for s in phys {
+                len += s.len;
+            }
+            debug_assert!(phys.iter().all(|s| matches!(
+                self.phys.frames().check_allocated_tagged(s.addr, s.len),
+                Ok(None)
+            )));
+        } else {
             // One read lock of the frame table for every segment (a scattered BO is one
             // segment per run of pages), and one lookup per page, which also finds memory the
             // DMA layer owns (its frames are tagged: `DmaMachine::own`).
@@ -107,10 +129,12 @@ impl DmaOps {
         }
         self.check_overlapping(phys, dir);
         let (segs, node) = self.map_segments(phys, dir)?;
-        let pieces: Vec<Piece> = segs.iter().map(Piece::whole).collect();
-        if let Err(e) = sync::for_device(self, &pieces, dir, true, attrs.skip_cpu_sync) {
-            self.release(&segs, node);
-            return Err(e);
+        if self.sync_needed(&segs, attrs.skip_cpu_sync) {
+            let pieces: Vec<Piece> = segs.iter().map(Piece::whole).collect();
+            if let Err(e) = sync::for_device(self, &pieces, dir, true, attrs.skip_cpu_sync) {
+                self.release(&segs, node);
+                return Err(e);
+            }
         }
         let m = Mapping {
             kind,
@@ -153,7 +177,7 @@ impl DmaOps {
     /// sync fails (its frames were freed under the mapping), and the sync's error is returned.
     fn finish_release(&self, m: &Mapping) -> Result<(), MmError> {
         let synced = match m.kind {
-            MappingKind::Page | MappingKind::Sg => {
+            MappingKind::Page | MappingKind::Sg if self.sync_needed(&m.segs, false) => {
                 let pieces: Vec<Piece> = m.segs.iter().map(Piece::whole).collect();
                 sync::for_cpu(self, &pieces, m.dir)
             }
@@ -162,6 +186,13 @@ impl DmaOps {
         self.release(&m.segs, m.iova);
         Counters::add(&self.counters.unmaps, 1);
         synced
+    }
+
+    /// Whether handing `segs` to the device or back has any work: a bounce copy, or cache
+    /// maintenance for a non-coherent device (unless skipped). A coherent device's unbounced
+    /// mapping has none, so no list of pieces is built for it.
+    fn sync_needed(&self, segs: &[Seg], skip_cpu_sync: bool) -> bool {
+        (!self.dev.coherent && !skip_cpu_sync) || segs.iter().any(|s| s.bounce.is_some())
     }
 
     /// Checks that `pa..pa + len` is allocated RAM.
@@ -195,6 +226,7 @@ impl DmaOps {
             dir,
             MappingKind::Page,
             DmaAttrs::default(),
+            Source::Lookup,
             |m| m.handle,
         )?;
         Ok(handle)
@@ -245,26 +277,67 @@ impl DmaOps {
         dir: DmaDirection,
         attrs: DmaAttrs,
     ) -> Result<SgTable, MmError> {
-        let (id, (dma, bounced)) = self.map_streaming(segs, dir, MappingKind::Sg, attrs, |m| {
-            let mut dma: Vec<DmaSegment> = Vec::with_capacity(m.segs.len());
-            let mut prev_bounced = true;
-            for s in &m.segs {
-                let bounced = s.bounce.is_some();
-                match dma.last_mut() {
-                    Some(last) if !bounced && !prev_bounced && last.dma + last.len == s.dma => {
-                        last.len += s.len;
+        self.map_sg_from(segs.into(), dir, attrs, Source::Lookup)
+    }
+
+    /// [`DmaOps::map_sg_attrs`] of the pages of `frames`, in buffer order (a BO's attachment).
+    /// The frames are allocated while `frames` lives and are never the DMA layer's own memory,
+    /// so the frame table is not looked up page by page (`dma_map_sgtable` trusts the pages
+    /// the same way).
+    ///
+    /// # Errors
+    /// As [`DmaOps::map_sg`]; [`MmError::WrongPhysMem`] if `frames` belong to another machine.
+    pub(crate) fn map_frames_attrs(
+        &self,
+        frames: &Frames,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+    ) -> Result<SgTable, MmError> {
+        if !std::sync::Arc::ptr_eq(frames.phys(), &self.phys) {
+            return Err(MmError::WrongPhysMem {
+                device: self.dev.name.clone(),
+            });
+        }
+        self.map_sg_from(frames.shared_segments(), dir, attrs, Source::Frames)
+    }
+
+    fn map_sg_from(
+        &self,
+        segs: std::sync::Arc<[PhysSegment]>,
+        dir: DmaDirection,
+        attrs: DmaAttrs,
+        source: Source,
+    ) -> Result<SgTable, MmError> {
+        let (id, (dma, bounced)) =
+            self.map_streaming(&segs, dir, MappingKind::Sg, attrs, source, |m| {
+                // Bus-contiguous unbounced segments merge into one DMA segment (behind an
+                // IOMMU the whole list is one), built in a register, pushed when a run ends.
+                let mut dma: Vec<DmaSegment> = Vec::new();
+                let (mut any_bounced, mut prev_bounced) = (false, true);
+                let mut run: Option<DmaSegment> = None;
+                for s in &m.segs {
+                    let bounced = s.bounce.is_some();
+                    match run.as_mut() {
+                        // Never across a bounce buffer (a bounce slot is its own bus range).
+                        Some(r) if !bounced && !prev_bounced && r.dma + r.len == s.dma => {
+                            r.len += s.len;
+                            continue;
+                        }
+                        Some(r) => dma.push(*r),
+                        None => {}
                     }
-                    _ => dma.push(DmaSegment {
+                    run = Some(DmaSegment {
                         dma: s.dma,
                         len: s.len,
-                    }),
+                    });
+                    prev_bounced = bounced;
+                    any_bounced |= bounced;
                 }
-                prev_bounced = bounced;
-            }
-            (dma, m.segs.iter().any(|s| s.bounce.is_some()))
-        })?;
+                dma.extend(run);
+                (dma, any_bounced)
+            })?;
         Ok(SgTable {
-            phys: segs.to_vec(),
+            phys: segs,
             dma,
             dir,
             id,

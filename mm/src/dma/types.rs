@@ -243,7 +243,8 @@ pub struct DmaSegment {
 /// `sync_sg_*` calls; it carries the identity of the mapping, so it cannot be forged.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SgTable {
-    pub(crate) phys: Vec<PhysSegment>,
+    /// Shared with the mapped [`Frames`](crate::phys::Frames)' own list when a BO is mapped.
+    pub(crate) phys: Arc<[PhysSegment]>,
     pub(crate) dma: Vec<DmaSegment>,
     pub(crate) dir: DmaDirection,
     pub(crate) id: u64,

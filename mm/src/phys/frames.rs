@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::ptr::NonNull;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::addr::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
 use super::backing::Backing;
@@ -28,6 +28,9 @@ pub struct Frames {
     phys: Arc<PhysMem>,
     backing: Arc<Backing>,
     pages: Vec<PhysAddr>,
+    /// [`Frames::segments`], computed once: the pages never change, and every DMA map of the
+    /// buffer (each attachment of a BO) shares this list.
+    segments: OnceLock<Arc<[PhysSegment]>>,
 }
 
 impl core::fmt::Debug for Frames {
@@ -46,6 +49,7 @@ impl Frames {
             phys,
             backing,
             pages,
+            segments: OnceLock::new(),
         }
     }
 
@@ -89,17 +93,25 @@ impl Frames {
     /// The buffer as physically contiguous runs, in buffer order: adjacent pages whose frames
     /// are adjacent too are merged into one segment.
     pub fn segments(&self) -> Vec<PhysSegment> {
-        let mut out: Vec<PhysSegment> = Vec::new();
-        for &pa in &self.pages {
-            match out.last_mut() {
-                Some(seg) if seg.addr.0 + seg.len == pa.0 => seg.len += PAGE_SIZE,
-                _ => out.push(PhysSegment {
-                    addr: pa,
-                    len: PAGE_SIZE,
-                }),
+        self.shared_segments().to_vec()
+    }
+
+    /// [`Frames::segments`] as a shared list, built on first use.
+    pub(crate) fn shared_segments(&self) -> Arc<[PhysSegment]> {
+        let segs = self.segments.get_or_init(|| {
+            let mut out: Vec<PhysSegment> = Vec::new();
+            for &pa in &self.pages {
+                match out.last_mut() {
+                    Some(seg) if seg.addr.0 + seg.len == pa.0 => seg.len += PAGE_SIZE,
+                    _ => out.push(PhysSegment {
+                        addr: pa,
+                        len: PAGE_SIZE,
+                    }),
+                }
             }
-        }
-        out
+            out.into()
+        });
+        Arc::clone(segs)
     }
 
     /// Whether all pages form one physically contiguous run.
