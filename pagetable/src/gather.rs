@@ -207,6 +207,31 @@ impl Gather {
     /// The union of the leaf and walk ranges, merged and sorted, as `(start, end)`: what a
     /// caller that does not tell them apart invalidates. Moves the walk ranges into the leaf
     /// set in place (no allocation unless it grows).
+    /// [`Gather::claim`]'s common cases in two compares: the gather is table `id`'s already,
+    /// or nobody's (then it becomes `id`'s). `false` leaves it as it was, for `claim` to decide.
+    #[inline(always)]
+    pub(crate) fn claim_fast(&mut self, id: u64) -> bool {
+        if self.owner == id {
+            true
+        } else if self.owner == 0 {
+            self.owner = id;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `Some` when the gather holds at most one leaf range, no walk range and no freed table
+    /// (the sync after a single map or unmap): that range, if any. `None` otherwise.
+    #[inline(always)]
+    pub(crate) fn single_leaf_range(&self) -> Option<Option<(u64, u64)>> {
+        if self.walk.0.is_empty() && self.freed.is_empty() && self.ranges.0.len() <= 1 {
+            Some(self.ranges.0.first().copied())
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn union_ranges(&mut self) -> &[(u64, u64)] {
         while let Some((s, e)) = self.walk.0.pop() {
             self.ranges.add(s, e);

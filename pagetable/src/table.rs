@@ -370,13 +370,50 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         prot: Prot,
         gather: &mut Gather,
     ) -> Result<(), Error> {
+        if let Some(r) = self.map_fast(iova.0, dma.0, size, prot, gather) {
+            return r;
+        }
         self.map_segments(iova, &[(dma, size)], prot, gather)
+    }
+
+    /// The common single map in a few instructions: valid arguments (each check as
+    /// [`PageTable::map_segments`] makes it) and a range inside one linked last-level table
+    /// ([`Self::map_in_leaf_table`]). `None` where anything else holds, so that
+    /// `map_segments` decides, and names the error if there is one; nothing is changed then
+    /// but the gather's claim, which `map_segments` makes too.
+    #[inline(always)]
+    fn map_fast(
+        &mut self,
+        iova: u64,
+        dma: u64,
+        size: u64,
+        prot: Prot,
+        gather: &mut Gather,
+    ) -> Option<Result<(), Error>> {
+        let g = (1u64 << F::GRANULE_SHIFT) - 1;
+        let (ilim, olim) = (limit(self.ias), limit(self.oas));
+        if !gather.claim_fast(self.id)
+            || !prot.grants_access()
+            || (iova | dma | size) & g != 0
+            || size == 0
+            || iova > ilim
+            || size > ilim - iova
+            || dma > olim
+            || size > olim - dma
+            || self
+                .dummy_page()
+                .is_some_and(|d| d.0.wrapping_sub(dma) < size)
+        {
+            return None;
+        }
+        self.map_in_leaf_table(iova, iova + size, dma, prot, gather)
     }
 
     /// Maps a scatter-gather list contiguously in IOVA space from `iova`: segment `i` (bus
     /// address, length in bytes) follows segment `i - 1`. One walk for the whole list, so each
     /// touched table line is written and cleaned once. Errors as [`PageTable::map`]; each segment
     /// must be non-empty and granule-aligned in address and length.
+    #[inline(never)]
     pub fn map_segments(
         &mut self,
         iova: Iova,
@@ -526,7 +563,15 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             if level < self.start {
                 continue;
             }
-            let child = self.nodes[node as usize].children[Geometry::<F>::index(level, start)];
+            let idx = Geometry::<F>::index(level, start);
+            let n = &self.nodes[node as usize];
+            debug_assert_eq!(n.children.len(), Geometry::<F>::ENTRIES[level]);
+            // SAFETY: `node` is the root or a child pointer of a live table, so it is a live
+            // node of `level` (a child pointer is set only to the node just linked there and
+            // reset to NONE when that node is unlinked), and a live node above the last level
+            // has a child slot per entry of its level (`new_node`, `insert_node`), which
+            // `index(level, _)` is below.
+            let child = unsafe { *n.children.get_unchecked(idx) };
             if child == NONE {
                 return None;
             }
@@ -555,6 +600,23 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// [`Error::Misaligned`], [`Error::Overflow`], [`Error::OutOfRange`],
     /// [`Error::PartialBlock`].
     pub fn unmap(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
+        let (g, ilim) = ((1u64 << F::GRANULE_SHIFT) - 1, limit(self.ias));
+        if gather.claim_fast(self.id)
+            && (iova.0 | size) & g == 0
+            && size != 0
+            && iova.0 <= ilim
+            && size <= ilim - iova.0
+        {
+            if let Some(bytes) = self.unmap_in_leaf_table(iova.0, iova.0 + size, gather) {
+                return Ok(bytes);
+            }
+        }
+        self.unmap_general(iova, size, gather)
+    }
+
+    /// [`PageTable::unmap`] beyond its fast path: every check, and any range.
+    #[inline(never)]
+    fn unmap_general(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
         gather.claim(self.id)?;
         let end = self.check_iova(iova, size)?;
         if let Some(bytes) = self.unmap_in_leaf_table(iova.0, end, gather) {
@@ -714,6 +776,16 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     ) -> Result<(), Error> {
         if !gather.completable_by(self.id) {
             return Err(Error::ForeignGather);
+        }
+        if let Some(single) = gather.single_leaf_range() {
+            // The common sync after one map or unmap: one leaf range or none, no table freed.
+            if let Some((s, e)) = single {
+                invalidate(Iova(s), e - s);
+                self.stats.inval_ranges += 1;
+            }
+            gather.clear_ranges();
+            gather.release();
+            return Ok(());
         }
         for &(s, e) in gather.union_ranges() {
             invalidate(Iova(s), e - s);
@@ -1071,8 +1143,19 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             let idx = Geometry::<F>::index(level, *iova);
             let dma = src.dma();
             let seg_left = src.remaining().min(end - *iova);
-            if F::LEAF_LEVELS[level] && (*iova | dma) & (esize - 1) == 0 && seg_left >= esize {
-                let n = ((seg_left >> shift) as usize).min(entries - idx);
+            if F::LEAF_LEVELS[level]
+                && (*iova | dma) & (esize - 1) == 0
+                && seg_left >= esize
+                && (level + 1 == F::LEVELS || self.nodes[node as usize].children[idx] == NONE)
+            {
+                let mut n = ((seg_left >> shift) as usize).min(entries - idx);
+                if level + 1 < F::LEVELS {
+                    // Never a block over a linked table (one emptied and kept): the block would
+                    // orphan it, its child pointer left stale; such an entry's range is mapped
+                    // inside that table by the branch below.
+                    let children = &self.nodes[node as usize].children[idx..idx + n];
+                    n = children.iter().position(|&c| c != NONE).unwrap_or(n);
+                }
                 let p = page.cpu.as_ptr() as *mut F::Pte;
                 // SAFETY: idx + n <= entries, so every store is inside this table page, which
                 // the first_mapped check proved holds only empty entries in this range.

@@ -75,7 +75,7 @@ pub const PTE_ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
 /// `arm_lpae_prot_to_pte` for `ARM_64_LPAE_S1` (AP, AttrIndx, SH, XN, nG) plus the AF that
 /// `__arm_lpae_init_pte` sets. The same for every granule (Arm ARM D8.3 "Stage 1 attribute
 /// fields").
-#[inline]
+#[inline(always)]
 pub(crate) fn s1_leaf_attrs(prot: Prot) -> u64 {
     let mut pte = PTE_NG | PTE_AF;
     if !prot.contains(Prot::WRITE) && prot.contains(Prot::READ) {
@@ -164,7 +164,7 @@ impl Format for ArmLpae4k {
 
     /// `arm_lpae_prot_to_pte` for `ARM_64_LPAE_S1`, plus the type bits and AF that
     /// `__arm_lpae_init_pte` adds.
-    #[inline]
+    #[inline(always)]
     fn leaf_attrs(level: usize, prot: Prot) -> u64 {
         let ty = if level == 3 {
             PTE_TYPE_PAGE
