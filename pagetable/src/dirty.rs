@@ -68,6 +68,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             return Err(Error::AlreadyMapped { iova: Iova(at) });
         }
         self.dirty_tracking = true;
+        self.leaf_attr_cache = None;
         Ok(())
     }
 

@@ -161,6 +161,13 @@ pub struct PageTable<F: Format, A: TableAlloc> {
     ias: u32,
     /// Output size in bits: every bus address an entry holds is below `2^oas`.
     oas: u32,
+    /// `limit(ias)` and `limit(oas)`: the first IOVA and the first bus address beyond them.
+    ilimit: u64,
+    olimit: u64,
+    /// The last-level leaf attributes of the last single map's `prot` (`map_leaf_attrs`),
+    /// reused while `prot` is the same; reset when the attributes' inputs change (dirty
+    /// tracking turned on).
+    pub(crate) leaf_attr_cache: Option<(Prot, F::Pte)>,
     /// Level of the root table (0 unless `ias` leaves the top levels out).
     start: usize,
     /// Process-unique id, recorded in the gathers this table fills (see [`Gather`]).
@@ -222,6 +229,9 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         let mut pt = Self {
             ias: sizes.ias,
             oas: sizes.oas,
+            ilimit: limit(sizes.ias),
+            olimit: limit(sizes.oas),
+            leaf_attr_cache: None,
             start: sizes.start_level::<F>(),
             alloc,
             id: next_table_id(),
@@ -391,7 +401,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         gather: &mut Gather,
     ) -> Option<Result<(), Error>> {
         let g = (1u64 << F::GRANULE_SHIFT) - 1;
-        let (ilim, olim) = (limit(self.ias), limit(self.oas));
+        let (ilim, olim) = (self.ilimit, self.olimit);
         if !gather.claim_fast(self.id)
             || !prot.grants_access()
             || (iova | dma | size) & g != 0
@@ -535,8 +545,16 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             }
         }
         self.maps += 1;
+        let attrs = match self.leaf_attr_cache {
+            Some((cached, a)) if cached == prot => a,
+            _ => {
+                let a = self.map_leaf_attrs(last, prot);
+                self.leaf_attr_cache = Some((prot, a));
+                a
+            }
+        };
         // SAFETY: as above; the entries were just checked empty, and the page is ours to write.
-        unsafe { store_leaves::<F>(p.add(idx), n, self.map_leaf_attrs(last, prot), dma, shift) };
+        unsafe { store_leaves::<F>(p.add(idx), n, attrs, dma, shift) };
         self.nodes[node as usize].used += n as u32;
         self.stats.pte_stores += n as u64;
         let b = <F::Pte as PteWord>::BYTES;
@@ -557,25 +575,24 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             return None;
         }
         let mut node = self.root;
-        // A constant trip count with constant shifts per level (unrolled), the levels above the
-        // root skipped.
-        for level in 0..last {
-            if level < self.start {
-                continue;
-            }
+        let mut level = self.start;
+        while level < last {
             let idx = Geometry::<F>::index(level, start);
-            let n = &self.nodes[node as usize];
-            debug_assert_eq!(n.children.len(), Geometry::<F>::ENTRIES[level]);
+            debug_assert!((node as usize) < self.nodes.len());
             // SAFETY: `node` is the root or a child pointer of a live table, so it is a live
             // node of `level` (a child pointer is set only to the node just linked there and
-            // reset to NONE when that node is unlinked), and a live node above the last level
-            // has a child slot per entry of its level (`new_node`, `insert_node`), which
-            // `index(level, _)` is below.
+            // reset to NONE when that node is unlinked; nothing overwrites a linked table's
+            // entry), and a live node above the last level has a child slot per entry of its
+            // level (`new_node`, `insert_node`), which `index(level, _)` is below.
+            let n = unsafe { self.nodes.get_unchecked(node as usize) };
+            debug_assert_eq!(n.children.len(), Geometry::<F>::ENTRIES[level]);
+            // SAFETY: as above.
             let child = unsafe { *n.children.get_unchecked(idx) };
             if child == NONE {
                 return None;
             }
             node = child;
+            level += 1;
         }
         Some(node)
     }
@@ -600,7 +617,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// [`Error::Misaligned`], [`Error::Overflow`], [`Error::OutOfRange`],
     /// [`Error::PartialBlock`].
     pub fn unmap(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
-        let (g, ilim) = ((1u64 << F::GRANULE_SHIFT) - 1, limit(self.ias));
+        let (g, ilim) = ((1u64 << F::GRANULE_SHIFT) - 1, self.ilimit);
         if gather.claim_fast(self.id)
             && (iova.0 | size) & g == 0
             && size != 0

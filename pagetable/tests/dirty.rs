@@ -264,6 +264,26 @@ fn tracked_maps_write_writable_clean_leaves() {
         )
         .unwrap();
     assert_eq!(leaf_of(&sim2, &plain, PAGES).1, 0x0000_0000_8000_0e43);
+    // Turned on after a single-page map of the same `prot` (whose attributes the table keeps
+    // for the next one), tracking still gives the next single-page map writable-clean.
+    let mut g = Gather::new();
+    plain.set_free_empty_tables(false);
+    plain
+        .map(
+            Iova(PAGES + 2 * P),
+            DmaAddr(0x8000_2000),
+            P,
+            Prot::RW,
+            &mut g,
+        )
+        .unwrap();
+    plain.unmap(Iova(PAGES), 3 * P, &mut g).unwrap();
+    plain.iotlb_sync(&mut g, |_, _| {});
+    plain.enable_dirty_tracking().unwrap();
+    plain
+        .map(Iova(PAGES + P), DmaAddr(0x8000_1000), P, Prot::RW, &mut g)
+        .unwrap();
+    assert_eq!(leaf_of(&sim2, &plain, PAGES + P).1, 0x0008_0000_8000_1ec3);
 }
 
 #[test]
