@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo build --release -p devmmu-benches --bin map-sg-profile
-//! valgrind --tool=callgrind --toggle-collect='*map_sg_attrs*' --toggle-collect='*unmap_sg*' \
+//! valgrind --tool=callgrind --toggle-collect='*map_sg_from*' --toggle-collect='*unmap_sg*' \
 //!     target/release/map-sg-profile
 //! ```
 //!
