@@ -730,21 +730,12 @@ fn run<F: Format>(coherent: bool, ops: &[Op]) {
     r.finish();
 }
 
-/// As [`run`], with the page table freeing the tables it empties whatever the format's default.
-fn run_freeing<F: Format>(coherent: bool, ops: &[Op]) {
+/// As [`run`], with the page table freeing (`free`) or keeping the tables it empties whatever
+/// the format's default. Kept tables must be reused by later maps: never a block written over a
+/// kept table's entry.
+fn run_with_empty_tables<F: Format>(coherent: bool, free: bool, ops: &[Op]) {
     let mut r = Run::<F>::new(coherent);
-    r.pt.set_free_empty_tables(true);
-    for op in ops {
-        r.apply(op);
-    }
-    r.finish();
-}
-
-/// As [`run`], with the page table keeping the tables it empties whatever the format's default
-/// (a later map must use the kept table, never write a block over its entry).
-fn run_keeping<F: Format>(coherent: bool, ops: &[Op]) {
-    let mut r = Run::<F>::new(coherent);
-    r.pt.set_free_empty_tables(false);
+    r.pt.set_free_empty_tables(free);
     for op in ops {
         r.apply(op);
     }
@@ -770,7 +761,7 @@ proptest! {
 
     #[test]
     fn arm_keeping_empty_tables(ops in prop::collection::vec(op_strategy::<ArmLpae4k>(), 1..60)) {
-        run_keeping::<ArmLpae4k>(true, &ops);
+        run_with_empty_tables::<ArmLpae4k>(true, false, &ops);
     }
 
     #[test]
@@ -790,7 +781,7 @@ proptest! {
 
     #[test]
     fn ipu_noncoherent_freeing_tables(ops in prop::collection::vec(op_strategy::<Ipu>(), 1..60)) {
-        run_freeing::<Ipu>(false, &ops);
+        run_with_empty_tables::<Ipu>(false, true, &ops);
     }
 
     #[test]
@@ -834,7 +825,7 @@ proptest! {
     fn dart1_coherent_freeing_tables(
         ops in prop::collection::vec(op_strategy::<AppleDart1>(), 1..60)
     ) {
-        run_freeing::<AppleDart1>(true, &ops);
+        run_with_empty_tables::<AppleDart1>(true, true, &ops);
     }
 
     #[test]
