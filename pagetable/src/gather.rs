@@ -139,8 +139,15 @@ impl Gather {
 
     /// Records that the leaf translations of `[iova, iova + size)` (bytes) must be invalidated,
     /// merging with a range it touches or overlaps.
+    #[inline]
     pub fn add_range(&mut self, iova: Iova, size: u64) {
-        self.ranges.add(iova.0, iova.0.saturating_add(size));
+        let end = iova.0.saturating_add(size);
+        if self.ranges.0.is_empty() && iova.0 < end {
+            // The first range of an operation: nothing to merge with.
+            self.ranges.0.push((iova.0, end));
+            return;
+        }
+        self.ranges.add(iova.0, end);
     }
 
     /// Records that `[iova, iova + size)` (bytes) needs a walk-cache invalidation as well (a

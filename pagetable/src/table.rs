@@ -574,27 +574,39 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         if span < 64 && start >> span != (end - 1) >> span {
             return None;
         }
+        if self.start == 0 {
+            // The usual case, the root at level 0: a constant trip count, unrolled with
+            // constant shifts and masks per level.
+            let mut node = self.root;
+            for level in 0..last {
+                node = self.child_unchecked(node, level, start)?;
+            }
+            return Some(node);
+        }
         let mut node = self.root;
         let mut level = self.start;
         while level < last {
-            let idx = Geometry::<F>::index(level, start);
-            debug_assert!((node as usize) < self.nodes.len());
-            // SAFETY: `node` is the root or a child pointer of a live table, so it is a live
-            // node of `level` (a child pointer is set only to the node just linked there and
-            // reset to NONE when that node is unlinked; nothing overwrites a linked table's
-            // entry), and a live node above the last level has a child slot per entry of its
-            // level (`new_node`, `insert_node`), which `index(level, _)` is below.
-            let n = unsafe { self.nodes.get_unchecked(node as usize) };
-            debug_assert_eq!(n.children.len(), Geometry::<F>::ENTRIES[level]);
-            // SAFETY: as above.
-            let child = unsafe { *n.children.get_unchecked(idx) };
-            if child == NONE {
-                return None;
-            }
-            node = child;
+            node = self.child_unchecked(node, level, start)?;
             level += 1;
         }
         Some(node)
+    }
+
+    /// The child of `node` (of `level`) at the entry that covers `iova`, if one is linked.
+    #[inline(always)]
+    fn child_unchecked(&self, node: u32, level: usize, iova: u64) -> Option<u32> {
+        let idx = Geometry::<F>::index(level, iova);
+        debug_assert!((node as usize) < self.nodes.len());
+        // SAFETY: `node` is the root or a child pointer of a live table, so it is a live node of
+        // `level` (a child pointer is set only to the node just linked there and reset to NONE
+        // when that node is unlinked; nothing overwrites a linked table's entry), and a live
+        // node above the last level has a child slot per entry of its level (`new_node`,
+        // `insert_node`), which `index(level, _)` is below.
+        let n = unsafe { self.nodes.get_unchecked(node as usize) };
+        debug_assert_eq!(n.children.len(), Geometry::<F>::ENTRIES[level]);
+        // SAFETY: as above.
+        let child = unsafe { *n.children.get_unchecked(idx) };
+        (child != NONE).then_some(child)
     }
 
     /// Unmaps `[iova, iova + size)` and returns the number of bytes that were mapped in it (holes
