@@ -529,9 +529,28 @@ fn decode_matches_hand_worked_dart_entries() {
     check(&out, "NO_READ [8]", "0", &[]);
     check(&out, "subpage start [63:52]", "0x0", &[]);
     check(&out, "subpage end [51:40]", "0xfff", &[]);
-    // + NO_WRITE 0x80: read-only.
+    // + NO_WRITE 0x80: read-only. The crate's name is accepted; the output names the format
+    // as `--format` spells it.
     let out = decode("apple-dart1", "1", "0x000fff0812344083");
+    assert!(
+        out.starts_with("0x000fff0812344083  (dart1 entry at level 1)"),
+        "{out}"
+    );
     check(&out, "NO_WRITE [7]", "1", &[]);
+    // One column of values, however long a label ("subpage start [63:52]" is 21 characters).
+    let value_column = |name: &str| {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap();
+        let after = line.find(name).unwrap() + name.len();
+        after + line[after..].len() - line[after..].trim_start().len()
+    };
+    assert_eq!(
+        value_column("valid [0]"),
+        value_column("subpage start [63:52]"),
+        "{out}"
+    );
     check(
         &out,
         "decode",
@@ -540,7 +559,7 @@ fn decode_matches_hand_worked_dart_entries() {
     );
     // L1 entry: the L2 table at 0x2001_0000 | valid.
     let out = decode("dart1", "0", "0x20010001");
-    check(&out, "address [35:12]", "0x20010000", &["L2 table"]);
+    check(&out, "address [35:12]", "0x20010000", &["level-1 table"]);
     // DART2: 0x3_8765_4000 >> 4 = 0x3876_5400 in [37:10], NO_CACHE 0x2 | valid 0x1.
     let out = decode("dart2", "1", "0x000fff0038765403");
     check(

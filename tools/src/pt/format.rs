@@ -48,6 +48,15 @@ pub enum PtFormat {
     AmdV1,
 }
 
+impl PtFormat {
+    /// The name `--format` takes (as printed in `pt`'s output; the crate's own
+    /// [`Format::NAME`](devmmu_pagetable::Format::NAME) is accepted as an alias where it differs).
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
+    }
+}
+
 /// `$body` with `$F` the `devmmu_pagetable` format type of the [`PtFormat`] `$fmt`: compiled
 /// once per format, no `dyn`.
 macro_rules! per_format {

@@ -260,6 +260,7 @@ pub fn build<F: Format>(path: &Path, ops: &[MapOp]) -> Result<Built<F>, PtError>
 
 /// `devmmu pt decode`: the lines to print.
 pub fn decode_lines<F: Fields>(
+    name: &str,
     level: Option<usize>,
     dummy: Option<u64>,
     values: &[u64],
@@ -268,7 +269,7 @@ pub fn decode_lines<F: Fields>(
     if level >= F::LEVELS {
         return Err(PtError::Value(format!(
             "--level {level}: {} has levels 0..={}",
-            F::NAME,
+            name,
             F::LEVELS - 1
         )));
     }
@@ -278,32 +279,34 @@ pub fn decode_lines<F: Fields>(
         if bits < 64 && raw >> bits != 0 {
             return Err(PtError::Value(format!(
                 "{raw:#x}: {} entries are {bits} bits",
-                F::NAME
+                name
             )));
         }
         let _ = writeln!(
             out,
             "{raw:#0w$x}  ({} entry at level {level})",
-            F::NAME,
+            name,
             w = bits / 4 + 2
         );
-        for (name, value, means) in fields::describe::<F>(level, raw, dummy.map(DmaAddr)) {
-            let _ = writeln!(out, "  {name:<20} {value:<20} {means}");
+        let fields = fields::describe::<F>(level, raw, dummy.map(DmaAddr));
+        // The label column as wide as the longest label (at least 20 characters).
+        let w = fields.iter().map(|f| f.0.len()).max().unwrap_or(0).max(20);
+        for (label, value, means) in fields {
+            let _ = writeln!(out, "  {label:<w$} {value:<20} {means}");
         }
     }
     Ok(out)
 }
 
 /// `devmmu pt walk`: each level's index, entry and what it points at, then the result.
-pub fn walk_lines<F: Format>(built: &Built<F>, iova: u64) -> String {
+pub fn walk_lines<F: Format>(name: &str, built: &Built<F>, iova: u64) -> String {
     let pt = &built.table;
     let reader = pt.table_alloc();
     let bytes = <F::Pte as PteWord>::BYTES;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "walk of IOVA {iova:#x} through {} tables, root {}:",
-        F::NAME,
+        "walk of IOVA {iova:#x} through {name} tables, root {}:",
         pt.root()
     );
     let mut table = pt.root();
@@ -393,13 +396,12 @@ pub fn walk_lines<F: Format>(built: &Built<F>, iova: u64) -> String {
 
 /// `devmmu pt dump`: every table reachable from the root with its non-empty entries (entries
 /// pointing at the IPU's dummy page, or at a table holding only such entries, are empty).
-pub fn dump_lines<F: Format>(built: &Built<F>) -> String {
+pub fn dump_lines<F: Format>(name: &str, built: &Built<F>) -> String {
     let pt = &built.table;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} page table: root {}, {} live tables{}",
-        F::NAME,
+        "{name} page table: root {}, {} live tables{}",
         pt.root(),
         pt.table_count(),
         pt.dummy_page()
@@ -540,7 +542,9 @@ pub fn run(args: &PtArgs) -> Result<String, PtError> {
             level,
             dummy_page,
             values,
-        } => per_format!(format, F => decode_lines::<F>(*level, *dummy_page, values)),
+        } => {
+            per_format!(format, F => decode_lines::<F>(&format.name(), *level, *dummy_page, values))
+        }
         PtCommand::Walk {
             format,
             map,
@@ -555,11 +559,11 @@ pub fn run(args: &PtArgs) -> Result<String, PtError> {
                 }
                 (None, None) => return Err(PtError::Value("--map or --trace is needed".into())),
             };
-            per_format!(format, F => Ok(head + &walk_lines(&build::<F>(path, &ops)?, *iova)))
+            per_format!(format, F => Ok(head + &walk_lines(&format.name(), &build::<F>(path, &ops)?, *iova)))
         }
         PtCommand::Dump { format, map } => {
             let ops = read_description(map)?;
-            per_format!(format, F => Ok(dump_lines(&build::<F>(map, &ops)?)))
+            per_format!(format, F => Ok(dump_lines(&format.name(), &build::<F>(map, &ops)?)))
         }
     }
 }

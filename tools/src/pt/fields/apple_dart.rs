@@ -59,7 +59,7 @@ impl Fields for AppleDart2 {
             "address [37:10]",
             format!("{stored:#x}"),
             format!(
-                "{} {:#x} (the field << 4)",
+                "{}: {:#x} (the field << 4)",
                 points_at(level),
                 stored << DART2_PADDR_SHIFT
             ),
@@ -101,9 +101,9 @@ fn valid(raw: u64) -> Vec<Field> {
 
 fn points_at(level: usize) -> &'static str {
     if level == 0 {
-        "L2 table at"
+        "bus address of the level-1 table"
     } else {
-        "16 KiB page at"
+        "bus address of the 16 KiB page"
     }
 }
 
