@@ -211,9 +211,6 @@ impl Gather {
         }
     }
 
-    /// The union of the leaf and walk ranges, merged and sorted, as `(start, end)`: what a
-    /// caller that does not tell them apart invalidates. Moves the walk ranges into the leaf
-    /// set in place (no allocation unless it grows).
     /// [`Gather::claim`]'s common cases in two compares: the gather is table `id`'s already,
     /// or nobody's (then it becomes `id`'s). `false` leaves it as it was, for `claim` to decide.
     #[inline(always)]
@@ -239,6 +236,9 @@ impl Gather {
         }
     }
 
+    /// The union of the leaf and walk ranges, merged and sorted, as `(start, end)`: what a
+    /// caller that does not tell them apart invalidates. Moves the walk ranges into the leaf
+    /// set in place (no allocation unless it grows).
     pub(crate) fn union_ranges(&mut self) -> &[(u64, u64)] {
         while let Some((s, e)) = self.walk.0.pop() {
             self.ranges.add(s, e);

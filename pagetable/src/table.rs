@@ -296,6 +296,10 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// them, as ipu3-mmu.c and ipu6-mmu.c do (an L2 table is freed only at teardown, so an L1
     /// entry never changes under a live device).
     ///
+    /// A kept table is used again: a later map over its span writes leaves into it, never a
+    /// block over its entry (that would orphan the table), so such a range is mapped with the
+    /// table's smaller leaves even where a block would fit.
+    ///
     /// Turning freeing on for a format whose emptied upper entries stay valid pointers (to the
     /// dummy table: the IPU) makes each unmap that frees a table gather the whole IOVA space,
     /// so [`PageTable::iotlb_sync`] invalidates the whole TLB (which may cache the old upper
@@ -440,7 +444,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         }
         let mut total: u64 = 0;
         let dummy = self.dummy_page();
-        let (g, lim) = ((1u64 << F::GRANULE_SHIFT) - 1, limit(self.oas));
+        let (g, lim) = ((1u64 << F::GRANULE_SHIFT) - 1, self.olimit);
         for &(dma, len) in segments {
             // The common case in a few instructions; `check_dma` names what is wrong.
             if (dma.0 | len) & g != 0 || len == 0 || dma.0 > lim || len > lim - dma.0 {
@@ -579,14 +583,14 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             // constant shifts and masks per level.
             let mut node = self.root;
             for level in 0..last {
-                node = self.child_unchecked(node, level, start)?;
+                node = self.child_at(node, level, start)?;
             }
             return Some(node);
         }
         let mut node = self.root;
         let mut level = self.start;
         while level < last {
-            node = self.child_unchecked(node, level, start)?;
+            node = self.child_at(node, level, start)?;
             level += 1;
         }
         Some(node)
@@ -594,18 +598,13 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
 
     /// The child of `node` (of `level`) at the entry that covers `iova`, if one is linked.
     #[inline(always)]
-    fn child_unchecked(&self, node: u32, level: usize, iova: u64) -> Option<u32> {
+    fn child_at(&self, node: u32, level: usize, iova: u64) -> Option<u32> {
         let idx = Geometry::<F>::index(level, iova);
-        debug_assert!((node as usize) < self.nodes.len());
-        // SAFETY: `node` is the root or a child pointer of a live table, so it is a live node of
-        // `level` (a child pointer is set only to the node just linked there and reset to NONE
-        // when that node is unlinked; nothing overwrites a linked table's entry), and a live
-        // node above the last level has a child slot per entry of its level (`new_node`,
-        // `insert_node`), which `index(level, _)` is below.
-        let n = unsafe { self.nodes.get_unchecked(node as usize) };
-        debug_assert_eq!(n.children.len(), Geometry::<F>::ENTRIES[level]);
-        // SAFETY: as above.
-        let child = unsafe { *n.children.get_unchecked(idx) };
+        // Checked reads: a node reached here is live and has a slot per entry of its level
+        // (child slots are reset to NONE when their node is unlinked, and no map writes a block
+        // over a linked table), so the checks never fail; kept so that a broken invariant is a
+        // fall back to the general path, never a read out of bounds.
+        let child = *self.nodes.get(node as usize)?.children.get(idx)?;
         (child != NONE).then_some(child)
     }
 
@@ -1070,13 +1069,13 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             let count =
                 (((end - start) >> shift) as usize).min(Geometry::<F>::ENTRIES[level] - first);
             let p = self.nodes[node as usize].page.cpu.as_ptr() as *const F::Pte;
-            // SAFETY: first + count <= the level's entries, so the slice lies inside the node's
-            // table page, which this table owns and nothing writes while `&self` is held.
-            let entries = unsafe { core::slice::from_raw_parts(p.add(first), count) };
             let empty = self.empty[level];
-            return entries
-                .iter()
-                .position(|&e| e != empty)
+            // Entry by entry through the pointer (no slice: with dirty tracking on, the device
+            // may update leaves of this table while it is read).
+            return (0..count)
+                // SAFETY: first + count <= the level's entries, so every read is inside the
+                // node's table page, which this table owns.
+                .position(|i| unsafe { p.add(first + i).read() } != empty)
                 .map(|i| start + ((i as u64) << shift));
         }
         let mut a = start;
@@ -1153,8 +1152,9 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
                 let n = ((src.remaining() >> shift) as usize).min(stop - idx);
                 debug_assert!(n > 0, "the segments cover the range exactly");
                 // SAFETY: idx + n <= stop <= entries, so every store is inside this table
-                // page, which the first_mapped check proved holds only empty entries in this
-                // range.
+                // page; its entries in this range are empty (the first_mapped check) or, in a
+                // table fresh from `alloc_table_for_overwrite`, not yet written, and all of
+                // them are written here before the table is linked.
                 unsafe { store_leaves::<F>(p.add(idx), n, attrs[level], src.dma(), shift) };
                 idx += n;
                 src.advance((n as u64) << shift);

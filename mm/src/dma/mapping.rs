@@ -283,7 +283,9 @@ impl DmaOps {
     /// [`DmaOps::map_sg_attrs`] of the pages of `frames`, in buffer order (a BO's attachment).
     /// The frames are allocated while `frames` lives and are never the DMA layer's own memory,
     /// so the frame table is not looked up page by page (`dma_map_sgtable` trusts the pages
-    /// the same way).
+    /// the same way). Callers keep that second promise: only a BO's `Frames` come here (never
+    /// the swiotlb pool's or the table pool's, the only frames `DmaMachine::own` tags); debug
+    /// builds check both promises by the lookup.
     ///
     /// # Errors
     /// As [`DmaOps::map_sg`]; [`MmError::WrongPhysMem`] if `frames` belong to another machine.

@@ -37,7 +37,14 @@ impl core::fmt::Debug for Frames {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Frames")
             .field("len_bytes", &self.len_bytes())
-            .field("segments", &self.segments().len())
+            .field(
+                "segments",
+                &(1 + self
+                    .pages
+                    .windows(2)
+                    .filter(|w| w[0].0 + PAGE_SIZE != w[1].0)
+                    .count()),
+            )
             .field("first", &self.pages.first())
             .finish()
     }
