@@ -61,6 +61,8 @@ impl RangeSet {
         Self(Vec::new())
     }
 
+    /// Inlined: the first range of an operation (an empty set, the common case) is a push.
+    #[inline]
     fn add(&mut self, start: u64, end: u64) {
         if start >= end {
             return;
@@ -121,8 +123,8 @@ impl Gather {
     /// Makes the gather table `id`'s, unless it holds another table's work.
     #[inline]
     pub(crate) fn claim(&mut self, id: u64) -> Result<(), Error> {
-        if self.owner != id {
-            if self.owner != 0 && !self.is_empty() {
+        if !self.claim_fast(id) {
+            if !self.is_empty() {
                 return Err(Error::ForeignGather);
             }
             self.owner = id;
@@ -141,13 +143,7 @@ impl Gather {
     /// merging with a range it touches or overlaps.
     #[inline]
     pub fn add_range(&mut self, iova: Iova, size: u64) {
-        let end = iova.0.saturating_add(size);
-        if self.ranges.0.is_empty() && iova.0 < end {
-            // The first range of an operation: nothing to merge with.
-            self.ranges.0.push((iova.0, end));
-            return;
-        }
-        self.ranges.add(iova.0, end);
+        self.ranges.add(iova.0, iova.0.saturating_add(size));
     }
 
     /// Records that `[iova, iova + size)` (bytes) needs a walk-cache invalidation as well (a

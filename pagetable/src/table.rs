@@ -404,16 +404,10 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         prot: Prot,
         gather: &mut Gather,
     ) -> Option<Result<(), Error>> {
-        let g = (1u64 << F::GRANULE_SHIFT) - 1;
-        let (ilim, olim) = (self.ilimit, self.olimit);
         if !gather.claim_fast(self.id)
             || !prot.grants_access()
-            || (iova | dma | size) & g != 0
-            || size == 0
-            || iova > ilim
-            || size > ilim - iova
-            || dma > olim
-            || size > olim - dma
+            || !fits::<F>(iova, size, self.ilimit)
+            || !fits::<F>(dma, size, self.olimit)
             || self
                 .dummy_page()
                 .is_some_and(|d| d.0.wrapping_sub(dma) < size)
@@ -444,10 +438,9 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
         }
         let mut total: u64 = 0;
         let dummy = self.dummy_page();
-        let (g, lim) = ((1u64 << F::GRANULE_SHIFT) - 1, self.olimit);
         for &(dma, len) in segments {
             // The common case in a few instructions; `check_dma` names what is wrong.
-            if (dma.0 | len) & g != 0 || len == 0 || dma.0 > lim || len > lim - dma.0 {
+            if !fits::<F>(dma.0, len, self.olimit) {
                 self.check_dma(dma, len)?;
             }
             if let Some(d) = dummy.filter(|d| d.0.wrapping_sub(dma.0) < len) {
@@ -628,13 +621,7 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
     /// [`Error::Misaligned`], [`Error::Overflow`], [`Error::OutOfRange`],
     /// [`Error::PartialBlock`].
     pub fn unmap(&mut self, iova: Iova, size: u64, gather: &mut Gather) -> Result<u64, Error> {
-        let (g, ilim) = ((1u64 << F::GRANULE_SHIFT) - 1, self.ilimit);
-        if gather.claim_fast(self.id)
-            && (iova.0 | size) & g == 0
-            && size != 0
-            && iova.0 <= ilim
-            && size <= ilim - iova.0
-        {
+        if gather.claim_fast(self.id) && fits::<F>(iova.0, size, self.ilimit) {
             if let Some(bytes) = self.unmap_in_leaf_table(iova.0, iova.0 + size, gather) {
                 return Ok(bytes);
             }
@@ -1172,19 +1159,18 @@ impl<F: Format, A: TableAlloc> PageTable<F, A> {
             let idx = Geometry::<F>::index(level, *iova);
             let dma = src.dma();
             let seg_left = src.remaining().min(end - *iova);
+            // (The last level returned above: here every node has child slots.) Never a block
+            // over a linked table (one emptied and kept): the block would orphan it, its child
+            // pointer left stale; such an entry's range is mapped inside that table by the
+            // branch below.
             if F::LEAF_LEVELS[level]
                 && (*iova | dma) & (esize - 1) == 0
                 && seg_left >= esize
-                && (level + 1 == F::LEVELS || self.nodes[node as usize].children[idx] == NONE)
+                && self.nodes[node as usize].children[idx] == NONE
             {
-                let mut n = ((seg_left >> shift) as usize).min(entries - idx);
-                if level + 1 < F::LEVELS {
-                    // Never a block over a linked table (one emptied and kept): the block would
-                    // orphan it, its child pointer left stale; such an entry's range is mapped
-                    // inside that table by the branch below.
-                    let children = &self.nodes[node as usize].children[idx..idx + n];
-                    n = children.iter().position(|&c| c != NONE).unwrap_or(n);
-                }
+                let n = ((seg_left >> shift) as usize).min(entries - idx);
+                let children = &self.nodes[node as usize].children[idx..idx + n];
+                let n = children.iter().position(|&c| c != NONE).unwrap_or(n);
                 let p = page.cpu.as_ptr() as *mut F::Pte;
                 // SAFETY: idx + n <= entries, so every store is inside this table page, which
                 // the first_mapped check proved holds only empty entries in this range.
@@ -1564,6 +1550,15 @@ pub(crate) fn next_table_id() -> u64 {
 /// Validates `[start, start + len)` for a format: non-empty, both granule-aligned (`what` names
 /// the start and the length in errors), no overflow, and ending within `bits` bits. Returns the
 /// exclusive end.
+/// Whether `[start, start + len)` is non-empty, granule-aligned and below `limit`: what
+/// [`check_range`] accepts, in a few compares, for the fast paths (which leave it to
+/// `check_range` to name the error when this is false).
+#[inline(always)]
+fn fits<F: Format>(start: u64, len: u64, limit: u64) -> bool {
+    let g = (1u64 << F::GRANULE_SHIFT) - 1;
+    (start | len) & g == 0 && len != 0 && start <= limit && len <= limit - start
+}
+
 pub(crate) fn check_range<F: Format>(
     what: (&'static str, &'static str),
     start: u64,

@@ -166,6 +166,25 @@ fn bad_input_is_refused_before_anything_runs() {
     assert_eq!(dir.entries(), ["in.png"]);
 }
 
+/// Asserts that a run of the command was refused with exit status 2 and a one-line message on
+/// stderr, and returns that message.
+fn refused_in_one_line(out: &std::process::Output) -> String {
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+/// Asserts that a run of the command exited with status 0 (showing its stderr if not).
+fn succeeded(out: &std::process::Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn command_line_summary_json_and_errors() {
     let exe = env!("CARGO_BIN_EXE_devmmu");
@@ -175,9 +194,7 @@ fn command_line_summary_json_and_errors() {
         .arg(dir.path("missing.png"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = refused_in_one_line(&out);
     assert!(err.starts_with("devmmu pipeline: "), "{err}");
 
     let out = Command::new(exe)
@@ -195,12 +212,7 @@ fn command_line_summary_json_and_errors() {
         .arg(&input)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["frames_matched"], 4);
     assert_eq!(v["all_match"], true);
@@ -237,9 +249,7 @@ fn va_map_draws_both_vms() {
         .arg(dir.path("missing/va.svg"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = refused_in_one_line(&out);
     assert!(err.contains("does not exist"), "{err}");
 
     if !vulkan("va_map_draws_both_vms") {
@@ -253,12 +263,7 @@ fn va_map_draws_both_vms() {
         .arg(&svg)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.starts_with("<svg") && picture.trim_end().ends_with("</svg>"));
     let (camera, display) = (

@@ -484,9 +484,7 @@ fn dump_table<F: Format>(
 fn trace_ops(format: PtFormat, path: &Path) -> Result<(Vec<MapOp>, String), PtError> {
     use crate::camera::DmaArg;
     use crate::trace::{read_trace, replay, Event};
-    let name = clap::ValueEnum::to_possible_value(&format)
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_default();
+    let name = format.name();
     let mmu = MmuFormat::from_name(&name).ok_or_else(|| {
         PtError::Value(format!(
             "--trace replays the trace on a device, whose MMU is ipu or arm-lpae-4k, not {name}"
@@ -496,12 +494,9 @@ fn trace_ops(format: PtFormat, path: &Path) -> Result<(Vec<MapOp>, String), PtEr
     let (dma, coherent) = events
         .iter()
         .find_map(|(_, e)| match e {
+            // "vfio" (a guest run's) replays behind the simulated IOMMU.
             Event::Config { dma, coherent, .. } => Some((
-                if dma == "direct" {
-                    DmaArg::Direct
-                } else {
-                    DmaArg::Iommu
-                },
+                clap::ValueEnum::from_str(dma, false).unwrap_or(DmaArg::Iommu),
                 *coherent,
             )),
             _ => None,
